@@ -1,0 +1,74 @@
+"""External memory: fixed slots of detached batch summaries, read through a gate.
+
+Each slot holds one summary (the mean final hidden state of a training batch,
+detached) and the priority it was written with. A batch is written only when
+its priority — its Φ, on the same [0, 10] scale as the threshold — reaches
+`threshold`; a full memory replaces its lowest-priority slot, and only with a
+higher priority. Writing is explicit (`write`), never a side effect of forward,
+so a forward pass can never read anything derived from its own batch.
+
+Reading: every position attends over the used slots with learned projections,
+and a per-position sigmoid gate g decides how much of the read enters the
+residual stream: h <- h + g · W_o(read). C (the "consciousness"/broadcast
+score) is the mean gate activation over positions: how strongly the memory is
+broadcast into the stream; 0 when the memory is empty (nothing to broadcast).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Memory(nn.Module):
+    def __init__(self, d_model: int, slots: int, threshold: float):
+        super().__init__()
+        self.slots = slots
+        self.threshold = threshold
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.k = nn.Linear(d_model, d_model, bias=False)
+        self.v = nn.Linear(d_model, d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model)
+        self.gate = nn.Linear(d_model, 1)
+        # persistent buffers: memory contents travel with checkpoints, so a resumed run reads what the original read
+        self.register_buffer("keys", torch.zeros(slots, d_model))
+        self.register_buffer("priority", torch.zeros(slots))
+        self.register_buffer("used", torch.zeros(slots, dtype=torch.bool))
+
+    @property
+    def utilisation(self) -> float:
+        return float(self.used.float().mean()) if self.slots else 0.0
+
+    def clear(self) -> None:
+        self.keys.zero_()
+        self.priority.zero_()
+        self.used.zero_()
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h: (B, T, C) -> (h with the gated read added, C score as a 0-dim tensor)."""
+        if self.slots == 0 or not bool(self.used.any()):
+            return h, h.new_zeros(())
+        mem = self.keys[self.used].to(h.dtype)                       # (S_used, C)
+        q, k, v = self.q(h), self.k(mem), self.v(mem)                # (B, T, C), (S, C), (S, C)
+        att = F.softmax(q @ k.t() / math.sqrt(h.size(-1)), dim=-1)  # (B, T, S)
+        g = torch.sigmoid(self.gate(h))                              # (B, T, 1)
+        return h + g * self.out(att @ v), g.float().mean()
+
+    @torch.no_grad()
+    def write(self, summary: torch.Tensor, priority: float) -> bool:
+        """Store `summary` (C,) if `priority` passes the threshold; returns whether it was written."""
+        if self.slots == 0 or not priority >= self.threshold:
+            return False
+        free = (~self.used).nonzero()
+        if len(free):
+            i = int(free[0])
+        else:
+            i = int(self.priority.argmin())
+            if priority <= float(self.priority[i]):
+                return False
+        self.keys[i] = summary.detach().float()
+        self.priority[i] = priority
+        self.used[i] = True
+        return True

@@ -1,0 +1,83 @@
+"""Integration metrics INFINITO reports about itself: Φ, the Φ loss, and their parts.
+
+Φ ("phi") is a fixed, documented function of the model's hidden states and
+attention probabilities on the current batch. It is bounded in [0, 10],
+differentiable, and batch-size invariant (computed per sequence, then averaged
+over the batch, so duplicating a batch leaves it unchanged).
+
+Components, each in [0, 1], computed per sequence on the final residual stream
+h (T, C) after the memory read:
+
+- coherence:   mean over t of (1 + cos(h̃_t, h̃_{t+1})) / 2, where h̃ is h with
+               its per-sequence mean removed (centering stops the shared
+               "anisotropy" direction of a trained transformer from pinning
+               every cosine near 1).
+- integration: mean |cos| between the means of the four quarters of the
+               sequence (how much the parts of the sequence share a common
+               summary), on the un-centred states.
+- complexity:  1 - ||mean_t u_t||² with u_t = h_t / ||h_t|| (how spread the
+               directions of the hidden states are; 0 when all align).
+- diversity:   normalised entropy of the last layer's attention rows,
+               H(p_t) / log(t + 1), averaged over heads and rows t >= 1.
+
+Φ = 10 · (0.3·coherence + 0.3·integration + 0.2·complexity + 0.2·diversity).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+WEIGHTS = {"coherence": 0.3, "integration": 0.3, "complexity": 0.2, "diversity": 0.2}
+_EPS = 1e-6
+
+
+def phi_components(h: torch.Tensor, attn: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Per-sequence components, each (B,) in [0, 1].
+
+    h: (B, T, C) hidden states; attn: (B, H, T, T) causal attention probabilities or None.
+    """
+    B, T, C = h.shape
+    h = h.float()
+    hc = h - h.mean(dim=1, keepdim=True)
+    if T > 1:
+        cos_next = F.cosine_similarity(hc[:, 1:], hc[:, :-1], dim=-1, eps=_EPS)  # (B, T-1)
+        coherence = ((1 + cos_next) / 2).mean(dim=1)
+    else:
+        coherence = h.new_full((B,), 0.5)
+
+    q = max(T // 4, 1)
+    quarters = [h[:, i * q:(i + 1) * q].mean(dim=1) for i in range(min(4, T))]  # each (B, C)
+    pair_cos = [F.cosine_similarity(a, b, dim=-1, eps=_EPS).abs()
+                for i, a in enumerate(quarters) for b in quarters[i + 1:]]
+    integration = torch.stack(pair_cos).mean(dim=0) if pair_cos else h.new_ones(B)
+
+    u = F.normalize(h, dim=-1, eps=_EPS)
+    complexity = 1 - u.mean(dim=1).pow(2).sum(dim=-1)  # (B,)
+
+    if attn is not None and T > 1:
+        a = attn.float()[:, :, 1:, :]  # row 0 attends to one key: entropy 0 by necessity
+        ent = -(a * torch.log(a.clamp_min(1e-12))).sum(dim=-1)  # (B, H, T-1)
+        n_keys = torch.arange(2, T + 1, device=h.device, dtype=h.dtype)
+        diversity = (ent / torch.log(n_keys)).mean(dim=(1, 2))
+    else:
+        diversity = h.new_full((B,), 0.5)
+
+    parts = {"coherence": coherence, "integration": integration,
+             "complexity": complexity, "diversity": diversity}
+    return {k: v.clamp(0.0, 1.0) for k, v in parts.items()}
+
+
+def phi_from_components(parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-sequence Φ in [0, 10], shape (B,)."""
+    return 10.0 * sum(WEIGHTS[k] * parts[k] for k in WEIGHTS)
+
+
+def phi_loss(phi: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Bounded penalty pulling the batch Φ into [low, high].
+
+    The distance d to the band (0 inside it) is at most 10, and the penalty is
+    d itself: linear, so its gradient does not vanish far from the band, and
+    bounded because Φ is. Scalar.
+    """
+    d = F.relu(low - phi) + F.relu(phi - high)
+    return d.mean()

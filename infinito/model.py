@@ -1,0 +1,153 @@
+"""INFINITO: a decoder-only causal transformer that reports Φ, C and memory use.
+
+Pre-LayerNorm blocks, GELU MLP, learned absolute positions, tied input/output
+embeddings, dropout, a gated external memory read before the final norm.
+`forward(idx, targets, metrics=True)` also returns the integration metrics;
+`forward(idx, cache=...)` decodes incrementally with a key/value cache.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import InfinitoConfig
+from .memory import Memory
+from .metrics import phi_components, phi_from_components, phi_loss
+
+KVCache = list  # one (k, v) pair per layer, each (B, H, T_past, head_dim)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: InfinitoConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.attn_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, past=None, need_probs=False):
+        """x: (B, T, C); past: (k, v) of earlier positions or None.
+
+        Returns (y, probs or None, (k, v) including this call's positions).
+        """
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        S = k.size(2)  # keys visible: earlier positions + this call's
+        # query i of this call sits at absolute position S - T + i and may see keys 0..S-T+i
+        mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+        probs = None
+        if need_probs:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
+            probs = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+            y = self.attn_drop(probs) @ v
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if S == T else mask, is_causal=S == T and T > 1,
+                dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_drop(self.proj(y)), probs, (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: InfinitoConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
+        self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: InfinitoConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, past=None, need_probs=False):
+        a, probs, kv = self.attn(self.ln1(x), past, need_probs)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), probs, kv
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor                 # (B, T, vocab)
+    loss: torch.Tensor | None = None     # mean token cross-entropy, when targets are given
+    metrics: dict | None = None          # phi, consciousness, memory_util, loss_phi (+ components)
+    summary: torch.Tensor | None = None  # (C,) detached batch summary, the memory's write candidate
+    cache: KVCache | None = None
+
+
+class Infinito(nn.Module):
+    def __init__(self, cfg: InfinitoConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.context, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.memory = Memory(cfg.d_model, cfg.memory_slots, cfg.memory_threshold)
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets=None, metrics=False, cache: KVCache | None = None, use_cache=False):
+        """idx: (B, T) token ids. With `cache`, idx continues the cached positions."""
+        B, T = idx.shape
+        start = cache[0][0].size(2) if cache else 0
+        if start + T > self.cfg.context:
+            raise ValueError(f"sequence of {start + T} tokens exceeds the context window ({self.cfg.context})")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        new_cache, probs = [], None
+        for i, block in enumerate(self.blocks):
+            x, p, kv = block(x, cache[i] if cache else None, need_probs=metrics and i == len(self.blocks) - 1)
+            probs = p if p is not None else probs
+            if use_cache:
+                new_cache.append(kv)
+        h, consciousness = self.memory(x)  # (B, T, C)
+        logits = F.linear(self.ln_f(h), self.tok_emb.weight)  # tied embeddings
+        out = Output(logits=logits, cache=new_cache if use_cache else None)
+        if targets is not None:
+            out.loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        if metrics:
+            parts = phi_components(h, probs)
+            phi_seq = phi_from_components(parts)  # (B,)
+            phi = phi_seq.mean()
+            out.metrics = {
+                "phi": phi,
+                "loss_phi": phi_loss(phi_seq, self.cfg.phi_low, self.cfg.phi_high),
+                "consciousness": consciousness,
+                "memory_util": self.memory.utilisation,
+                **{k: v.mean() for k, v in parts.items()},
+            }
+            out.summary = h.detach().float().mean(dim=(0, 1))
+        return out

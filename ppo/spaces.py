@@ -1,0 +1,45 @@
+"""Minimal Gymnasium-compatible space classes, so environments need no gymnasium.
+
+PPO only reads ``observation_space.shape`` and ``action_space.n``; ``low``/``high``
+are kept for environment authors and documentation.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+class Box:
+    """A float box ``low <= x <= high`` of a fixed shape."""
+
+    def __init__(self, low, high, shape: Sequence[int] | None = None, dtype=np.float32):
+        if shape is None:
+            shape = np.shape(low)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.low = np.broadcast_to(np.asarray(low, dtype=self.dtype), self.shape).copy()
+        self.high = np.broadcast_to(np.asarray(high, dtype=self.dtype), self.shape).copy()
+
+    def contains(self, x) -> bool:
+        x = np.asarray(x)
+        return x.shape == self.shape and bool(np.all(x >= self.low) and np.all(x <= self.high))
+
+    def __repr__(self) -> str:
+        return f"Box(shape={self.shape}, dtype={self.dtype.name})"
+
+
+class Discrete:
+    """Actions ``0 .. n-1``."""
+
+    def __init__(self, n: int):
+        if int(n) < 1:
+            raise ValueError(f"Discrete(n={n}) needs n >= 1")
+        self.n = int(n)
+        self.shape = ()
+
+    def contains(self, a) -> bool:
+        return 0 <= int(a) < self.n
+
+    def __repr__(self) -> str:
+        return f"Discrete({self.n})"

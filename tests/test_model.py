@@ -1,0 +1,141 @@
+"""INFINITO: causality, metric bounds, gradients, memory, cache."""
+import pytest
+import torch
+
+from infinito.config import InfinitoConfig
+from infinito.metrics import phi_loss
+from infinito.model import Infinito
+from infinito.training import make_optimizer, train_step
+
+
+def small_model(**kw):
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=50, context=32, d_model=32, n_layers=2, n_heads=4, dropout=0.0, memory_slots=8)
+    cfg.update(kw)
+    return Infinito(InfinitoConfig(**cfg))
+
+
+def trained_a_little(model, steps=3):
+    opt = make_optimizer(model, 1e-2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randint(0, model.cfg.vocab_size, (4, model.cfg.context), generator=g)
+        train_step(model, opt, x, x.roll(-1, 1))
+    return model
+
+
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_causal_mask(with_memory):
+    model = small_model()
+    if with_memory:
+        trained_a_little(model)
+        assert model.memory.utilisation > 0
+    model.eval()
+    x = torch.randint(0, 50, (2, 32), generator=torch.Generator().manual_seed(0))
+    t = 13
+    x2 = x.clone()
+    x2[:, t + 1:] = (x2[:, t + 1:] + 7) % 50
+    a, b = model(x).logits, model(x2).logits
+    assert torch.equal(a[:, :t + 1], b[:, :t + 1])
+    assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+
+
+def test_metric_bounds_and_batch_invariance():
+    model = trained_a_little(small_model()).eval()
+    x = torch.randint(0, 50, (3, 32), generator=torch.Generator().manual_seed(2))
+    m = model(x, metrics=True).metrics
+    assert 0.0 <= float(m["phi"]) <= 10.0
+    assert 0.0 < float(m["consciousness"]) <= 1.0  # memory is in use after training, so C is positive
+    assert 0.0 < m["memory_util"] <= 1.0
+    for k in ("coherence", "integration", "complexity", "diversity"):
+        assert 0.0 <= float(m[k]) <= 1.0
+    doubled = model(torch.cat([x, x]), metrics=True).metrics
+    assert float(doubled["phi"]) == pytest.approx(float(m["phi"]), abs=1e-5)
+
+
+def test_consciousness_is_zero_with_empty_memory():
+    model = small_model().eval()
+    m = model(torch.zeros(1, 8, dtype=torch.long), metrics=True).metrics
+    assert float(m["consciousness"]) == 0.0 and m["memory_util"] == 0.0
+
+
+def test_phi_loss_sends_gradient_into_parameters():
+    model = small_model(phi_low=9.0, phi_high=10.0)  # a band a fresh model is far below
+    x = torch.randint(0, 50, (2, 32))
+    m = model(x, metrics=True).metrics
+    assert float(m["loss_phi"]) > 0
+    m["loss_phi"].backward()
+    grads = [p.grad for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert len(grads) > 5
+    assert model.tok_emb.weight.grad is not None and model.tok_emb.weight.grad.abs().sum() > 0
+
+
+def test_phi_loss_is_bounded_and_zero_in_band():
+    phi = torch.tensor([0.0, 4.5, 10.0])
+    assert float(phi_loss(phi[1:2], 3, 6)) == 0.0
+    assert float(phi_loss(phi[:1], 3, 6)) == 3.0
+    assert float(phi_loss(phi[2:], 3, 6)) == 4.0
+
+
+def test_phi_training_moves_phi():
+    model = small_model(phi_low=0.0, phi_high=1.0)
+    x = torch.randint(0, 50, (4, 32), generator=torch.Generator().manual_seed(3))
+    before = float(model.eval()(x, metrics=True).metrics["phi"])
+    opt = make_optimizer(model, 1e-2)
+    for _ in range(20):
+        train_step(model, opt, x, x.roll(-1, 1), w_text=0.0, w_phi=1.0)
+    after = float(model.eval()(x, metrics=True).metrics["phi"])
+    assert after < before - 0.5
+
+
+def test_memory_is_written_during_training_and_respects_threshold():
+    model = small_model()
+    assert model.memory.utilisation == 0.0
+    trained_a_little(model, steps=3)
+    assert model.memory.utilisation == pytest.approx(3 / 8)
+    model.memory.threshold = 10.5  # no Φ can reach it
+    model.memory.clear()
+    trained_a_little(model, steps=3)
+    assert model.memory.utilisation == 0.0
+
+
+def test_full_memory_replaces_lowest_priority_only():
+    model = small_model(memory_slots=2)
+    mem = model.memory
+    v = torch.ones(32)
+    assert mem.write(v, 4.0) and mem.write(v * 2, 5.0)
+    assert not mem.write(v * 3, 3.5)        # lower than both: dropped
+    assert mem.write(v * 4, 6.0)            # replaces the 4.0 slot
+    assert sorted(mem.priority.tolist()) == [5.0, 6.0]
+
+
+def test_train_step_changes_parameters():
+    model = small_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    trained_a_little(model, steps=1)
+    changed = sum(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert changed > len(before) // 2
+
+
+def test_kv_cache_matches_full_forward():
+    model = trained_a_little(small_model()).eval()
+    x = torch.randint(0, 50, (2, 20))
+    full = model(x).logits
+    out = model(x[:, :7], use_cache=True)
+    pieces = [out.logits]
+    for t in range(7, 20):
+        out = model(x[:, t:t + 1], cache=out.cache, use_cache=True)
+        pieces.append(out.logits)
+    assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+
+
+def test_context_overflow_is_an_error():
+    with pytest.raises(ValueError, match="context"):
+        small_model()(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_invalid_config():
+    with pytest.raises(ValueError, match="divisible"):
+        InfinitoConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="unknown"):
+        InfinitoConfig.from_dict({"d_model": 32, "bogus": 1})
