@@ -292,6 +292,8 @@ def run_base(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs too
     try:
         return run_base(args)
     except (UserError, DataError, CheckpointError) as e:

@@ -38,15 +38,24 @@ SIZES: dict[str, int] = {"tiny": 225_000, "demo": 4_500_000}
 _SPLIT_PERIOD, _VALID_SLOT, _TEST_SLOT = 20, 18, 19
 
 _FEMALE = ("Alice Clara Edith Greta Helen Irene Julia Laura Maria Nora Olga Paula Rosa Sara Tessa "
-           "Vera Wanda Anna Bella Celia Dora Elsa Fiona Gemma Hanna Ida Lena Mona Nina Ruth").split()
+           "Vera Wanda Anna Bella Celia Dora Elsa Fiona Gemma Hanna Ida Lena Mona Nina Ruth Agnes Bertha "
+           "Cora Daisy Emma Flora Grace Hilda Iris Joan Kate Lucy Mabel Nell Opal Pearl Rita Stella Tilda Una "
+           "Viola Winifred Yvonne Zelda Amelia Beatrice Cecily Dorothy Eleanor Frances Harriet Imogen").split()
 _MALE = ("Adam Bruno Carl David Edgar Felix Georg Hugo Ivan Jonas Karl Leon Martin Nils Oscar "
-         "Peter Simon Tomas Victor Walter Arthur Basil Conrad Dennis Emil Frank Henry Otto Paul Rudolf").split()
+         "Peter Simon Tomas Victor Walter Arthur Basil Conrad Dennis Emil Frank Henry Otto Paul Rudolf Albert "
+         "Bernard Cyril Duncan Ernest Gilbert Harold Isaac Jasper Kenneth Lionel Miles Neville Oliver Percy "
+         "Quentin Roland Stanley Theodore Ulrich Vernon Wilfred Ambrose Benedict Clement Edmund Gregory").split()
 _SURNAMES = ("Abbott Baker Carver Dalton Ellis Fisher Garner Hale Ingram Jarvis Keller Lowell Mercer "
              "Norris Oakley Porter Quinn Rowe Sawyer Thorne Upton Vance Walsh Yates Archer Brook Cole "
-             "Drake Finch Grant Hayes Lane Marsh Nash Pike Reed Stone Tate Webb Wood").split()
-_TOWN_HEADS = "Ash Bel Cal Dun El Fen Glen Hart Kel Lark Mar Nor Oak Pen Ros Stan Thorn Wil Brim Cray".split()
-_TOWN_TAILS = "ford bury mouth wick ton dale holm stead more by".split()
-_RIVERS = "Alder Brent Colne Dove Esk Frome Isis Kennet Lune Medway Ouse Tamar Wey Yare".split()
+             "Drake Finch Grant Hayes Lane Marsh Nash Pike Reed Stone Tate Webb Wood Ashby Barlow Chandler "
+             "Dunmore Everett Fairfax Gilmore Holloway Kendall Lockwood Marlowe Newbury Pemberton Radcliffe "
+             "Sinclair Thornton Underwood Wakefield Whitmore Yardley Bramwell Corbett Dawson Fletcher Harper "
+             "Kingsley Merritt Prescott Rutherford Sheldon Talbot Winslow").split()
+_TOWN_HEADS = ("Ash Bel Cal Dun El Fen Glen Hart Kel Lark Mar Nor Oak Pen Ros Stan Thorn Wil Brim Cray "
+               "Amber Black Cold Deep Elder Frost Gold High Iron Long Mill North Red Salt Silver West").split()
+_TOWN_TAILS = "ford bury mouth wick ton dale holm stead more by gate haven field water wood".split()
+_RIVERS = ("Alder Brent Colne Dove Esk Frome Isis Kennet Lune Medway Ouse Tamar Wey Yare Avon Cherwell "
+           "Darent Exe Fowey Hamble Itchen Loddon Nene Otter Parrett Rother Severn Teign Ure Wensum").split()
 _REGIONS = ("north", "south", "east", "west", "centre")
 _LANDMARKS = ("old bridge", "clock tower", "stone church", "lighthouse", "water mill", "market hall",
               "castle", "town library")
@@ -54,7 +63,8 @@ _TRADES = ("fishing", "wool", "timber", "copper mining", "glassmaking", "cheese 
            "salt", "pottery", "wine")
 _COLORS = ("black", "white", "brown", "grey", "ginger", "spotted", "golden")
 _PET_NAMES = ("Biscuit Pepper Shadow Rusty Misty Pip Clover Juniper Sable Tansy Bramble Moss Pebble "
-              "Sorrel Tuck Willow Hazel Smudge").split()
+              "Sorrel Tuck Willow Hazel Smudge Acorn Barley Cinder Dusty Ember Fennel Ginger Holly Inky Jasper "
+              "Kipper Lupin Maple Nutmeg Oberon Poppy Quill Rascal Saffron Thistle Umber Velvet Wren").split()
 _SPECIES = ("dog", "cat", "horse", "goat", "parrot", "rabbit")
 _FOODS = ("apple pie", "fish soup", "fresh bread", "goat cheese", "plum cake", "roast potatoes",
           "mushroom stew", "honey biscuits")
@@ -76,6 +86,25 @@ _GOODS = (("apple", "apples"), ("egg", "eggs"), ("loaf", "loaves"), ("candle", "
           ("fish", "fish"), ("onion", "onions"), ("pear", "pears"), ("jar of honey", "jars of honey"),
           ("sack of flour", "sacks of flour"), ("cabbage", "cabbages"), ("knife", "knives"))
 _PLACES = ("garden", "barn", "kitchen", "orchard", "yard", "stable", "cellar")
+
+# Free choices that no context predicts: they keep the text from being memorisable.
+_ADJECTIVES = ("skilled", "young", "quiet", "cheerful", "careful", "famous", "patient", "busy", "clever",
+               "kind", "proud", "tired", "honest", "shy")
+_OFTEN = ("Every morning", "Most days", "Each afternoon", "Twice a week", "Every evening", "On weekdays")
+_LIKING = ("more than anything else", "above all", "very much", "on cold days", "at every feast")
+_SUPERLATIVES = ("best", "fastest", "most careful", "busiest", "friendliest", "oldest")
+_FINE = ("fine", "dry", "warm", "bright", "calm")
+_RELATIVES = ("mother", "father", "aunt", "uncle", "grandmother", "grandfather", "sister", "brother")
+_SIGHTS = ("best known sight", "oldest building", "pride of the people", "most visited place")
+_VISITORS = ("come to see", "often walk to", "take pictures of", "love")
+_WHEN = ("On Monday", "On Tuesday", "On Wednesday", "On Thursday", "On Friday", "On Saturday", "On Sunday",
+         "Last week", "One morning", "Early one day", "In the spring", "In the autumn")
+_WENT = ("went", "walked", "hurried", "cycled", "rode")
+_PET_DOING = ("asleep", "hiding", "playing", "eating", "sitting quietly", "lying in the sun")
+_WAITED = ("sat down beside it and waited", "laughed and picked it up", "called it home for dinner",
+           "stayed there for a while")
+_FEELINGS = ("tired", "happy", "hungry", "pleased with the week", "ready for a rest")
+_TRAVEL = ("by train", "by coach", "on horseback", "by bicycle", "on foot", "by boat")
 
 
 @dataclass(frozen=True)
@@ -150,20 +179,20 @@ class _World:
 
 
 def _build_world(r: random.Random) -> _World:
-    """Draw the fixed facts: 40 towns and 360 people."""
+    """Draw the fixed facts: 120 towns and 1200 people."""
     names = [h + t for h in _TOWN_HEADS for t in _TOWN_TAILS]
     r.shuffle(names)
     towns = tuple(
         _Town(name, r.choice(_REGIONS), r.choice(_RIVERS), r.randrange(600, 90_000),
               r.randrange(1100, 1890), r.choice(_TRADES), r.choice(_LANDMARKS))
-        for name in names[:40]
+        for name in names[:120]
     )
     full_names = [(f, s, True) for f in _FEMALE for s in _SURNAMES] + [(m, s, False) for m in _MALE for s in _SURNAMES]
     r.shuffle(full_names)
     people = tuple(
         _Person(first, last, female, r.choice(towns), r.choice(_JOBS), r.randrange(1920, 2001),
                 r.choice(_SPECIES), r.choice(_PET_NAMES), r.choice(_COLORS), r.choice(_FOODS))
-        for first, last, female in full_names[:360]
+        for first, last, female in full_names[:1200]
     )
     mayors = {t.name: r.choice(people) for t in towns}
     friends = {p.full: r.choice(people) for p in people}
@@ -181,19 +210,21 @@ def _bio(r: random.Random, w: _World) -> str:
     t, j, f = p.town, p.job, w.friends[p.full]
     years_here = r.randrange(1, max(2, 2020 - p.born))
     later = r.randrange(2021, 2041)
+    obj = r.choice(j.objects)
     pool = [
-        f"{p.He} was born in {p.born} and has lived in {t.name} for {_count(years_here, 'year', 'years', words=False)}.",
-        f"Every morning {p.he} goes to the {j.workplace} near the {t.landmark}, where {p.he} {j.verb3} {r.choice(j.objects)}.",
+        f"{p.He} was born in {p.born} and has lived in {t.name} for {_count(years_here, 'year', 'years', False)}.",
+        f"{r.choice(_OFTEN)} {p.he} goes to the {j.workplace} near the {t.landmark}, where {p.he} {j.verb3} {obj}.",
         f"{p.His} {p.pet} is called {p.pet_name}, and it is {p.pet_color}.",
-        f"{p.first} likes {p.food} more than anything else.",
-        f"{p.His} best friend is {f.full}, a {f.job.name} from {f.town.name}.",
+        f"{p.first} likes {p.food} {r.choice(_LIKING)}.",
+        f"{p.His} best friend is {f.full}, a {r.choice(_ADJECTIVES)} {f.job.name} from {f.town.name}.",
         f"In {later}, {p.first} will be {later - p.born} years old.",
-        f"People in {t.name} say that {p.first} is the best {j.name} in the {t.region}.",
-        f"When the weather is fine, {p.he} walks {p.pet_name} along the {t.river} River.",
+        f"People in {t.name} say that {p.first} is the {r.choice(_SUPERLATIVES)} {j.name} in the {t.region}.",
+        f"When the weather is {r.choice(_FINE)}, {p.he} walks {p.pet_name} along the {t.river} River.",
+        f"{p.He} learned to {j.verb} {obj} from {p.his} {r.choice(_RELATIVES)} when {p.he} was {r.randrange(6, 19)}.",
     ]
     r.shuffle(pool)
     body = " ".join(pool[: r.randrange(3, 7)])
-    return f"{p.full} is a {j.name} from {t.name}. {body}"
+    return f"{p.full} is a {r.choice(_ADJECTIVES)} {j.name} from {t.name}. {body}"
 
 
 def _town(r: random.Random, w: _World) -> str:
@@ -206,9 +237,10 @@ def _town(r: random.Random, w: _World) -> str:
         f"It lies on the {t.river} River and has about {t.population} people.",
         f"The town was founded in {t.founded}.",
         f"Most people in {t.name} work in {t.trade}.",
-        f"The {t.landmark} is the best known sight in {t.name}.",
+        f"The {t.landmark} is the {r.choice(_SIGHTS)} in {t.name}.",
         f"The mayor of {t.name} is {mayor.full}, who is a {mayor.job.name}.",
         f"In {_MONTHS[month]} the weather in {t.name} is usually {r.choice(_WEATHER[season])}, as it is {season}.",
+        f"Visitors {r.choice(_VISITORS)} the {t.landmark} and the banks of the {t.river}.",
     ]
     r.shuffle(pool)
     body = " ".join(pool[: r.randrange(3, 7)])
@@ -219,14 +251,13 @@ def _market(r: random.Random, w: _World) -> str:
     p = r.choice(w.people)
     (a_sg, a_pl), (b_sg, b_pl) = r.sample(_GOODS, 2)
     n, m, price = r.randrange(1, 13), r.randrange(1, 13), r.randrange(2, 10)
-    them = "it" if n == 1 else "them"
-    was = "was" if m == 1 else "were"
+    a_the = a_pl if n > 1 else a_sg
     return (
-        f"On {r.choice(_DAYS)}, {p.first} went to the market in {p.town.name}. "
+        f"{r.choice(_WHEN)}, {p.first} {r.choice(_WENT)} to the market in {p.town.name}. "
         f"{p.He} bought {_count(n, a_sg, a_pl)} and {_count(m, b_sg, b_pl)}. "
-        f"The {a_pl if n > 1 else a_sg} cost {price} coins each, so {p.he} paid {n * price} coins for {them}. "
-        f"There {was} {_count(m, b_sg, b_pl)} left in {p.his} basket after {p.he} gave the {a_pl if n > 1 else a_sg} away, "
-        f"and {p.he} carried {n + m} things home in all."
+        f"The {a_the} cost {price} coins each, so {p.he} paid {n * price} coins for {'it' if n == 1 else 'them'}. "
+        f"{p.He} gave the {a_the} to {w.friends[p.full].first}, so there {'was' if m == 1 else 'were'} "
+        f"{_count(m, b_sg, b_pl)} left in {p.his} basket, and {p.he} had bought {n + m} things in all."
     )
 
 
@@ -235,8 +266,8 @@ def _trade(r: random.Random, w: _World) -> str:
     k, hours = r.randrange(2, 13), r.randrange(20, 61)
     return (
         f"In {t.name} there are {_count(k, j.name, j.plural)}. "
-        f"The {j.plural} of {t.name} {j.verb} {r.choice(j.objects)} every day, and each {j.name} works about "
-        f"{hours} hours a week, so together the {j.plural} work about {k * hours} hours a week. "
+        f"The {j.plural} of {t.name} {j.verb} {r.choice(j.objects)} {r.choice(_OFTEN).lower()}, and each {j.name} "
+        f"works about {hours} hours a week, so together the {j.plural} work about {k * hours} hours a week. "
         f"One {j.name} {j.verb3} {r.choice(j.objects)} at the {j.workplace} by the {t.landmark}, "
         f"and the others work near the {t.river} River."
     )
@@ -247,13 +278,14 @@ def _compare(r: random.Random, w: _World) -> str:
     if a.born == b.born:
         rel = f"{a.first} and {b.first} are the same age"
     else:
-        rel = f"{a.first} is {'older' if a.born < b.born else 'younger'} than {b.first} by {_count(abs(a.born - b.born), 'year', 'years', words=False)}"
+        older = "older" if a.born < b.born else "younger"
+        rel = f"{a.first} is {older} than {b.first} by {_count(abs(a.born - b.born), 'year', 'years', False)}"
     same = "also lives" if a.town == b.town else "lives"
+    jobs = (f"{a.first} and {b.first} are both {a.job.plural}." if a.job == b.job
+            else f"{a.first} is a {a.job.name}, while {b.first} is a {b.job.name}.")
     return (
         f"{a.full} was born in {a.born}, and {b.full} was born in {b.born}, so {rel}. "
-        f"{a.first} lives in {a.town.name} and {b.first} {same} in {b.town.name}. "
-        + (f"{a.first} and {b.first} are both {a.job.plural}." if a.job == b.job
-           else f"{a.first} is a {a.job.name}, while {b.first} is a {b.job.name}.")
+        f"{a.first} lives in {a.town.name} and {b.first} {same} in {b.town.name}. {jobs}"
     )
 
 
@@ -261,11 +293,12 @@ def _dialogue(r: random.Random, w: _World) -> str:
     p = r.choice(w.people)
     f = w.friends[p.full]
     place = r.choice(_PLACES)
+    doing = r.choice(_PET_DOING)
     return (
         f"\"Have you seen {p.pet_name}?\" asked {p.first}. "
         f"\"Yes, your {p.pet_color} {p.pet} is in the {place},\" said {f.first}. "
         f"\"Thank you, {f.first},\" said {p.first}, and {p.he} went to the {place} to find {p.pet_name}. "
-        f"{p.pet_name} was asleep in the {place}, so {p.first} sat down beside it and waited."
+        f"{p.pet_name} was {doing} in the {place}, so {p.first} {r.choice(_WAITED)}."
     )
 
 
@@ -280,10 +313,12 @@ def _diary(r: random.Random, w: _World) -> str:
         f"ate {p.food} for dinner",
         f"cleaned the {r.choice(_PLACES)}",
         f"went to the {t.landmark} with {f.first}",
+        f"wrote a letter to {p.his} {r.choice(_RELATIVES)}",
     ]
     days = [f"On {_DAYS[(start + i) % 7]} {p.he} {r.choice(deeds)}." for i in range(span)]
     last = _DAYS[(start + span - 1) % 7]
-    return f"{p.first} kept a diary of {p.his} week in {t.name}. " + " ".join(days) + f" By {last} evening {p.he} was tired."
+    return (f"{p.first} kept a diary of {p.his} week in {t.name}. " + " ".join(days)
+            + f" By {last} evening {p.he} was {r.choice(_FEELINGS)}.")
 
 
 def _counting(r: random.Random, w: _World) -> str:
@@ -291,13 +326,29 @@ def _counting(r: random.Random, w: _World) -> str:
     sg, pl = r.choice(_GOODS)
     n = r.randrange(2, 11)
     counted = ", ".join(_NUMBER_WORDS[1 : n + 1])
+    need = n + r.randrange(1, 4)
     return (
         f"{p.first} counted the {pl} in the {r.choice(_PLACES)}: {counted}. "
-        f"There were {_count(n, sg, pl)}, and {p.he} needed {_count(n + 1, sg, pl)}, so {p.he} was short by one."
+        f"There were {_count(n, sg, pl)}, but {p.he} needed {_count(need, sg, pl)}, "
+        f"so {p.he} was short by {_NUMBER_WORDS[need - n]}."
     )
 
 
-_PARAGRAPHS = (_bio, _bio, _town, _market, _trade, _compare, _dialogue, _diary, _counting)
+def _journey(r: random.Random, w: _World) -> str:
+    p = r.choice(w.people)
+    dest = r.choice(w.towns)
+    miles, speed = r.randrange(2, 31) * 5, r.choice((5, 10, 15))
+    how = r.choice(_TRAVEL)
+    return (
+        f"{r.choice(_WHEN)}, {p.full} travelled {how} from {p.town.name} to {dest.name}, a journey of {miles} miles. "
+        f"At {speed} miles an hour the trip took {miles // speed} hours"
+        + (f" and {(miles % speed) * 60 // speed} minutes. " if miles % speed else ". ")
+        + f"In {dest.name} {p.he} saw the {dest.landmark}, and the way back was another {miles} miles, "
+        f"so {p.he} travelled {2 * miles} miles in all."
+    )
+
+
+_PARAGRAPHS = (_bio, _bio, _town, _market, _trade, _compare, _dialogue, _diary, _counting, _journey)
 
 
 def _paragraphs(size: str) -> list[str]:

