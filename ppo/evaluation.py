@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .policy import ActorCritic
+from .policy import sample_from_probs
 from .vec_env import is_vec_env
 
 # Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30.
@@ -25,8 +25,8 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
 def t_quantile_975(df: int) -> float:
     if df <= len(_T975):
         return _T975[df - 1]
-    z = 1.959964  # Cornish-Fisher first correction: error < 0.002 for df > 30
-    return z + (z**3 + z) / (4 * df)
+    z = 1.959964  # Cornish-Fisher expansion to 1/df^2: error < 1e-3 for df > 30
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 @dataclass
@@ -36,6 +36,7 @@ class EvalResult:
 
     episode_returns: list
     episode_lengths: list
+    action_counts: list = field(default_factory=list)  # times each action was taken, all episodes
     deterministic: bool = True
     seed: int = 0
     step: Optional[int] = None  # global training step, set by PPO.add_evaluation
@@ -70,44 +71,75 @@ class EvalResult:
         low, high = self.ci95
         return {"step": self.step, "mean_reward": self.mean_reward, "std_reward": self.std_reward,
                 "ci95_low": low, "ci95_high": high, "mean_ep_length": self.mean_ep_length,
-                "n_episodes": self.n_episodes, "deterministic": self.deterministic, "seed": self.seed,
+                "n_episodes": self.n_episodes, "action_counts": [int(c) for c in self.action_counts],
+                "deterministic": self.deterministic, "seed": self.seed,
                 "is_best": self.is_best,
                 "episode_returns": [float(r) for r in self.episode_returns],
                 "episode_lengths": [int(n) for n in self.episode_lengths], "extra": dict(self.extra)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalResult":
-        return cls(list(d["episode_returns"]), list(d["episode_lengths"]), d["deterministic"], d["seed"],
-                   d.get("step"), bool(d.get("is_best", False)), dict(d.get("extra", {})))
+        return cls(list(d["episode_returns"]), list(d["episode_lengths"]), list(d.get("action_counts", [])),
+                   d["deterministic"], d["seed"], d.get("step"), bool(d.get("is_best", False)),
+                   dict(d.get("extra", {})))
+
+
+class ConstantPolicy:
+    """Control policy: always the same action (e.g. "always TEXT")."""
+
+    def __init__(self, action: int):
+        self.action = int(action)
+
+    def act(self, obs, mask=None, deterministic=False, rng=None) -> np.ndarray:
+        return np.full(len(obs), self.action, np.int64)
+
+
+class RandomPolicy:
+    """Control policy: uniform over the legal actions, whatever ``deterministic`` says."""
+
+    def __init__(self, n_actions: int):
+        self.n_actions = int(n_actions)
+
+    def act(self, obs, mask=None, deterministic=False, rng=None) -> np.ndarray:
+        legal = np.ones((len(obs), self.n_actions)) if mask is None else np.asarray(mask, np.float64)
+        return sample_from_probs(legal, rng)
 
 
 def evaluate_policy(
-    policy: ActorCritic,
+    policy: Any,
     env: Any,
     n_episodes: int = 10,
     deterministic: bool = True,
     seed: int = 0,
     obs_normalizer: Optional[Any] = None,
     mask_key: Optional[str] = "action_mask",
+    step_hook: Optional[Callable[[dict], None]] = None,
 ) -> EvalResult:
-    """Run ``n_episodes`` complete episodes.
+    """Run ``n_episodes`` complete episodes of ``policy`` (an ``ActorCritic`` or any
+    object with ``act(obs, mask, deterministic, rng) -> actions``, e.g. the control
+    policies above).
 
     ``env``: a single Gymnasium-style env (or a factory for one): episode k is reset
-    with ``seed + k``. Or a vector env: ``reset(seed)`` seeds env i with ``seed + i``
-    and env i contributes a fixed quota of episodes (so short episodes are not
-    over-represented because they finish first).
+    with ``seed + k``, so every policy meets the same start states. Or a vector env:
+    ``reset(seed)`` seeds env i with ``seed + i`` and env i contributes a fixed quota
+    of episodes (so short episodes are not over-represented because they finish
+    first; envs past their quota keep stepping until all are done). ``step_hook``
+    gets every step's info dict (the vector env's infos dict), e.g. to measure
+    environment-specific statistics.
     """
     if n_episodes < 1:
         raise ValueError("n_episodes must be >= 1")
     rng = np.random.default_rng(seed)
     normalize = obs_normalizer if obs_normalizer is not None else (lambda o, update=False: np.asarray(o, np.float32))
+    returns, lengths, taken = [], [], []
 
     def act(obs: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
-        return policy.act(normalize(obs, update=False), mask, deterministic=deterministic, rng=rng)
+        actions = policy.act(normalize(obs, update=False), mask, deterministic=deterministic, rng=rng)
+        taken.append(actions)
+        return actions
 
-    returns, lengths = [], []
     if is_vec_env(env):
-        N = env.num_envs
+        N, n_actions = env.num_envs, env.action_space.n
         quota = np.array([n_episodes // N + (i < n_episodes % N) for i in range(N)])
         done_count = np.zeros(N, int)
         ep_ret, ep_len = np.zeros(N), np.zeros(N, int)
@@ -115,6 +147,8 @@ def evaluate_policy(
         while (done_count < quota).any():
             mask = infos.get(mask_key) if mask_key else None
             obs, rew, term, trunc, infos = env.step(act(obs, mask))
+            if step_hook is not None:
+                step_hook(infos)
             ep_ret += rew
             ep_len += 1
             for i in np.flatnonzero(term | trunc):
@@ -125,6 +159,7 @@ def evaluate_policy(
                 ep_ret[i], ep_len[i] = 0.0, 0
     else:
         single = env() if (isinstance(env, type) or not hasattr(env, "step")) else env
+        n_actions = single.action_space.n
         for k in range(n_episodes):
             obs, info = single.reset(seed=seed + k)
             total, length, ended = 0.0, 0, False
@@ -132,10 +167,14 @@ def evaluate_policy(
                 mask = info.get(mask_key) if mask_key and mask_key in info else None
                 action = act(np.asarray(obs)[None], None if mask is None else np.asarray(mask, bool)[None])
                 obs, r, te, tr, info = single.step(int(action[0]))
+                if step_hook is not None:
+                    step_hook(info)
                 total, length, ended = total + float(r), length + 1, bool(te or tr)
             returns.append(total)
             lengths.append(length)
-    return EvalResult(returns, lengths, deterministic=deterministic, seed=seed)
+    # (counts include the steps of vector envs that were past their quota)
+    counts = np.bincount(np.concatenate(taken), minlength=n_actions).tolist()
+    return EvalResult(returns, lengths, counts, deterministic=deterministic, seed=seed)
 
 
 def compare_to_best(result: EvalResult, best: EvalResult, std_factor: float, drop_pct: float,

@@ -76,14 +76,14 @@ def bind_flat_grads(module: nn.Module, flat: nn.Parameter) -> None:
 
 
 def sample_from_probs(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Inverse-CDF sampling, one uniform per row. probs: [B, A] -> actions [B] int64.
+    """probs [B, A] -> one sampled action per row, int64 [B].
 
-    ``<=`` (not ``<``) so a zero-probability action is never picked, even at u == 0.
+    Exponential race (equivalent to the Gumbel-max trick): with E_i ~ Exp(1),
+    argmax_i p_i / E_i = argmin_i E_i / p_i, the first of independent exponential
+    clocks with rates p_i, which is action i with probability p_i / sum(p). A
+    zero-probability (masked) action can never win. Two numpy calls, no cumsum.
     """
-    cdf = np.cumsum(probs, axis=1, dtype=np.float64)  # [B, A]
-    u = rng.random(len(probs)) * cdf[:, -1]  # [B]
-    actions = (cdf <= u[:, None]).sum(axis=1)
-    return np.minimum(actions, probs.shape[1] - 1)
+    return (probs / rng.standard_exponential(probs.shape)).argmax(axis=1)
 
 
 class ActorCritic(nn.Module):
@@ -113,19 +113,22 @@ class ActorCritic(nn.Module):
         self._pi_layers = [(m.weight, m.bias) for m in self.pi if isinstance(m, nn.Linear)]
         self._vf_layers = [(m.weight, m.bias) for m in self.vf if isinstance(m, nn.Linear)]
 
-    def _run(self, layers: list, x: torch.Tensor) -> torch.Tensor:
-        for weight, bias in layers[:-1]:
-            x = self._act_fn(F.linear(x, weight, bias))
-        weight, bias = layers[-1]
-        return F.linear(x, weight, bias)
+    def _run(self, layers: list, obs: torch.Tensor) -> torch.Tensor:
+        x = obs if obs.dim() == 2 else obs.reshape(obs.shape[0], -1)  # [B, obs_dim]
+        last = len(layers) - 1
+        for i, (weight, bias) in enumerate(layers):
+            x = F.linear(x, weight, bias)
+            if i < last:
+                x = self._act_fn(x)
+        return x
 
     def logits(self, obs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """obs [B, *obs_shape] -> logits [B, A]; masked entries set to the dtype minimum."""
-        return masked_logits(self._run(self._pi_layers, obs.reshape(len(obs), -1)), mask)
+        return masked_logits(self._run(self._pi_layers, obs), mask)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, *obs_shape] -> V(s) [B]."""
-        return self._run(self._vf_layers, obs.reshape(len(obs), -1)).squeeze(-1)
+        return self._run(self._vf_layers, obs).squeeze(-1)
 
     def forward(self, obs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.logits(obs, mask), self.value(obs)
@@ -159,7 +162,7 @@ class ActorCritic(nn.Module):
                 return self.act(obs, mask, deterministic, rng)
         device = self._pi_layers[0][0].device
         x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)).to(device)
-        m = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool)).to(device)
+        m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)).to(device)
         logits = self.logits(x, m)
         if deterministic:
             return logits.argmax(-1).cpu().numpy()

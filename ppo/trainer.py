@@ -18,7 +18,6 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .buffer import RolloutBuffer, compute_gae
@@ -28,6 +27,7 @@ from .checkpoint import (AGENT_KIND, FORMAT_VERSION, CheckpointError, capture_gl
 from .config import PPOConfig
 from .evaluation import EvalResult, evaluate_policy
 from .logger import Logger
+from .losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
 from .normalize import ObsNormalizer, RewardScaler
 from .policy import ActorCritic, bind_flat_grads, flatten_parameters
 from .vec_env import as_vec_env
@@ -214,9 +214,8 @@ class PPO:
         # policy did not change during collection, so these equal the per-step values.
         extra_obs = [self.obs_normalizer(self._obs, update=False)] + [o[None] for _, _, o in buf.truncation_obs]
         with torch.inference_mode():
-            logp_all = F.log_softmax(self.policy.logits(obs, masks), dim=-1)  # [B, A]
-            old_logp = logp_all.gather(1, actions[:, None]).squeeze(1)  # [B]
-            values = self.policy.value(obs)  # [B]
+            # The same function the update calls, so the first minibatch's ratio is 1.
+            old_logp, _, values = self.policy.evaluate_actions(obs, actions, masks)  # [B], [B]
             extra_values = self.policy.value(torch.from_numpy(np.concatenate(extra_obs)).to(self.device))
         values_np = values.cpu().numpy().reshape(T, N)
         extra_np = extra_values.cpu().numpy()
@@ -236,7 +235,8 @@ class PPO:
         B, mb = len(batch["obs"]), cfg.batch_size
         flat = self._flat_params
         bind_flat_grads(self.policy, flat)
-        stats = []  # per applied minibatch: [pg_loss, value_loss, entropy, loss, approx_kl, clip_frac]
+        losses = []  # per applied minibatch: [pg_loss, value_loss, entropy, loss]
+        log_ratios = []  # per applied minibatch: log(pi_new / pi_old) [mb], for KL and clip stats
         kl_stop = False
         for epoch in range(cfg.n_epochs):
             # Shuffle once per epoch; minibatches are then cheap contiguous slices.
@@ -250,24 +250,13 @@ class PPO:
                 adv = d["advantages"]
                 if cfg.normalize_advantage and len(adv) > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                # Clipped surrogate: the pessimistic (max of the negated) bound removes
-                # the incentive to move the ratio outside [1-clip, 1+clip].
-                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
-                if cfg.clip_range_vf is None:
-                    value_loss = F.mse_loss(values, d["returns"])
-                else:
-                    v_clipped = d["old_values"] + (values - d["old_values"]).clamp(-cfg.clip_range_vf,
-                                                                                   cfg.clip_range_vf)
-                    value_loss = torch.max((values - d["returns"]) ** 2, (v_clipped - d["returns"]) ** 2).mean()
+                pg_loss = clipped_surrogate_loss(ratio, adv, clip)
+                v_loss = value_loss(values, d["old_values"], d["returns"], cfg.clip_range_vf)
                 entropy = entropy.mean()
-                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * value_loss
+                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
 
-                with torch.no_grad():
-                    # k3 estimator of KL(old||new) (Schulman 2020): unbiased and >= 0.
-                    approx_kl = ((ratio - 1.0) - log_ratio).mean()
-                    clip_frac = ((ratio - 1.0).abs() > clip).float().mean()
-                if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
-                    kl_stop = True  # this minibatch is not applied
+                if cfg.target_kl is not None and approx_kl(log_ratio.detach()).item() > cfg.target_kl:
+                    kl_stop = True  # the policy moved too far: this minibatch is not applied
                     break
                 flat.grad.zero_()
                 loss.backward()
@@ -277,29 +266,30 @@ class PPO:
                     grad_norm = torch.linalg.vector_norm(flat.grad)
                     flat.grad.mul_((cfg.max_grad_norm / (grad_norm + 1e-6)).clamp_(max=1.0))
                 self.optimizer.step()
-                stats.append(torch.stack([pg_loss.detach(), value_loss.detach(), entropy.detach(), loss.detach(),
-                                          approx_kl, clip_frac]))
+                losses.append(torch.stack([pg_loss, v_loss, entropy, loss]).detach())
+                log_ratios.append(log_ratio.detach())
             if kl_stop:
                 break
 
         log = self.logger.record
-        if stats:
-            pg, vl, ent, total, kl, cf = torch.stack(stats).mean(0).tolist()
+        if losses:  # means over all applied minibatches (diagnostics computed once, here)
+            pg, vl, ent, total = torch.stack(losses).mean(0).tolist()
             if not math.isfinite(total):
                 raise FloatingPointError(f"PPO loss is {total} at update {self.n_updates + 1} (step "
                                          f"{self.global_step}); lower learning_rate or check the environment "
                                          "for NaN/inf observations or rewards")
+            log_ratio = torch.cat(log_ratios)
             log("train/policy_gradient_loss", pg)
             log("train/value_loss", vl)
             log("train/entropy_loss", -ent)
             log("train/loss", total)
-            log("train/approx_kl", kl)
-            log("train/clip_fraction", cf)
+            log("train/approx_kl", approx_kl(log_ratio).item())
+            log("train/clip_fraction", clip_fraction(log_ratio, clip).item())
         log("train/learning_rate", self.optimizer.param_groups[0]["lr"])
         log("train/clip_range", clip)
         if cfg.clip_range_vf is not None:
             log("train/clip_range_vf", cfg.clip_range_vf)
-        log("train/n_minibatch_updates", len(stats))
+        log("train/n_minibatch_updates", len(losses))
         log("train/kl_early_stop", float(kl_stop))
         log("train/n_updates", self.n_updates + 1)
 
@@ -370,7 +360,7 @@ class PPO:
             "recent_episodes": [list(e) for e in self.recent_episodes],
             "evaluations": [r.to_dict() for r in self.eval_history],
             "extra": dict(self.extra),
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
 
     def save(self, path: str, extra: Optional[dict] = None) -> None:

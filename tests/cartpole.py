@@ -9,8 +9,9 @@ friction.
 
 ``CartPoleEnv`` is one Gymnasium-style environment; ``CartPoleVecEnv`` steps N of
 them with one set of numpy operations and follows the ``ppo.vec_env`` contract.
-Both share ``cartpole_step`` and seed env i with ``seed + i`` the same way, so they
-produce identical trajectories.
+Both share ``cartpole_step`` (floats with ``math`` for one cart, numpy arrays for
+N) and seed env i with ``seed + i`` the same way, so their trajectories agree (to
+the last bit unless numpy's vectorised sin/cos differ from libm's by an ulp).
 """
 from __future__ import annotations
 
@@ -32,18 +33,23 @@ MAX_EPISODE_STEPS = 500
 _HIGH = np.array([X_LIMIT * 2, np.finfo(np.float32).max, THETA_LIMIT * 2, np.finfo(np.float32).max], np.float32)
 
 
-def cartpole_step(state: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """state [N, 4] = (x, x_dot, theta, theta_dot), actions [N] in {0: push left,
-    1: push right} -> (new state [N, 4], terminated [N] bool)."""
-    x, x_dot, theta, theta_dot = state.T
-    force = np.where(actions == 1, FORCE, -FORCE)
-    cos, sin = np.cos(theta), np.sin(theta)
-    temp = (force + POLE_MASS_LENGTH * theta_dot**2 * sin) / TOTAL_MASS
-    theta_acc = (GRAVITY * sin - cos * temp) / (HALF_LENGTH * (4.0 / 3.0 - POLE_MASS * cos**2 / TOTAL_MASS))
-    x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos / TOTAL_MASS
-    new = np.stack([x + TAU * x_dot, x_dot + TAU * x_acc, theta + TAU * theta_dot, theta_dot + TAU * theta_acc], 1)
-    terminated = (np.abs(new[:, 0]) > X_LIMIT) | (np.abs(new[:, 2]) > THETA_LIMIT)
-    return new, terminated
+def cartpole_step(state, push_right, sin=math.sin, cos=math.cos):
+    """One Euler step. ``state`` = (x, x_dot, theta, theta_dot) as four floats, or a
+    [4, N] array for N carts (then pass ``sin=np.sin, cos=np.cos``); ``push_right``:
+    bool or [N] bool. Returns (new state as a tuple of the same kind, terminated).
+
+    Plain floats for one cart: ~5x faster than numpy on length-1 arrays.
+    """
+    x, x_dot, theta, theta_dot = state
+    force = (2.0 * push_right - 1.0) * FORCE
+    c, s = cos(theta), sin(theta)
+    temp = (force + POLE_MASS_LENGTH * theta_dot * theta_dot * s) / TOTAL_MASS
+    theta_acc = (GRAVITY * s - c * temp) / (HALF_LENGTH * (4.0 / 3.0 - POLE_MASS * c * c / TOTAL_MASS))
+    x_acc = temp - POLE_MASS_LENGTH * theta_acc * c / TOTAL_MASS
+    x, x_dot = x + TAU * x_dot, x_dot + TAU * x_acc
+    theta, theta_dot = theta + TAU * theta_dot, theta_dot + TAU * theta_acc
+    terminated = (abs(x) > X_LIMIT) | (abs(theta) > THETA_LIMIT)  # works for floats and arrays
+    return (x, x_dot, theta, theta_dot), terminated
 
 
 def _initial_state(rng: np.random.Generator) -> np.ndarray:
@@ -61,7 +67,7 @@ class CartPoleEnv:
         self.max_episode_steps = max_episode_steps
         self.masked_action = masked_action
         self._rng = np.random.default_rng()
-        self._state = np.zeros((1, 4))
+        self._state = (0.0, 0.0, 0.0, 0.0)
         self._steps = 0
 
     def _info(self) -> dict:
@@ -74,21 +80,21 @@ class CartPoleEnv:
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        self._state = _initial_state(self._rng)[None]
+        self._state = tuple(float(v) for v in _initial_state(self._rng))
         self._steps = 0
-        return self._state[0].astype(np.float32), self._info()
+        return np.array(self._state, np.float32), self._info()
 
     def step(self, action: int):
-        self._state, terminated = cartpole_step(self._state, np.array([action]))
+        self._state, terminated = cartpole_step(self._state, action == 1)
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps
-        return self._state[0].astype(np.float32), 1.0, bool(terminated[0]), truncated, self._info()
+        return np.array(self._state, np.float32), 1.0, terminated, truncated, self._info()
 
     def get_state(self) -> dict:
-        return {"state": torch.from_numpy(self._state.copy()), "steps": self._steps, "rng": self._rng.bit_generator.state}
+        return {"state": list(self._state), "steps": self._steps, "rng": self._rng.bit_generator.state}
 
     def set_state(self, s: dict) -> None:
-        self._state, self._steps = s["state"].numpy().copy(), int(s["steps"])
+        self._state, self._steps = tuple(s["state"]), int(s["steps"])
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = s["rng"]
 
@@ -102,31 +108,33 @@ class CartPoleVecEnv:
         self.action_space = Discrete(2)
         self.max_episode_steps = max_episode_steps
         self._rngs = [np.random.default_rng() for _ in range(num_envs)]
-        self._state = np.zeros((num_envs, 4))
+        self._state = np.zeros((4, num_envs))  # variable-major: unpacks into 4 row views
         self._steps = np.zeros(num_envs, np.int64)
+        self._rewards = np.ones(num_envs)
 
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
         if seed is not None:
             self._rngs = [np.random.default_rng(seed + i) for i in range(self.num_envs)]
-        self._state = np.stack([_initial_state(rng) for rng in self._rngs])
+        self._state = np.stack([_initial_state(rng) for rng in self._rngs], axis=1)
         self._steps[:] = 0
-        return self._state.astype(np.float32), {}
+        return self._state.T.astype(np.float32), {}
 
     def step(self, actions: np.ndarray):
-        self._state, terminated = cartpole_step(self._state, np.asarray(actions))
+        new, terminated = cartpole_step(self._state, np.asarray(actions) == 1, np.sin, np.cos)
+        self._state = np.array(new)
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps
-        obs = self._state.astype(np.float32)
+        obs = self._state.T.astype(np.float32)  # [N, 4]
         infos: dict = {}
         ended = terminated | truncated
         if ended.any():
             infos["final_observation"] = obs.copy()
             infos["final_info"] = [{} if e else None for e in ended]
             for i in np.flatnonzero(ended):
-                self._state[i] = _initial_state(self._rngs[i])
-                obs[i] = self._state[i]
+                self._state[:, i] = _initial_state(self._rngs[i])
+                obs[i] = self._state[:, i]
             self._steps[ended] = 0
-        return obs, np.ones(self.num_envs), terminated, truncated, infos
+        return obs, self._rewards.copy(), terminated, truncated, infos
 
     def get_state(self) -> dict:
         return {"state": torch.from_numpy(self._state.copy()), "steps": torch.from_numpy(self._steps.copy()),

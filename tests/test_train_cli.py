@@ -42,6 +42,16 @@ def test_tiny_run_writes_everything(tiny_run):
     assert resolved["train"]["steps"] == 40 and resolved["model"]["d_model"] == 64
 
 
+def test_tensorboard_tags(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tiny_run / "runs" / "base")).Reload()
+    tags = set(acc.Tags()["scalars"])
+    expected = {"train/loss", "train/lr", "train/phi", "train/consciousness", "train/memory_util",
+                "val/loss", "val/ppl", "time/tokens_per_sec"}
+    assert expected <= tags
+    assert [e.step for e in acc.Scalars("val/ppl")] == [30, 40]
+
+
 def test_checkpoint_loads_weights_only_in_fresh_process(tiny_run):
     code = (
         "import sys, torch\n"

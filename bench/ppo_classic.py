@@ -1,0 +1,116 @@
+"""PPO on cart-pole: does it learn, and how fast does it run?
+
+    python bench/ppo_classic.py            # everything (~3-5 minutes on 2 cores)
+    python bench/ppo_classic.py --quick    # one seed, shorter throughput runs
+
+1. Learning: the default config (n_steps 2048, minibatch 64, 10 epochs, lr 3e-4,
+   1 environment) for 100k steps on 3 seeds, evaluated deterministically every
+   rollout on 10 seeded episodes. Reports the first step at which the evaluation
+   mean reached the maximum return 500.
+2. Throughput (no callbacks, no progress bar): env steps per second with the
+   defaults and 1 environment, and with 8 environments and lighter updates
+   (n_steps 256 per env, 4 epochs of 4 minibatches of 512), one torch thread.
+   Wall-clock rates depend on what else runs on the machine, so the process CPU
+   time (one thread = one core) is reported beside them, with the load average.
+3. The same briefly with two torch threads (the measurement behind the default
+   ``torch_threads=1``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+from cartpole import CartPoleEnv, CartPoleVecEnv  # noqa: E402
+from ppo import PPO, EvalCallback, PPOConfig  # noqa: E402
+
+LIGHT = dict(n_steps=256, batch_size=512, n_epochs=4)  # 8 envs: 2048 samples, 4 minibatches
+
+
+def load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def learning_run(seed: int, total: int) -> dict:
+    cfg = PPOConfig(total_timesteps=total, seed=seed, progress_bar=False)
+    agent = PPO([CartPoleEnv], cfg)
+    evaluator = EvalCallback(CartPoleVecEnv(10), every=cfg.n_steps, n_episodes=10, deterministic=True,
+                             seed=10_000)
+    start = time.perf_counter()
+    agent.learn(callbacks=[evaluator])
+    wall = time.perf_counter() - start
+    solved = [r.step for r in agent.eval_history if r.mean_reward >= 500.0]
+    last = agent.eval_history[-1]
+    return {"seed": seed, "first_500": solved[0] if solved else None, "evals_at_500": len(solved),
+            "evals": len(agent.eval_history), "final_mean": last.mean_reward, "final_std": last.std_reward,
+            "wall_s": wall}
+
+
+def throughput_run(envs, cfg: PPOConfig) -> tuple[float, float]:
+    """(wall-clock steps/s, steps per CPU-second) over cfg.total_timesteps, after a
+    one-rollout warm-up that is not timed."""
+    agent = PPO(envs, cfg)
+    agent.learn(total_timesteps=cfg.n_steps * agent.num_envs)
+    steps0 = agent.global_step
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    agent.learn(total_timesteps=steps0 + cfg.total_timesteps)
+    steps = agent.global_step - steps0
+    return steps / (time.perf_counter() - wall0), steps / (time.process_time() - cpu0)
+
+
+def throughput(label: str, make_envs, cfg: PPOConfig, repeats: int) -> None:
+    runs = [throughput_run(make_envs(), cfg) for _ in range(repeats)]
+    wall = [r[0] for r in runs]
+    cpu = [r[1] for r in runs]
+    print(f"  {label:<44s} wall {statistics.median(wall):7.0f} steps/s (best {max(wall):6.0f})   "
+          f"per CPU-second {statistics.median(cpu):7.0f} (best {max(cpu):6.0f})   [{load()}]", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one seed and shorter throughput runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--total", type=int, default=100_000)
+    parser.add_argument("--skip-learning", action="store_true")
+    args = parser.parse_args()
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    repeats = 1 if args.quick else 3
+    print(f"cpu cores: {os.cpu_count()}   {load()}", flush=True)
+
+    if not args.skip_learning:
+        print(f"\n1. learning: default config, 1 environment, {args.total} steps, deterministic eval of 10 "
+              "episodes after every rollout", flush=True)
+        results = [learning_run(seed, args.total) for seed in seeds]
+        for r in results:
+            print(f"  seed {r['seed']}: first eval at 500 after {r['first_500']} steps; "
+                  f"{r['evals_at_500']}/{r['evals']} evals at 500; final {r['final_mean']:.1f} +- "
+                  f"{r['final_std']:.1f}; {r['wall_s']:.1f} s with evaluation", flush=True)
+        reached = sum(r["first_500"] is not None for r in results)
+        print(f"  reached 500 within {args.total} steps on {reached} of {len(results)} seeds", flush=True)
+
+    steps = 20_480 if args.quick else 40_960
+    print(f"\n2. throughput over {steps} env steps, 1 torch thread (median of {repeats}; {load()})", flush=True)
+    default = PPOConfig(total_timesteps=steps, progress_bar=False, torch_threads=1)
+    light = PPOConfig(total_timesteps=steps * 4, progress_bar=False, torch_threads=1, **LIGHT)
+    throughput("defaults, 1 env (list of factories)", lambda: [CartPoleEnv], default, repeats)
+    throughput("defaults, 1 env (numpy vector env)", lambda: CartPoleVecEnv(1), default, repeats)
+    throughput("8 envs, 4 epochs x 4 minibatches", lambda: [CartPoleEnv] * 8, light, repeats)
+    throughput("8 envs (numpy vector env), same settings", lambda: CartPoleVecEnv(8), light, repeats)
+
+    # Two threads only pay off when both cores are idle; on a shared machine the
+    # second thread waits for a core at every matmul. Short runs: it can be very slow.
+    print(f"\n3. the same with 2 torch threads, {steps // 4} steps, one run each", flush=True)
+    throughput("defaults, 1 env, 2 threads", lambda: [CartPoleEnv],
+               default.replace(torch_threads=2, total_timesteps=steps // 4), 1)
+    throughput("8 envs, light updates, 2 threads", lambda: [CartPoleEnv] * 8,
+               light.replace(torch_threads=2, total_timesteps=steps), 1)
+    print(f"\ndone; {load()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

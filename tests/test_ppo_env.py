@@ -1,0 +1,98 @@
+"""The cart-pole test environment and the in-process vector env (auto-reset,
+final observations, seeding, state snapshots)."""
+import numpy as np
+import pytest
+
+from cartpole import MAX_EPISODE_STEPS, CartPoleEnv, CartPoleVecEnv, cartpole_step
+from ppo import SyncVectorEnv, as_vec_env
+
+
+def test_cartpole_one_step_matches_classic_dynamics():
+    # From rest, pushing right: the classic CartPole-v1 numbers.
+    (x, x_dot, theta, theta_dot), term = cartpole_step((0.0, 0.0, 0.0, 0.0), True)
+    assert (x, theta) == (0.0, 0.0) and not term
+    assert x_dot == pytest.approx(0.19512195, abs=1e-7)
+    assert theta_dot == pytest.approx(-0.29268292, abs=1e-7)
+    state = np.zeros((4, 2))
+    new, term = cartpole_step(state, np.array([True, False]), np.sin, np.cos)
+    assert np.array(new)[1].tolist() == pytest.approx([0.19512195, -0.19512195])
+
+
+def test_cartpole_terminates_and_truncates():
+    env = CartPoleEnv()
+    env.reset(seed=0)
+    steps, term = 0, False
+    while not term:  # always pushing right topples the pole quickly
+        _, r, term, trunc, _ = env.step(1)
+        steps += 1
+        assert r == 1.0 and not trunc
+    assert 5 < steps < 100
+    short = CartPoleEnv(max_episode_steps=3)
+    short.reset(seed=0)
+    results = [short.step(a)[3] for a in (0, 1, 0)]
+    assert results == [False, False, True]
+    assert MAX_EPISODE_STEPS == 500
+
+
+def test_sync_vector_env_auto_resets_and_reports_final_observation():
+    env = SyncVectorEnv([lambda: CartPoleEnv(max_episode_steps=4), lambda: CartPoleEnv(max_episode_steps=6)])
+    ref = CartPoleEnv(max_episode_steps=4)
+    obs, infos = env.reset(seed=10)
+    ref_obs, _ = ref.reset(seed=10)
+    np.testing.assert_array_equal(obs[0], ref_obs)  # env i seeded with seed + i
+    assert obs.shape == (2, 4) and obs.dtype == np.float32 and len(infos["env_infos"]) == 2
+    for step in range(4):
+        obs, rew, term, trunc, infos = env.step(np.array([0, 0]))
+        ref_obs, *_ = ref.step(0)
+    assert trunc.tolist() == [True, False] and not term.any()
+    np.testing.assert_array_equal(infos["final_observation"][0], ref_obs)  # last obs of the episode
+    assert infos["final_info"][1] is None
+    assert np.abs(obs[0]).max() <= 0.05  # a fresh start state, not the terminal one
+    obs, rew, term, trunc, infos = env.step(np.array([0, 0]))
+    assert "final_observation" not in infos  # nothing ended this step
+
+
+def test_numpy_vec_env_matches_list_of_single_envs():
+    a = SyncVectorEnv([lambda: CartPoleEnv(max_episode_steps=30)] * 3)
+    b = CartPoleVecEnv(3, max_episode_steps=30)
+    oa, _ = a.reset(seed=3)
+    ob, _ = b.reset(seed=3)
+    np.testing.assert_array_equal(oa, ob)
+    rng = np.random.default_rng(0)
+    for _ in range(80):  # crosses terminations and truncations
+        act = rng.integers(0, 2, 3)
+        ra, rb = a.step(act), b.step(act)
+        np.testing.assert_allclose(ra[0], rb[0], rtol=1e-6, atol=1e-6)
+        for i in (1, 2, 3):
+            np.testing.assert_array_equal(ra[i], rb[i])
+        if "final_observation" in ra[4]:
+            ended = ra[2] | ra[3]
+            np.testing.assert_allclose(ra[4]["final_observation"][ended], rb[4]["final_observation"][ended],
+                                       rtol=1e-6, atol=1e-6)
+
+
+def test_env_state_snapshot_continues_identically():
+    env = SyncVectorEnv([CartPoleEnv, CartPoleEnv])
+    env.reset(seed=1)
+    for _ in range(7):
+        env.step(np.array([0, 1]))
+    state = env.get_state()
+    after = [env.step(np.array([1, 0]))[0] for _ in range(20)]
+    env.set_state(state)
+    again = [env.step(np.array([1, 0]))[0] for _ in range(20)]
+    np.testing.assert_array_equal(np.array(after), np.array(again))
+
+
+def test_as_vec_env_accepts_the_documented_inputs():
+    assert as_vec_env(CartPoleEnv).num_envs == 1
+    assert as_vec_env([CartPoleEnv] * 3).num_envs == 3
+    assert as_vec_env(CartPoleEnv()).num_envs == 1
+    vec = CartPoleVecEnv(2)
+    assert as_vec_env(vec) is vec
+    with pytest.raises(TypeError):
+        as_vec_env(42)
+    with pytest.raises(ValueError, match="spaces"):
+        from ppo import Box
+        bad = CartPoleEnv()
+        bad.observation_space = Box(0, 1, (3,))
+        SyncVectorEnv([CartPoleEnv, lambda: bad])

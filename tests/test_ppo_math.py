@@ -1,0 +1,202 @@
+"""PPO building blocks on hand-made numbers: GAE, the clipped losses, normalisers,
+sampling, evaluation statistics and the over-fitting test."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ppo import ActorCritic, EvalResult, ObsNormalizer, PPOConfig, RewardScaler, RunningMeanStd, compare_to_best
+from ppo.buffer import RolloutBuffer, compute_gae
+from ppo.evaluation import t_quantile_975
+from ppo.losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
+from ppo.policy import masked_logits, sample_from_probs
+
+GAMMA, LAM = 0.9, 0.8  # not the defaults, so a swapped gamma/lambda would show
+
+
+def test_gae_hand_computed_continuing_terminated_truncated():
+    # Three environments over T=3 steps:
+    #   env 0: episode continues past the rollout (bootstrap from last value 2.0)
+    #   env 1: terminates at t=1 (no bootstrap; row t=2 belongs to a new episode)
+    #   env 2: truncated at t=1 with V(final observation) = 5.0 (bootstrap from it)
+    T, N = 3, 3
+    buf = RolloutBuffer(T, N, obs_shape=(1,), n_actions=2, with_masks=False)
+    buf.rewards[:] = np.array([[1, 1, 1], [2, 1, 1], [3, 1, 1]], np.float32)
+    values = np.array([[0.5, 0.5, 0.5], [1.0, 0.6, 0.6], [1.5, 0.7, 0.7]], np.float32)
+    buf.terminated[1, 1] = True
+    buf.truncated[1, 2] = True
+    buf.truncation_obs.append((1, 2, np.zeros(1, np.float32)))
+    last_values = np.array([2.0, 0.8, 0.8], np.float32)
+
+    next_values = buf.next_values(values, last_values, truncation_values=np.array([5.0], np.float32))
+    np.testing.assert_allclose(next_values, [[1.0, 0.6, 0.6], [1.5, 0.0, 5.0], [2.0, 0.8, 0.8]])
+    adv, ret = compute_gae(buf.rewards, values, next_values, buf.terminated | buf.truncated, GAMMA, LAM)
+
+    gl = GAMMA * LAM
+    # env 0: deltas 1.4, 2.35, 3.3
+    a2 = 3.3
+    a1 = 2.35 + gl * a2
+    a0 = 1.4 + gl * a1
+    # env 1: deltas 1.04, 0.4 (terminal: r - V), 1.02; recursion cut after t=1
+    b = [1.04 + gl * 0.4, 0.4, 1.02]
+    # env 2: delta at t=1 is 1 + 0.9*5.0 - 0.6 = 4.9
+    c = [1.04 + gl * 4.9, 4.9, 1.02]
+    expected = np.array([[a0, b[0], c[0]], [a1, b[1], c[1]], [a2, b[2], c[2]]])
+    np.testing.assert_allclose(adv, expected, rtol=1e-6)
+    np.testing.assert_allclose(ret, expected + values, rtol=1e-6)
+    assert a0 == pytest.approx(4.80272)
+
+
+def test_gae_lambda_one_gives_discounted_return_minus_value():
+    rewards = np.array([[1.0], [2.0], [4.0]], np.float32)
+    values = np.array([[0.3], [0.2], [0.1]], np.float32)
+    end = np.array([[False], [False], [True]])
+    nxt = np.array([[0.2], [0.1], [0.0]], np.float32)
+    adv, ret = compute_gae(rewards, values, nxt, end, gamma=0.5, gae_lambda=1.0)
+    np.testing.assert_allclose(ret[:, 0], [1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 4], rtol=1e-6)
+
+
+def test_clipped_surrogate_value_and_gradient():
+    clip = 0.2
+    cases = [  # ratio, advantage, expected loss, expected d loss / d ratio
+        (1.5, 1.0, -1.2, 0.0),  # helped too much: clipped, no gradient
+        (0.5, 1.0, -0.5, -1.0),  # got worse: unclipped, push back up
+        (0.5, -1.0, 0.8, 0.0),  # decreased a bad action enough: clipped
+        (1.5, -1.0, 1.5, 1.0),  # increased a bad action: unclipped, push down
+        (1.1, 2.0, -2.2, -2.0),  # inside the range: plain surrogate
+    ]
+    for r, a, loss_expected, grad_expected in cases:
+        ratio = torch.tensor([r], requires_grad=True)
+        loss = clipped_surrogate_loss(ratio, torch.tensor([a]), clip)
+        loss.backward()
+        assert loss.item() == pytest.approx(loss_expected), (r, a)
+        assert ratio.grad.item() == pytest.approx(grad_expected), (r, a)
+
+
+def test_value_loss_plain_and_clipped():
+    values = torch.tensor([2.0], requires_grad=True)
+    old, ret = torch.tensor([1.0]), torch.tensor([3.0])
+    assert value_loss(values, old, ret, None).item() == pytest.approx(1.0)
+    # clipped prediction 1.5 -> error 2.25 > unclipped 1.0: the pessimistic max wins
+    loss = value_loss(values, old, ret, 0.5)
+    assert loss.item() == pytest.approx(2.25)
+    loss.backward()
+    assert values.grad.item() == 0.0  # gradient only through the (constant) clipped branch
+
+
+def test_kl_and_clip_fraction_statistics():
+    assert approx_kl(torch.zeros(5)).item() == 0.0
+    lr = torch.log(torch.tensor([1.0, 1.3, 0.7, 1.1]))
+    assert clip_fraction(lr, 0.2).item() == pytest.approx(0.5)
+    assert approx_kl(lr).item() > 0
+
+
+def test_running_mean_std_equals_batch_statistics():
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(1000, 3))
+    rms = RunningMeanStd((3,))
+    for chunk in np.array_split(data, [1, 2, 10, 500, 501, 777]):
+        rms.update(chunk)
+    np.testing.assert_allclose(rms.mean, data.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-10)
+    assert rms.count == 1000
+
+
+def test_obs_normalizer_normalises_clips_and_freezes():
+    norm = ObsNormalizer((2,), clip=3.0)
+    x = np.array([[0.0, 10.0], [2.0, 10.0], [4.0, 10.0]], np.float32)
+    out = norm(x, update=True)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], (x[:, 0] - 2.0) / np.sqrt(8 / 3 + 1e-8), rtol=1e-5)
+    np.testing.assert_allclose(out[:, 1], 0.0)  # zero variance: no blow-up
+    far = norm(np.array([[1000.0, -1000.0]], np.float32))
+    np.testing.assert_array_equal(far, [[3.0, -3.0]])  # clipped
+    before = norm.state_dict()["rms"]["mean"].clone()
+    norm(np.full((4, 2), 50.0, np.float32), update=False)
+    assert torch.equal(norm.state_dict()["rms"]["mean"], before)  # frozen
+    restored = ObsNormalizer((2,), clip=3.0)
+    restored.load_state_dict(norm.state_dict())
+    np.testing.assert_array_equal(restored(x), norm(x))
+    assert np.array_equal(ObsNormalizer((2,), enabled=False)(x), x)
+
+
+def test_reward_scaler_divides_by_std_of_discounted_return():
+    scaler = RewardScaler(num_envs=1, gamma=0.5, clip=100.0)
+    rewards = [1.0, 2.0, 3.0]
+    returns, out = [], []
+    g = 0.0
+    for r in rewards:
+        g = 0.5 * g + r
+        returns.append(g)
+        out.append(scaler(np.array([r]), np.array([False]))[0])
+    np.testing.assert_allclose(out[-1], 3.0 / np.sqrt(np.var(returns) + 1e-8), rtol=1e-5)
+    scaler(np.array([1.0]), np.array([True]))
+    assert scaler.returns[0] == 0.0  # reset at the end of an episode
+
+
+def test_masked_logits_and_sampling():
+    logits = torch.tensor([[5.0, 0.0, 1.0]], requires_grad=True)
+    mask = torch.tensor([[False, True, True]])
+    lp = torch.log_softmax(masked_logits(logits, mask), -1)
+    assert lp[0, 0].item() < -1e30 and torch.isfinite((lp.exp() * lp).sum())
+    (lp.exp() * lp).sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0] == 0.0
+
+    rng = np.random.default_rng(0)
+    probs = np.tile(np.array([[0.0, 0.25, 0.75]]), (20000, 1))
+    actions = sample_from_probs(probs, rng)
+    assert (actions != 0).all()
+    assert abs((actions == 2).mean() - 0.75) < 0.015
+
+
+def test_actor_critic_init_and_masked_act():
+    net = ActorCritic(4, 3, pi_hidden=(16, 16), vf_hidden=(8,), generator=torch.Generator().manual_seed(0))
+    w = net.pi[0].weight.detach()
+    # orthogonal rows scaled by sqrt(2); tiny policy head -> near-uniform start
+    np.testing.assert_allclose((w.T @ w).numpy(), 2.0 * np.eye(4), atol=1e-5)
+    assert net.pi[-1].weight.abs().max() < 0.05 and net.pi[-1].bias.abs().max() == 0
+    assert len([m for m in net.vf if isinstance(m, torch.nn.Linear)]) == 2
+    obs = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
+    mask = np.ones((500, 3), bool)
+    mask[:, 1] = False
+    acts = net.act(obs, mask, rng=np.random.default_rng(1))
+    assert set(acts.tolist()) == {0, 2}
+    assert (net.act(obs, mask, deterministic=True) != 1).all()
+
+
+def test_config_validation_and_dict_round_trip():
+    cfg = PPOConfig(pi_hidden=[64], clip_range_vf=0.3)
+    d = cfg.to_dict()
+    assert d["pi_hidden"] == [64] and PPOConfig.from_dict(d) == cfg
+    with pytest.raises(ValueError, match="batch_size"):
+        PPOConfig(batch_size=0)
+    with pytest.raises(ValueError, match="gamma"):
+        PPOConfig(gamma=1.5)
+    with pytest.raises(ValueError, match="unknown"):
+        PPOConfig.from_dict({**d, "nonsense": 1})
+
+
+def test_eval_result_statistics_and_ci():
+    r = EvalResult([1.0, 2.0, 3.0, 4.0], [10, 10, 10, 10])
+    assert r.mean_reward == 2.5
+    assert r.std_reward == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    low, high = r.ci95
+    half = 3.182 * r.std_reward / 2.0  # t(0.975, df=3) * s / sqrt(4)
+    assert (low, high) == pytest.approx((2.5 - half, 2.5 + half))
+    assert EvalResult.from_dict(r.to_dict()).to_dict() == r.to_dict()
+    assert t_quantile_975(1000) == pytest.approx(1.962, abs=1e-3)
+    assert t_quantile_975(31) == pytest.approx(2.040, abs=2e-3)
+
+
+def test_compare_to_best_reproduces_the_reference_table():
+    best = EvalResult([7.251 - 0.040, 7.251 + 0.040], [1, 1])
+    worse = EvalResult([5.721 - 3.044, 5.721 + 3.044], [1, 1])
+    verdict = compare_to_best(worse, best, std_factor=5.0, drop_pct=20.0)
+    assert verdict["change_pct"] == pytest.approx(-21.1, abs=0.05)
+    assert verdict["overfit"] and len(verdict["reasons"]) == 2
+    assert not compare_to_best(best, best, 5.0, 20.0)["overfit"]
+    slightly = EvalResult([7.0, 7.2], [1, 1])
+    assert not compare_to_best(slightly, best, std_factor=5.0, drop_pct=20.0)["overfit"]
+    assert math.isclose(compare_to_best(slightly, best, 5.0, 20.0, min_std=1.0)["change_pct"],
+                        100 * (7.1 - 7.251) / 7.251)

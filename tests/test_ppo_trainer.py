@@ -1,0 +1,342 @@
+"""The PPO trainer end to end: the update, determinism, masking, checkpoints and
+exact resume, callbacks, logging."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cartpole import CartPoleEnv, CartPoleVecEnv
+from ppo import (PPO, Box, CheckpointCallback, CheckpointError, Discrete, EvalCallback, EvalResult, FunctionCallback,
+                 JsonHistoryCallback, PPOConfig, StopOnNoImprovement, StopOnOverfit, StopOnRewardThreshold)
+from ppo.buffer import RolloutBuffer
+
+
+def small_config(**overrides) -> PPOConfig:
+    base = dict(total_timesteps=512, n_steps=64, batch_size=32, n_epochs=2, pi_hidden=(32, 32),
+                vf_hidden=(32, 32), progress_bar=False, seed=0)
+    base.update(overrides)
+    return PPOConfig(**base)
+
+
+def params_equal(a: PPO, b: PPO) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.policy.parameters(), b.policy.parameters()))
+
+
+def stop_at(step: int) -> FunctionCallback:
+    return FunctionCallback(on_update_end=lambda tr: tr.request_stop("test") if tr.global_step >= step else None)
+
+
+class EpisodeEnv:
+    """Three-step episodes, reward 1, ending by termination or by truncation."""
+
+    def __init__(self, truncate: bool):
+        self.truncate = truncate
+        self.observation_space = Box(-1, 1, (2,))
+        self.action_space = Discrete(2)
+        self.t = 0
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        return np.array([0.0, 1.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t == 3
+        obs = np.array([self.t / 3, 1.0], np.float32)
+        return obs, 1.0, done and not self.truncate, done and self.truncate, {}
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_trainer_bootstraps_truncation_but_not_termination(truncate):
+    agent = PPO(lambda: EpisodeEnv(truncate), small_config(n_steps=6, normalize_obs=False, gamma=0.9))
+    agent._reset_envs(0)
+    buf = RolloutBuffer(6, 1, (2,), 2, with_masks=False)
+    agent._collect_rollout(buf, [])
+    batch = agent._compute_advantages(buf)
+    with torch.no_grad():
+        v_final = agent.policy.value(torch.tensor([[1.0, 1.0]])).item()
+    ends = [2, 5]  # last step of each episode
+    expected = 1.0 + 0.9 * v_final if truncate else 1.0
+    for t in ends:
+        assert batch["returns"][t].item() == pytest.approx(expected, rel=1e-5)
+    assert buf.truncated[ends, 0].all() == truncate and buf.terminated[ends, 0].all() != truncate
+
+
+def test_probability_ratio_is_exactly_one_on_the_first_minibatch():
+    # One epoch of one minibatch: the logged KL and clip fraction come from the
+    # first minibatch alone, before any step, and must be exactly zero.
+    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=128, batch_size=128, n_epochs=1))
+    agent.learn()
+    assert agent.logger.latest["train/approx_kl"] == 0.0
+    assert agent.logger.latest["train/clip_fraction"] == 0.0
+    # and directly, on a random subset of a fresh rollout
+    buf = RolloutBuffer(64, 2, (4,), 2, with_masks=False)
+    agent._collect_rollout(buf, [])
+    batch = agent._compute_advantages(buf)
+    idx = torch.randperm(128)[:32]
+    logp, _, values = agent.policy.evaluate_actions(batch["obs"][idx], batch["actions"][idx])
+    assert torch.equal(torch.exp(logp - batch["old_logp"][idx]), torch.ones(32))
+    assert torch.equal(values, batch["old_values"][idx])
+
+
+def test_updates_clip_and_schedules_anneal_from_the_global_step():
+    cfg = small_config(learning_rate=0.02, n_epochs=8, anneal_lr=True, anneal_clip_range=True, total_timesteps=512)
+    agent = PPO([CartPoleEnv] * 2, cfg)
+    agent.learn()
+    steps = [step for step, _ in agent.logger.history]
+    assert steps == [128, 256, 384, 512]
+    for step, tags in agent.logger.history:
+        start = step - 128  # schedule position is taken when the rollout starts
+        assert tags["train/learning_rate"] == pytest.approx(0.02 * (1 - start / 512))
+        assert tags["train/clip_range"] == pytest.approx(0.2 * (1 - start / 512))
+    assert max(tags["train/clip_fraction"] for _, tags in agent.logger.history) > 0.05
+    assert all(np.isfinite(list(tags.values())).all() for _, tags in agent.logger.history)
+
+
+def test_target_kl_stops_the_update_early():
+    agent = PPO([CartPoleEnv] * 2, small_config(learning_rate=0.05, n_epochs=10, target_kl=1e-4,
+                                                   total_timesteps=256))
+    agent.learn()
+    assert any(tags["train/kl_early_stop"] == 1.0 for _, tags in agent.logger.history)
+    assert min(tags["train/n_minibatch_updates"] for _, tags in agent.logger.history) < 40
+
+
+def test_same_seed_same_parameters_and_another_seed_differs():
+    runs = [PPO([CartPoleEnv] * 2, small_config(seed=s)).learn() for s in (3, 3, 4)]
+    assert params_equal(runs[0], runs[1])
+    assert not params_equal(runs[0], runs[2])
+
+
+def test_evaluation_callbacks_do_not_change_the_training_run(tmp_path):
+    plain = PPO([CartPoleEnv] * 2, small_config()).learn()
+    evaluated = PPO([CartPoleEnv] * 2, small_config())
+    evaluated.learn(callbacks=[EvalCallback(CartPoleEnv, every=128, n_episodes=2, deterministic=False, seed=5)])
+    assert len(evaluated.eval_history) == 4
+    assert params_equal(plain, evaluated)
+    # frozen normaliser: evaluating again changes nothing
+    before = evaluated.obs_normalizer.state_dict()["rms"]["mean"].clone()
+    r1 = evaluated.evaluate(CartPoleEnv, n_episodes=3, deterministic=False, seed=9)
+    r2 = evaluated.evaluate(CartPoleEnv, n_episodes=3, deterministic=False, seed=9)
+    assert r1.episode_returns == r2.episode_returns
+    assert torch.equal(evaluated.obs_normalizer.state_dict()["rms"]["mean"], before)
+
+
+def test_masked_actions_are_never_taken():
+    taken = []
+
+    class Recording(CartPoleEnv):
+        def step(self, action):
+            taken.append(action)
+            return super().step(action)
+
+    agent = PPO([lambda: Recording(masked_action=0)] * 2, small_config(total_timesteps=256))
+    agent.learn()
+    assert set(taken) == {1}
+    assert all(torch.isfinite(p).all() for p in agent.policy.parameters())
+    result = agent.evaluate(lambda: CartPoleEnv(masked_action=1), n_episodes=2)
+    assert result.mean_reward > 0
+
+
+def test_learns_cart_pole_quickly():
+    cfg = PPOConfig(total_timesteps=24_576, n_steps=256, batch_size=512, n_epochs=4, progress_bar=False, seed=1)
+    agent = PPO(CartPoleVecEnv(8), cfg).learn()
+    assert agent.evaluate(CartPoleVecEnv(8), n_episodes=8).mean_reward > 150  # random policy: ~22
+
+
+def test_checkpoint_round_trip(tmp_path):
+    agent = PPO([CartPoleEnv] * 2, small_config(normalize_reward=True), extra={"env": {"name": "cartpole"}})
+    agent.learn(callbacks=[EvalCallback(CartPoleEnv, every=256, n_episodes=2)])
+    path = tmp_path / "a.pt"
+    agent.save(str(path), extra={"note": "x"})
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("format_version", "kind", "config", "policy", "optimizer", "obs_normalizer", "reward_scaler",
+                "rng", "global_step", "schedule", "extra", "evaluations"):
+        assert key in raw
+    assert raw["kind"] == "ppo-agent" and raw["config"]["n_steps"] == 64
+    assert set(raw["rng"]) >= {"python", "numpy", "torch", "cuda", "trainer"}
+
+    loaded = PPO.load(str(path), [CartPoleEnv] * 2)
+    assert params_equal(agent, loaded)
+    assert loaded.config == agent.config and loaded.global_step == agent.global_step == 512
+    assert loaded.extra == {"env": {"name": "cartpole"}, "note": "x"}
+    for a, b in zip(agent.optimizer.state_dict()["state"][0].values(), loaded.optimizer.state_dict()["state"][0].values()):
+        assert torch.equal(a, b)
+    assert torch.equal(agent.obs_normalizer.state_dict()["rms"]["var"], loaded.obs_normalizer.state_dict()["rms"]["var"])
+    assert loaded.reward_scaler.rms.count == agent.reward_scaler.rms.count
+    assert [r.to_dict() for r in loaded.eval_history] == [r.to_dict() for r in agent.eval_history]
+    assert loaded.best_eval.to_dict() == agent.best_eval.to_dict()
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(agent.predict(obs), loaded.predict(obs))
+
+
+@pytest.mark.parametrize("env_factory", [lambda: [CartPoleEnv] * 2, lambda: CartPoleVecEnv(2)])
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, env_factory):
+    cfg = small_config(total_timesteps=512, anneal_lr=True, anneal_clip_range=True, normalize_reward=True,
+                       clip_range_vf=0.5)
+    straight = PPO(env_factory(), cfg).learn()  # 4 updates
+
+    first = PPO(env_factory(), cfg)
+    first.learn(callbacks=[stop_at(256), CheckpointCallback(every=256, path=str(tmp_path / "ckpt" / "{step}.pt"))])
+    assert first.global_step == 256 and os.path.exists(tmp_path / "ckpt" / "256.pt")
+    del first
+    resumed = PPO.load(str(tmp_path / "ckpt" / "256.pt"), env_factory())
+    resumed.learn()  # 2 more updates
+
+    assert resumed.global_step == straight.global_step == 512 and resumed.n_updates == 4
+    assert params_equal(straight, resumed)
+    assert torch.equal(straight.obs_normalizer.state_dict()["rms"]["mean"],
+                       resumed.obs_normalizer.state_dict()["rms"]["mean"])
+    last_straight = {k: v for k, v in straight.logger.history[-1][1].items() if not k.startswith("time/")}
+    last_resumed = {k: v for k, v in resumed.logger.history[-1][1].items() if not k.startswith("time/")}
+    assert last_straight == last_resumed
+
+
+def test_overridden_learning_rate_is_the_one_used(tmp_path):
+    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=256))
+    agent.learn()
+    agent.save(str(tmp_path / "a.pt"))
+
+    frozen = PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2, overrides={"learning_rate": 0.0,
+                                                                                 "total_timesteps": 512})
+    assert frozen.optimizer.param_groups[0]["lr"] == 0.0
+    before = [p.detach().clone() for p in frozen.policy.parameters()]
+    frozen.learn()
+    assert frozen.global_step == 512
+    assert all(torch.equal(a, b) for a, b in zip(before, frozen.policy.parameters()))  # lr 0: no change
+    assert all(tags["train/learning_rate"] == 0.0 for _, tags in frozen.logger.history)
+
+    faster = PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2,
+                      overrides={"learning_rate": 1e-3, "anneal_lr": True, "total_timesteps": 512,
+                                 "ent_coef": 0.0, "max_grad_norm": 1.0})
+    assert faster.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 256 / 512))
+    assert faster.config.ent_coef == 0.0 and faster.config.max_grad_norm == 1.0
+    faster.learn()
+    assert faster.logger.history[0][1]["train/learning_rate"] == pytest.approx(1e-3 * 0.5)
+    with pytest.raises(ValueError, match="pi_hidden"):
+        PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2, overrides={"pi_hidden": (8,)})
+
+
+def _one_line_error(path, env=CartPoleEnv) -> str:
+    with pytest.raises(CheckpointError) as info:
+        PPO.load(str(path), env)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_bad_checkpoints_raise_one_clear_error(tmp_path):
+    assert "does not exist" in _one_line_error(tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    assert "corrupt" in _one_line_error(tmp_path / "garbage.pt")
+
+    good = tmp_path / "good.pt"
+    PPO(CartPoleEnv, small_config()).save(str(good))
+    data = good.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    assert "corrupt" in _one_line_error(tmp_path / "truncated.pt")
+
+    torch.save({"kind": "infinito-lm", "format_version": 1}, tmp_path / "lm.pt")
+    assert "'infinito-lm' checkpoint" in _one_line_error(tmp_path / "lm.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    assert "not a checkpoint" in _one_line_error(tmp_path / "tensor.pt")
+    torch.save({"kind": "ppo-agent", "format_version": 99}, tmp_path / "future.pt")
+    assert "version 99" in _one_line_error(tmp_path / "future.pt")
+    torch.save({"kind": "ppo-agent", "format_version": 1, "x": np.zeros(3)}, tmp_path / "numpy.pt")
+    assert "corrupt or not a plain-tensor" in _one_line_error(tmp_path / "numpy.pt")
+
+    class Wide(CartPoleEnv):
+        def __init__(self):
+            super().__init__()
+            self.observation_space = Box(-1, 1, (5,))
+    assert "observations" in _one_line_error(good, Wide)
+
+
+def test_save_is_atomic_and_leaves_nothing_behind_on_error(tmp_path, monkeypatch):
+    agent = PPO(CartPoleEnv, small_config())
+    path = tmp_path / "ckpt" / "100.pt"
+    agent.save(str(path))
+    original = path.read_bytes()
+
+    def failing_save(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("ppo.checkpoint.torch.save", failing_save)
+    with pytest.raises(CheckpointError, match="No space left"):
+        agent.save(str(path))
+    assert path.read_bytes() == original  # old file intact
+    assert os.listdir(path.parent) == ["100.pt"]  # no temp file
+    with pytest.raises(TypeError, match="numpy"):
+        agent.save(str(tmp_path / "x.pt"), extra={"bad": np.zeros(2)})
+
+
+def test_callbacks_checkpoint_evaluate_keep_best_history_and_custom_tags(tmp_path):
+    seen = []
+    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=1024))
+    agent.learn(callbacks=[
+        CheckpointCallback(every=256, path=str(tmp_path / "ckpt" / "{step}.pt")),
+        EvalCallback(CartPoleEnv, every=384, n_episodes=2, best_path=str(tmp_path / "best.pt")),
+        JsonHistoryCallback(str(tmp_path / "history.json"), extra_fn=lambda tr, r: {"ckpt": f"{tr.global_step}.pt"}),
+        FunctionCallback(on_update_end=lambda tr: tr.logger.record("env/custom", tr.global_step / 2),
+                         on_evaluation=lambda tr, r: seen.append((r.step, r.is_best))),
+    ])
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["1024.pt", "256.pt", "512.pt", "768.pt"]
+    assert [s for s, _ in seen] == [384, 768]  # first update at or after each multiple
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["step"] for h in history] == [384, 768] and history[1]["extra"]["ckpt"] == "768.pt"
+    assert {"mean_reward", "std_reward", "ci95_low", "ci95_high", "episode_returns"} <= set(history[0])
+    best = PPO.load(str(tmp_path / "best.pt"), CartPoleEnv)
+    assert best.global_step == agent.best_eval.step
+    tags = dict(agent.logger.history)[384]
+    assert tags["env/custom"] == 192 and "eval/mean_reward" in tags and "train/loss" in tags
+
+
+def test_early_stopping_rules():
+    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=1024))
+    agent.learn(callbacks=[EvalCallback(CartPoleEnv, every=128, n_episodes=1), StopOnRewardThreshold(-1.0)])
+    assert agent.global_step == 128 and "threshold" in agent.stop_reason
+
+    def feed(callback, results):
+        agent.eval_history, agent.best_eval, agent.stop_reason = [], None, None
+        agent.callbacks = [callback]
+        for mean, spread in results:
+            r = EvalResult([mean - spread, mean + spread], [1, 1])
+            agent.add_evaluation(r)
+            agent.dispatch("on_evaluation", r)
+        return agent.stop_reason
+
+    assert feed(StopOnNoImprovement(patience=2), [(1, 0), (2, 0), (1.5, 0)]) is None
+    assert "no improvement" in feed(StopOnNoImprovement(patience=2), [(1, 0), (2, 0), (1.5, 0), (1.9, 0)])
+    assert feed(StopOnOverfit(std_factor=5, drop_pct=20), [(7.25, 0.04), (7.0, 0.1)]) is None
+    assert "std" in feed(StopOnOverfit(std_factor=5, drop_pct=20), [(7.25, 0.04), (7.2, 3.0)])
+    assert "mean" in feed(StopOnOverfit(std_factor=5, drop_pct=20), [(7.25, 0.04), (5.0, 0.05)])
+    assert feed(StopOnOverfit(drop_pct=20, patience=2), [(7.25, 0.04), (5.0, 0.05), (7.3, 0.04), (5, 0.05)]) is None
+
+
+def test_tensorboard_scalars_and_progress_bar(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=256, progress_bar=True), log_dir=str(tmp_path))
+    agent.learn(callbacks=[EvalCallback(CartPoleEnv, every=128, n_episodes=1)])
+    agent.close()
+    assert "256/256" in capsys.readouterr().err
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    required = {"rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/approx_kl", "train/clip_fraction",
+                "train/clip_range", "train/entropy_loss", "train/explained_variance", "train/learning_rate",
+                "train/loss", "train/policy_gradient_loss", "train/value_loss", "eval/mean_reward",
+                "eval/std_reward", "eval/mean_ep_length"}
+    assert required <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("train/loss")] == [128, 256]
+
+
+def test_nan_reward_fails_with_a_clear_error():
+    class NaNEnv(CartPoleEnv):
+        def step(self, action):
+            obs, _, term, trunc, info = super().step(action)
+            return obs, float("nan"), term, trunc, info
+
+    with pytest.raises(FloatingPointError, match="NaN"):
+        PPO(NaNEnv, small_config(total_timesteps=64)).learn()
