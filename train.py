@@ -304,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USER_ERROR
         raise
+    except OSError as e:  # unwritable --out, disk full, ...: atomic writes leave the old files intact
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; check the path and free disk space", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted before training started; nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED

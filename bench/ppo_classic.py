@@ -12,8 +12,8 @@
    (n_steps 256 per env, 4 epochs of 4 minibatches of 512), one torch thread.
    Wall-clock rates depend on what else runs on the machine, so the process CPU
    time (one thread = one core) is reported beside them, with the load average.
-3. The same briefly with two torch threads (the measurement behind the default
-   ``torch_threads=1``).
+3. Cost per action and per minibatch update with one and two torch threads (the
+   measurement behind the default ``torch_threads=1``).
 """
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from cartpole import CartPoleEnv, CartPoleVecEnv  # noqa: E402
+import torch  # noqa: E402
+
 from ppo import PPO, EvalCallback, PPOConfig  # noqa: E402
+from ppo.buffer import RolloutBuffer  # noqa: E402
 
 LIGHT = dict(n_steps=256, batch_size=512, n_epochs=4)  # 8 envs: 2048 samples, 4 minibatches
 
@@ -102,13 +105,27 @@ def main() -> None:
     throughput("8 envs, 4 epochs x 4 minibatches", lambda: [CartPoleEnv] * 8, light, repeats)
     throughput("8 envs (numpy vector env), same settings", lambda: CartPoleVecEnv(8), light, repeats)
 
-    # Two threads only pay off when both cores are idle; on a shared machine the
-    # second thread waits for a core at every matmul. Short runs: it can be very slow.
-    print(f"\n3. the same with 2 torch threads, {steps // 4} steps, one run each", flush=True)
-    throughput("defaults, 1 env, 2 threads", lambda: [CartPoleEnv],
-               default.replace(torch_threads=2, total_timesteps=steps // 4), 1)
-    throughput("8 envs, light updates, 2 threads", lambda: [CartPoleEnv] * 8,
-               light.replace(torch_threads=2, total_timesteps=steps), 1)
+    # Whole runs with two threads can take minutes on a busy machine, so this part
+    # times the two hot paths directly: sampling actions for one observation, and
+    # one epoch of minibatch updates on a collected rollout.
+    print("\n3. one vs two torch threads (per call)", flush=True)
+    agent = PPO([CartPoleEnv], PPOConfig(n_epochs=1, progress_bar=False, torch_threads=1))
+    agent.learn(total_timesteps=2048)  # one rollout + update, to get realistic statistics
+    buf = RolloutBuffer(2048, 1, agent.obs_shape, agent.n_actions, with_masks=False)
+    agent._collect_rollout(buf, [])
+    batch = agent._compute_advantages(buf)
+    obs = batch["obs"][:1].numpy()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+        for _ in range(500):
+            agent.policy.act(obs, rng=agent.rng)
+        act_us = (time.perf_counter() - start) / 500 * 1e6
+        start = time.perf_counter()
+        agent._update(batch, 3e-4, 0.2)  # 32 minibatches of 64
+        mb_ms = (time.perf_counter() - start) / 32 * 1e3
+        print(f"  {threads} thread(s): act {act_us:8.1f} us/step, update {mb_ms:7.2f} ms/minibatch   [{load()}]",
+              flush=True)
     print(f"\ndone; {load()}", flush=True)
 
 

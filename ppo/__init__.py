@@ -11,7 +11,7 @@ from .callbacks import (Callback, CheckpointCallback, EvalCallback, FunctionCall
                         PeriodicCallback, StopOnNoImprovement, StopOnOverfit, StopOnRewardThreshold)
 from .checkpoint import AGENT_KIND, FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .config import PPOConfig
-from .evaluation import EvalResult, compare_to_best, evaluate_policy
+from .evaluation import ConstantPolicy, EvalResult, RandomPolicy, compare_to_best, evaluate_policy
 from .logger import Logger
 from .normalize import ObsNormalizer, RewardScaler, RunningMeanStd
 from .policy import ActorCritic
@@ -22,6 +22,7 @@ from .vec_env import SyncVectorEnv, as_vec_env
 __all__ = [
     "PPO", "PPOConfig", "ActorCritic", "RolloutBuffer", "compute_gae", "SyncVectorEnv", "as_vec_env",
     "ObsNormalizer", "RewardScaler", "RunningMeanStd", "Logger", "EvalResult", "evaluate_policy",
+    "ConstantPolicy", "RandomPolicy",
     "compare_to_best", "Callback", "FunctionCallback", "PeriodicCallback", "CheckpointCallback", "EvalCallback",
     "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "StopOnOverfit", "CheckpointError",
     "load_checkpoint", "save_checkpoint", "write_json", "AGENT_KIND", "FORMAT_VERSION", "Box", "Discrete",

@@ -19,13 +19,15 @@ from typing import Any, Callable, Optional
 
 from .checkpoint import write_json
 from .evaluation import EvalResult, compare_to_best
+from .vec_env import is_env_factory
 
 
 class Callback:
     def on_training_start(self, trainer) -> None: ...
 
     def on_step(self, trainer, infos: dict) -> None:
-        """After every vector-env step; ``infos`` is what the vector env returned."""
+        """After every vector-env step (inside ``torch.inference_mode``); ``infos`` is
+        what the vector env returned. Not called at all unless overridden."""
 
     def on_rollout_end(self, trainer) -> None: ...
 
@@ -88,21 +90,23 @@ class EvalCallback(PeriodicCallback):
     """Evaluate every ``every`` steps; record eval/* tags; keep the best in ``best_path``.
 
     ``env``: single env, env factory or vector env (see ``evaluate_policy``); a factory
-    is called once and the env reused. Then every callback's ``on_evaluation`` runs
-    with the ``EvalResult`` (``result.is_best`` says whether it is the new best).
+    is called once and the env reused. ``step_hook`` is passed to ``evaluate_policy``.
+    After saving ``best_path`` (if this is the new best), every callback's
+    ``on_evaluation`` runs with the ``EvalResult`` (``result.is_best`` tells).
     """
 
     def __init__(self, env: Any, every: int, n_episodes: int = 10, deterministic: bool = True, seed: int = 0,
-                 best_path: Optional[str] = None, eval_at_end: bool = False):
+                 best_path: Optional[str] = None, eval_at_end: bool = False,
+                 step_hook: Optional[Callable[[dict], None]] = None):
         super().__init__(every)
         self.env, self.n_episodes, self.deterministic, self.seed = env, n_episodes, deterministic, seed
-        self.best_path, self.eval_at_end = best_path, eval_at_end
+        self.best_path, self.eval_at_end, self.step_hook = best_path, eval_at_end, step_hook
         self._last_step: Optional[int] = None
 
     def fire(self, trainer) -> None:
-        if isinstance(self.env, type) or (callable(self.env) and not hasattr(self.env, "step")):
+        if is_env_factory(self.env):
             self.env = self.env()
-        result = trainer.evaluate(self.env, self.n_episodes, self.deterministic, self.seed)
+        result = trainer.evaluate(self.env, self.n_episodes, self.deterministic, self.seed, self.step_hook)
         trainer.add_evaluation(result)
         if result.is_best and self.best_path is not None:
             trainer.save(self.best_path)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .policy import sample_from_probs
-from .vec_env import is_vec_env
+from .vec_env import is_env_factory, is_vec_env
 
 # Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -123,9 +123,9 @@ def evaluate_policy(
     with ``seed + k``, so every policy meets the same start states. Or a vector env:
     ``reset(seed)`` seeds env i with ``seed + i`` and env i contributes a fixed quota
     of episodes (so short episodes are not over-represented because they finish
-    first; envs past their quota keep stepping until all are done). ``step_hook``
-    gets every step's info dict (the vector env's infos dict), e.g. to measure
-    environment-specific statistics.
+    first; envs past their quota keep stepping, uncounted, until all are done).
+    ``step_hook`` gets every step's info dict (the vector env's infos dict), e.g. to
+    measure environment-specific statistics.
     """
     if n_episodes < 1:
         raise ValueError("n_episodes must be >= 1")
@@ -134,9 +134,7 @@ def evaluate_policy(
     returns, lengths, taken = [], [], []
 
     def act(obs: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
-        actions = policy.act(normalize(obs, update=False), mask, deterministic=deterministic, rng=rng)
-        taken.append(actions)
-        return actions
+        return policy.act(normalize(obs, update=False), mask, deterministic=deterministic, rng=rng)
 
     if is_vec_env(env):
         N, n_actions = env.num_envs, env.action_space.n
@@ -146,7 +144,9 @@ def evaluate_policy(
         obs, infos = env.reset(seed=seed)
         while (done_count < quota).any():
             mask = infos.get(mask_key) if mask_key else None
-            obs, rew, term, trunc, infos = env.step(act(obs, mask))
+            actions = act(obs, mask)
+            taken.append(actions[done_count < quota])  # only episodes that will be counted
+            obs, rew, term, trunc, infos = env.step(actions)
             if step_hook is not None:
                 step_hook(infos)
             ep_ret += rew
@@ -158,7 +158,7 @@ def evaluate_policy(
                     done_count[i] += 1
                 ep_ret[i], ep_len[i] = 0.0, 0
     else:
-        single = env() if (isinstance(env, type) or not hasattr(env, "step")) else env
+        single = env() if is_env_factory(env) else env
         n_actions = single.action_space.n
         for k in range(n_episodes):
             obs, info = single.reset(seed=seed + k)
@@ -166,13 +166,13 @@ def evaluate_policy(
             while not ended:
                 mask = info.get(mask_key) if mask_key and mask_key in info else None
                 action = act(np.asarray(obs)[None], None if mask is None else np.asarray(mask, bool)[None])
+                taken.append(action)
                 obs, r, te, tr, info = single.step(int(action[0]))
                 if step_hook is not None:
                     step_hook(info)
                 total, length, ended = total + float(r), length + 1, bool(te or tr)
             returns.append(total)
             lengths.append(length)
-    # (counts include the steps of vector envs that were past their quota)
     counts = np.bincount(np.concatenate(taken), minlength=n_actions).tolist()
     return EvalResult(returns, lengths, counts, deterministic=deterministic, seed=seed)
 

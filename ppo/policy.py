@@ -27,9 +27,10 @@ def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> n
 
 
 def _orthogonal_init(seq: nn.Sequential, head_gain: float, generator: Optional[torch.Generator]) -> None:
-    # Orthogonal weights keep activations' scale through tanh layers (gain sqrt 2); the
-    # tiny policy-head gain starts the policy near uniform so early updates are not
-    # dominated by a random preference (Andrychowicz et al. 2021, "What matters...").
+    # Orthogonal hidden weights with gain sqrt 2 as in the reference PPO code (OpenAI
+    # baselines) keep activations well scaled; the tiny policy-head gain starts the
+    # policy near uniform, so early updates are not steered by a random preference
+    # (Andrychowicz et al. 2021 found this one of the choices that matter most).
     linears = [m for m in seq if isinstance(m, nn.Linear)]
     for i, layer in enumerate(linears):
         gain = head_gain if i == len(linears) - 1 else math.sqrt(2.0)
@@ -50,9 +51,10 @@ def flatten_parameters(module: nn.Module) -> nn.Parameter:
 
     Gradient clipping and Adam then run as a few ops on one tensor instead of a few
     per parameter tensor: ~15% less time per PPO minibatch for these small networks.
-    Hand the returned Parameter to the optimiser; call ``bind_flat_grads`` before
-    each backward pass so the per-parameter gradients accumulate into ``flat.grad``.
-    Call after moving the module to its device.
+    Hand the returned Parameter to the optimiser and zero ``flat.grad`` (not
+    ``module.zero_grad()``) before each backward pass; ``bind_flat_grads`` (cheap, once
+    per update) re-points the per-parameter gradients at ``flat.grad`` in case
+    something set them to None. Call after moving the module to its device.
     """
     params = list(module.parameters())
     flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))

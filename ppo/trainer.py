@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import deque
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -124,19 +124,19 @@ class PPO:
         if total_timesteps is not None:
             self.config = cfg = cfg.replace(total_timesteps=int(total_timesteps))
         self.callbacks = list(callbacks)
-        step_hooks = [cb for cb in self.callbacks if type(cb).on_step is not Callback.on_step]
+        # Only callbacks that do something per step are called per step (hot loop).
+        step_hooks = [cb for cb in self.callbacks if getattr(cb.on_step, "__func__", None) is not Callback.on_step]
         self.stop_reason = None
         if self._obs is None:
             self._reset_envs(cfg.seed)
         buf = RolloutBuffer(cfg.n_steps, self.num_envs, self.obs_shape, self.n_actions, self._use_masks)
         start_step, start_time = self.global_step, time.perf_counter()
-        bar = tqdm(total=cfg.total_timesteps, initial=self.global_step, unit="step", disable=not cfg.progress_bar,
-                   dynamic_ncols=True)
+        bar = tqdm(total=cfg.total_timesteps, initial=min(self.global_step, cfg.total_timesteps), unit="step",
+                   disable=not cfg.progress_bar, dynamic_ncols=True)
         try:
             self.dispatch("on_training_start")
             while self.global_step < cfg.total_timesteps and self.stop_reason is None:
                 lr, clip = self._apply_schedule()
-                step_before = self.global_step
                 self._collect_rollout(buf, step_hooks)
                 self.dispatch("on_rollout_end")
                 batch = self._compute_advantages(buf)
@@ -149,7 +149,7 @@ class PPO:
                 self.logger.record("time/fps", (self.global_step - start_step) / (time.perf_counter() - start_time))
                 self.dispatch("on_update_end")
                 self.logger.dump(self.global_step)
-                bar.update(self.global_step - step_before)
+                bar.update(min(self.global_step, cfg.total_timesteps) - bar.n)  # the last rollout may overshoot
                 if "rollout/ep_rew_mean" in self.logger.latest:
                     bar.set_postfix(ep_rew_mean=f"{self.logger.latest['rollout/ep_rew_mean']:.3g}", refresh=False)
             self.dispatch("on_training_end")
@@ -248,7 +248,7 @@ class PPO:
                 log_ratio = logp - d["old_logp"]
                 ratio = log_ratio.exp()
                 adv = d["advantages"]
-                if cfg.normalize_advantage and len(adv) > 1:
+                if cfg.normalize_advantage and adv.shape[0] > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 pg_loss = clipped_surrogate_loss(ratio, adv, clip)
                 v_loss = value_loss(values, d["old_values"], d["returns"], cfg.clip_range_vf)
@@ -304,10 +304,12 @@ class PPO:
             self.stop_reason = reason
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, env: Any, n_episodes: int = 10, deterministic: bool = True, seed: int = 0) -> EvalResult:
-        """Evaluate with the frozen observation normaliser; training state is untouched."""
+    def evaluate(self, env: Any, n_episodes: int = 10, deterministic: bool = True, seed: int = 0,
+                 step_hook: Optional[Callable[[dict], None]] = None) -> EvalResult:
+        """Evaluate with the frozen observation normaliser; training state is untouched.
+        See ``evaluate_policy`` for ``env`` and ``step_hook``."""
         return evaluate_policy(self.policy, env, n_episodes, deterministic, seed, self.obs_normalizer,
-                               self.config.action_mask_key)
+                               self.config.action_mask_key, step_hook)
 
     def add_evaluation(self, result: EvalResult) -> bool:
         """Stamp ``result`` with the step, keep it in ``eval_history``, track the best,
@@ -386,7 +388,8 @@ class PPO:
             raise ValueError(f"cannot override {', '.join(frozen)} when loading: they are fixed by the trained "
                              "network; start a new run instead")
         ckpt = load_checkpoint(path, AGENT_KIND, map_location=map_location or "cpu",
-                               required=("config", "policy", "optimizer", "obs_normalizer", "global_step"))
+                               required=("config", "obs_shape", "n_actions", "policy", "optimizer",
+                                         "obs_normalizer", "reward_scaler", "rng", "global_step"))
         try:
             config = PPOConfig.from_dict(ckpt["config"]).replace(**overrides)
         except (TypeError, ValueError) as e:
@@ -403,18 +406,18 @@ class PPO:
             agent.optimizer.load_state_dict(ckpt["optimizer"])
             agent.obs_normalizer.load_state_dict(ckpt["obs_normalizer"])
             agent.reward_scaler.load_state_dict(ckpt["reward_scaler"])
-        except (KeyError, RuntimeError, ValueError) as e:
+            agent.global_step, agent.n_updates = int(ckpt["global_step"]), int(ckpt.get("n_updates", 0))
+            agent.eval_history = [EvalResult.from_dict(d) for d in ckpt.get("evaluations", [])]
+            agent.recent_episodes.extend(tuple(e) for e in ckpt.get("recent_episodes", []))
+            restore_global_rng(ckpt["rng"])
+            restore_generator(agent.rng, ckpt["rng"]["trainer"])
+            agent._restore_rollout(ckpt.get("rollout"))
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path} does not fit this agent ({msg}); the file is damaged or "
-                                  "from a different network") from e
-        agent.global_step, agent.n_updates = int(ckpt["global_step"]), int(ckpt.get("n_updates", 0))
-        agent.eval_history = [EvalResult.from_dict(d) for d in ckpt.get("evaluations", [])]
+            raise CheckpointError(f"{path} does not fit this agent ({type(e).__name__}: {msg}); the file is "
+                                  "damaged or from a different network") from e
         best = [r for r in agent.eval_history if r.is_best]
         agent.best_eval = best[-1] if best else None
-        agent.recent_episodes.extend(tuple(e) for e in ckpt.get("recent_episodes", []))
-        restore_global_rng(ckpt["rng"])
-        restore_generator(agent.rng, ckpt["rng"]["trainer"])
-        agent._restore_rollout(ckpt.get("rollout"))
         agent._apply_schedule()  # overridden lr is in the optimiser right away
         return agent
 

@@ -93,6 +93,11 @@ class SyncVectorEnv:
                 env.close()
 
 
+def is_env_factory(obj: Any) -> bool:
+    """A class, or a callable that is not itself an environment (envs have step())."""
+    return isinstance(obj, type) or (callable(obj) and not hasattr(obj, "step"))
+
+
 def is_vec_env(env: Any) -> bool:
     return hasattr(env, "num_envs") and hasattr(env, "step") and hasattr(env, "reset")
 
@@ -105,7 +110,7 @@ def as_vec_env(env: Any, mask_key: Optional[str] = "action_mask"):
         if not all(callable(fn) for fn in env):
             raise TypeError("a list of environments must hold factories (callables returning an env)")
         return SyncVectorEnv(env, mask_key=mask_key)
-    if isinstance(env, type) or (callable(env) and not hasattr(env, "step")):
+    if is_env_factory(env):
         return SyncVectorEnv([env], mask_key=mask_key)
     if hasattr(env, "reset") and hasattr(env, "step"):
         return SyncVectorEnv([lambda: env], mask_key=mask_key)

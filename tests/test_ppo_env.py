@@ -96,3 +96,23 @@ def test_as_vec_env_accepts_the_documented_inputs():
         bad = CartPoleEnv()
         bad.observation_space = Box(0, 1, (3,))
         SyncVectorEnv([CartPoleEnv, lambda: bad])
+
+
+def test_control_policies_on_the_same_seeds_with_action_counts():
+    from ppo import ConstantPolicy, RandomPolicy, evaluate_policy
+
+    right = evaluate_policy(ConstantPolicy(1), CartPoleEnv, n_episodes=4, seed=7)
+    assert right.action_counts == [0, sum(right.episode_lengths)]
+    assert evaluate_policy(ConstantPolicy(1), CartPoleEnv, n_episodes=4, seed=7).episode_returns == \
+        right.episode_returns
+    rand = [evaluate_policy(RandomPolicy(2), CartPoleEnv, n_episodes=6, seed=7) for _ in range(2)]
+    assert rand[0].episode_returns == rand[1].episode_returns  # seeded
+    assert min(rand[0].action_counts) > 0
+    masked = evaluate_policy(RandomPolicy(2), lambda: CartPoleEnv(masked_action=0), n_episodes=2, seed=1)
+    assert masked.action_counts[0] == 0
+    # vector env: a fixed quota per env; counts cover exactly the counted episodes
+    vec = evaluate_policy(ConstantPolicy(0), CartPoleVecEnv(3), n_episodes=7, seed=7)
+    assert vec.n_episodes == 7 and sum(vec.action_counts) == sum(vec.episode_lengths)
+    seen = []
+    evaluate_policy(ConstantPolicy(0), CartPoleEnv, n_episodes=1, seed=7, step_hook=seen.append)
+    assert len(seen) == evaluate_policy(ConstantPolicy(0), CartPoleEnv, n_episodes=1, seed=7).episode_lengths[0]

@@ -161,9 +161,9 @@ def test_checkpoint_round_trip(tmp_path):
     assert params_equal(agent, loaded)
     assert loaded.config == agent.config and loaded.global_step == agent.global_step == 512
     assert loaded.extra == {"env": {"name": "cartpole"}, "note": "x"}
-    for a, b in zip(agent.optimizer.state_dict()["state"][0].values(), loaded.optimizer.state_dict()["state"][0].values()):
-        assert torch.equal(a, b)
-    assert torch.equal(agent.obs_normalizer.state_dict()["rms"]["var"], loaded.obs_normalizer.state_dict()["rms"]["var"])
+    saved_adam, loaded_adam = agent.optimizer.state_dict()["state"][0], loaded.optimizer.state_dict()["state"][0]
+    assert all(torch.equal(saved_adam[k], loaded_adam[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert torch.equal(agent.obs_normalizer.rms.state_dict()["var"], loaded.obs_normalizer.rms.state_dict()["var"])
     assert loaded.reward_scaler.rms.count == agent.reward_scaler.rms.count
     assert [r.to_dict() for r in loaded.eval_history] == [r.to_dict() for r in agent.eval_history]
     assert loaded.best_eval.to_dict() == agent.best_eval.to_dict()
@@ -191,6 +191,32 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, env_factory)
     last_straight = {k: v for k, v in straight.logger.history[-1][1].items() if not k.startswith("time/")}
     last_resumed = {k: v for k, v in resumed.logger.history[-1][1].items() if not k.startswith("time/")}
     assert last_straight == last_resumed
+
+
+def test_resume_without_env_snapshot_resets_envs_but_continues_schedules(tmp_path):
+    class NoSnapshot:  # the vector-env contract without the optional get_state/set_state
+        def __init__(self):
+            self.inner = CartPoleVecEnv(2)
+            self.num_envs = 2
+            self.observation_space, self.action_space = self.inner.observation_space, self.inner.action_space
+
+        def reset(self, seed=None, options=None):
+            return self.inner.reset(seed=seed)
+
+        def step(self, actions):
+            return self.inner.step(actions)
+
+    cfg = small_config(total_timesteps=512, anneal_lr=True)
+    straight = PPO(NoSnapshot(), cfg).learn()
+    first = PPO(NoSnapshot(), cfg)
+    first.learn(callbacks=[stop_at(256)])
+    first.save(str(tmp_path / "256.pt"))
+    resumed = PPO.load(str(tmp_path / "256.pt"), NoSnapshot())
+    resumed.learn()
+    assert resumed.global_step == 512 and resumed.n_updates == 4
+    lrs = [tags["train/learning_rate"] for _, tags in resumed.logger.history]
+    assert lrs == [tags["train/learning_rate"] for _, tags in straight.logger.history[2:]]
+    assert not params_equal(straight, resumed)  # fresh episodes: not the same run
 
 
 def test_overridden_learning_rate_is_the_one_used(tmp_path):
@@ -273,15 +299,17 @@ def test_save_is_atomic_and_leaves_nothing_behind_on_error(tmp_path, monkeypatch
 
 
 def test_callbacks_checkpoint_evaluate_keep_best_history_and_custom_tags(tmp_path):
-    seen = []
+    seen, steps = [], []
     agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=1024))
     agent.learn(callbacks=[
         CheckpointCallback(every=256, path=str(tmp_path / "ckpt" / "{step}.pt")),
         EvalCallback(CartPoleEnv, every=384, n_episodes=2, best_path=str(tmp_path / "best.pt")),
         JsonHistoryCallback(str(tmp_path / "history.json"), extra_fn=lambda tr, r: {"ckpt": f"{tr.global_step}.pt"}),
         FunctionCallback(on_update_end=lambda tr: tr.logger.record("env/custom", tr.global_step / 2),
-                         on_evaluation=lambda tr, r: seen.append((r.step, r.is_best))),
+                         on_evaluation=lambda tr, r: seen.append((r.step, r.is_best)),
+                         on_step=lambda tr, infos: steps.append(tr.global_step)),
     ])
+    assert steps == list(range(2, 1025, 2))  # every vector step, 2 envs
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["1024.pt", "256.pt", "512.pt", "768.pt"]
     assert [s for s, _ in seen] == [384, 768]  # first update at or after each multiple
     history = json.loads((tmp_path / "history.json").read_text())
@@ -340,3 +368,16 @@ def test_nan_reward_fails_with_a_clear_error():
 
     with pytest.raises(FloatingPointError, match="NaN"):
         PPO(NaNEnv, small_config(total_timesteps=64)).learn()
+
+
+def test_damaged_checkpoint_contents_raise_checkpoint_error(tmp_path):
+    good = tmp_path / "good.pt"
+    PPO(CartPoleEnv, small_config()).save(str(good))
+    raw = torch.load(good, weights_only=True)
+    del raw["rng"]
+    torch.save(raw, tmp_path / "no_rng.pt")
+    assert "lacks rng" in _one_line_error(tmp_path / "no_rng.pt")
+    raw = torch.load(good, weights_only=True)
+    raw["policy"] = {k: v[..., :1] for k, v in raw["policy"].items()}
+    torch.save(raw, tmp_path / "shapes.pt")
+    assert "does not fit" in _one_line_error(tmp_path / "shapes.pt")

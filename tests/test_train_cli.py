@@ -148,6 +148,13 @@ def test_bad_resume_files(capsys, tmp_path):
     assert not (tmp_path / "o" / "base.pt").exists()
 
 
+def test_out_is_a_file(capsys, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    expect_user_error(capsys, "--preset", "tiny", "--out", target, match=str(target))
+    assert target.read_text() == "keep me"
+
+
 def test_resume_cannot_change_model_shape(capsys, tiny_run, tmp_path):
     expect_user_error(capsys, "--resume", tiny_run / "base.pt", "--d-model", 128, "--out", tmp_path, match="model shape")
 
