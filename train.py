@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="WikiText-layout directory or a text file (default: built-in corpus)")
     p.add_argument("--train-split", default="train",
                    help="split used for training in a WikiText directory (e.g. 'valid' when there is no train split)")
-    p.add_argument("--out", default="ckpt", help="output directory: base.pt, tokenizer.model, logs (default ckpt)")
+    p.add_argument("--out", default=None,
+                   help="output directory: base.pt, tokenizer.model, logs (default ckpt, or the --resume file's directory)")
     p.add_argument("--logdir", default=None, help="TensorBoard directory (default <out>/runs/base)")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue from a base checkpoint")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -130,7 +131,7 @@ def perplexities(ev: dict, words: int | None) -> dict:
 
 def run_base(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
-    out_dir = Path(args.out)
+    out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
     overrides = config_overrides(args)
 
     if args.resume:
@@ -212,6 +213,9 @@ def run_base(args: argparse.Namespace) -> int:
     log_path = out_dir / "base_log.jsonl"
     if not args.resume:
         log_path.unlink(missing_ok=True)
+    elif log_path.exists():  # resuming from an earlier checkpoint: drop the log lines it never saw
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        log_path.write_text("".join(line + "\n" for line in kept))
     ckpt_path = out_dir / "base.pt"
     tokens_per_step = train_cfg.batch_size * model_cfg.context
     last_eval: dict = {}

@@ -205,6 +205,12 @@ def _count(n: int, sg: str, pl: str, words: bool = True) -> str:
     return f"{num} {sg if n == 1 else pl}"
 
 
+def _some_sentences(r: random.Random, pool: list[str]) -> str:
+    """Three to six of the pool's sentences in random order: paragraphs share facts, not shape."""
+    r.shuffle(pool)
+    return " ".join(pool[: r.randrange(3, 7)])
+
+
 def _bio(r: random.Random, w: _World) -> str:
     p = r.choice(w.people)
     t, j, f = p.town, p.job, w.friends[p.full]
@@ -222,8 +228,7 @@ def _bio(r: random.Random, w: _World) -> str:
         f"When the weather is {r.choice(_FINE)}, {p.he} walks {p.pet_name} along the {t.river} River.",
         f"{p.He} learned to {j.verb} {obj} from {p.his} {r.choice(_RELATIVES)} when {p.he} was {r.randrange(6, 19)}.",
     ]
-    r.shuffle(pool)
-    body = " ".join(pool[: r.randrange(3, 7)])
+    body = _some_sentences(r, pool)
     return f"{p.full} is a {r.choice(_ADJECTIVES)} {j.name} from {t.name}. {body}"
 
 
@@ -242,8 +247,7 @@ def _town(r: random.Random, w: _World) -> str:
         f"In {_MONTHS[month]} the weather in {t.name} is usually {r.choice(_WEATHER[season])}, as it is {season}.",
         f"Visitors {r.choice(_VISITORS)} the {t.landmark} and the banks of the {t.river}.",
     ]
-    r.shuffle(pool)
-    body = " ".join(pool[: r.randrange(3, 7)])
+    body = _some_sentences(r, pool)
     return f"{t.name} is a {size} town in the {t.region} of the country. {body}"
 
 

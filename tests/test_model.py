@@ -43,13 +43,15 @@ def test_causal_mask(with_memory):
 def test_metric_bounds_and_batch_invariance():
     model = trained_a_little(small_model()).eval()
     x = torch.randint(0, 50, (3, 32), generator=torch.Generator().manual_seed(2))
-    m = model(x, metrics=True).metrics
+    with torch.no_grad():
+        m = model(x, metrics=True).metrics
     assert 0.0 <= float(m["phi"]) <= 10.0
     assert 0.0 < float(m["consciousness"]) <= 1.0  # memory is in use after training, so C is positive
     assert 0.0 < m["memory_util"] <= 1.0
     for k in ("coherence", "integration", "complexity", "diversity"):
         assert 0.0 <= float(m[k]) <= 1.0
-    doubled = model(torch.cat([x, x]), metrics=True).metrics
+    with torch.no_grad():
+        doubled = model(torch.cat([x, x]), metrics=True).metrics
     assert float(doubled["phi"]) == pytest.approx(float(m["phi"]), abs=1e-5)
 
 

@@ -78,7 +78,7 @@ def test_checkpoint_rebuilds_identical_model(tiny_run):
 def test_resume_reproduces_uninterrupted_run(tiny_run, tmp_path):
     assert run_main("--preset", "tiny", "--out", tmp_path, "--log-every", 1, "--steps", 40, "--stop-at", 17) == 0
     assert torch.load(tmp_path / "base.pt", weights_only=True)["step"] == 17
-    assert run_main("--resume", tmp_path / "base.pt", "--out", tmp_path) == 0
+    assert run_main("--resume", tmp_path / "base.pt") == 0  # --out defaults to the checkpoint's directory
     straight, resumed = read_log(tiny_run), read_log(tmp_path)
     assert [r["step"] for r in resumed] == list(range(1, 41))
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]  # exact, not approximate
@@ -172,7 +172,7 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     import time
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--stage", "base", "--preset", "tiny", "--quiet",
-                             "--steps", "100000", "--log-every", 1, "--out", str(tmp_path)],
+                             "--steps", "100000", "--log-every", "1", "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     log = tmp_path / "base_log.jsonl"
     deadline = time.time() + 120
