@@ -82,11 +82,11 @@ def test_phi_loss_is_bounded_and_zero_in_band():
 def test_phi_training_moves_phi():
     model = small_model(phi_low=0.0, phi_high=1.0)
     x = torch.randint(0, 50, (4, 32), generator=torch.Generator().manual_seed(3))
-    before = float(model.eval()(x, metrics=True).metrics["phi"])
+    before = model.eval()(x, metrics=True).metrics["phi"].item()
     opt = make_optimizer(model, 1e-2)
     for _ in range(20):
         train_step(model, opt, x, x.roll(-1, 1), w_text=0.0, w_phi=1.0)
-    after = float(model.eval()(x, metrics=True).metrics["phi"])
+    after = model.eval()(x, metrics=True).metrics["phi"].item()
     assert after < before - 0.5
 
 
