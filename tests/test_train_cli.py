@@ -185,3 +185,20 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     ck = torch.load(tmp_path / "base.pt", weights_only=True)
     assert 0 < ck["step"] < 100000
     assert not list(tmp_path.glob(".base.pt.*.tmp"))  # no temp file left behind
+
+
+def test_nan_loss_is_one_line_and_keeps_last_good_checkpoint(capsys, tmp_path, monkeypatch):
+    assert run_main("--preset", "tiny", "--steps", 30, "--out", tmp_path) == 0
+    good = (tmp_path / "base.pt").read_bytes()
+    real_step = train.train_step
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise train.NonFiniteLoss("training loss is nan")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", poisoned)
+    expect_user_error(capsys, "--resume", tmp_path / "base.pt", "--steps", 60, match="loss is nan at step 33")
+    assert (tmp_path / "base.pt").read_bytes() == good  # the broken state was not saved
