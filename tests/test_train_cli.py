@@ -202,3 +202,9 @@ def test_nan_loss_is_one_line_and_keeps_last_good_checkpoint(capsys, tmp_path, m
     monkeypatch.setattr(train, "train_step", poisoned)
     expect_user_error(capsys, "--resume", tmp_path / "base.pt", "--steps", 60, match="loss is nan at step 33")
     assert (tmp_path / "base.pt").read_bytes() == good  # the broken state was not saved
+
+
+def test_packages_are_importable_outside_the_repo(tmp_path):
+    """Every package is a real package (has __init__.py), so an installed copy works from any directory."""
+    for pkg in ("infinito", "ppo", "data"):
+        assert (ROOT / pkg / "__init__.py").is_file(), pkg
