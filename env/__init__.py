@@ -1,0 +1,23 @@
+"""The text-scheduling environment: an agent picks how INFINITO trains next.
+
+Joins `infinito/` (the model and its training step) and `data/` (corpus,
+tokenizer, batches); knows nothing of PPO beyond the duck-typed vector-env
+contract of docs/ppo.md. See docs/env.md.
+"""
+from .base import BaseAssets, load_base
+from .check import check_env
+from .config import MIXED, MODES, PHI, TEXT, EnvConfig, RewardConfig
+from .errors import EnvError
+from .evaluate import PolicyRuns, rescore, run_policy
+from .policies import BandPolicy, ConstantPolicy, RandomPolicy, control_policies
+from .reward import TERMS, compute_reward, reward_terms
+from .scheduling import OBS_HIGH, OBS_NAMES, TextSchedulingEnv
+from .stats import summarize, t975
+from .vector import VectorEnv, make_vec_env
+
+__all__ = [
+    "BandPolicy", "BaseAssets", "ConstantPolicy", "EnvConfig", "EnvError", "MIXED", "MODES", "OBS_HIGH",
+    "OBS_NAMES", "PHI", "PolicyRuns", "RandomPolicy", "RewardConfig", "TERMS", "TEXT", "TextSchedulingEnv",
+    "VectorEnv", "check_env", "compute_reward", "control_policies", "load_base", "make_vec_env",
+    "reward_terms", "rescore", "run_policy", "summarize", "t975",
+]

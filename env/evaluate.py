@@ -1,0 +1,101 @@
+"""Run any policy over seeded episodes and summarise returns and metric traces.
+
+Episode k starts from `env.reset(seed=seed + k)`, so every policy evaluated
+with the same `seed` meets the same data streams: differences between
+policies are differences of schedule, not of luck.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import RewardConfig
+from .reward import compute_reward
+from .stats import summarize
+
+MEASURED = ("consciousness", "phi", "ppl", "memory_util")  # what the reward reads
+TRACE_KEYS = ("reward", "action", "phi", "consciousness", "ppl", "loss_text", "loss_phi", "memory_util", "t_norm")
+
+
+@dataclass
+class PolicyRuns:
+    """Per-episode returns and per-step traces (`traces[k][key]` is a list over the steps of
+    episode k; `traces[k]["initial"]` is the reset's measurement)."""
+    name: str
+    seeds: list
+    returns: list = field(default_factory=list)
+    lengths: list = field(default_factory=list)
+    traces: list = field(default_factory=list)
+
+    def summary(self, phi_band: tuple = (3.0, 6.0)) -> dict:
+        """Return mean/std/95% CI, and over all steps: Φ mean, % of steps with Φ in the band,
+        C mean, memory_util mean; final perplexity averaged over episodes; action mix."""
+        def flat(key: str) -> list:
+            return [v for tr in self.traces for v in tr[key]]
+
+        steps = flat("phi")
+        n_steps = max(len(steps), 1)
+        low, high = phi_band
+        actions = flat("action")
+        n_actions = max(actions, default=-1) + 1
+        return {
+            "name": self.name,
+            "return": summarize(self.returns),
+            "phi_mean": sum(steps) / n_steps,
+            "phi_in_band_pct": 100.0 * sum(low <= p <= high for p in steps) / n_steps,
+            "c_mean": sum(flat("consciousness")) / n_steps,
+            "final_ppl": summarize([tr["ppl"][-1] for tr in self.traces])["mean"],
+            "memory_util_mean": sum(flat("memory_util")) / n_steps,
+            "action_mix": [actions.count(a) / max(len(actions), 1) for a in range(n_actions)],
+            "episodes": len(self.returns),
+            "mean_length": sum(self.lengths) / max(len(self.lengths), 1),
+        }
+
+
+def run_policy(env, policy: Callable, n_episodes: int = 20, seed: int = 0, name: str | None = None,
+               on_episode: Callable[[int, float], None] | None = None) -> PolicyRuns:
+    """Evaluate `policy(obs, info) -> action` on `n_episodes` episodes seeded seed, seed+1, ..."""
+    if n_episodes < 1:
+        raise ValueError("n_episodes must be >= 1")
+    runs = PolicyRuns(name or getattr(policy, "name", type(policy).__name__), [seed + k for k in range(n_episodes)])
+    for k, s in enumerate(runs.seeds):
+        if hasattr(policy, "reset"):
+            policy.reset(s)
+        obs, info = env.reset(seed=s)
+        trace = {key: [] for key in TRACE_KEYS}
+        trace["initial"] = {key: float(info[key]) for key in MEASURED}
+        total, done = 0.0, False
+        while not done:
+            action = policy(obs, info)
+            obs, r, terminated, truncated, info = env.step(action)
+            total += float(r)
+            done = bool(terminated or truncated)
+            trace["reward"].append(float(r))
+            trace["action"].append(int(action))
+            for key in TRACE_KEYS[2:]:
+                trace[key].append(float(info[key]))
+        runs.returns.append(total)
+        runs.lengths.append(len(trace["reward"]))
+        runs.traces.append(trace)
+        if on_episode is not None:
+            on_episode(k, total)
+    return runs
+
+
+def rescore(runs: PolicyRuns, reward: RewardConfig, name: str | None = None) -> PolicyRuns:
+    """The same episodes' returns under another reward config.
+
+    Exact, because the reward never feeds back into the dynamics (a policy sees
+    observations, not rewards) and is a pure function of consecutive measurements.
+    """
+    out = PolicyRuns(name or runs.name, list(runs.seeds), lengths=list(runs.lengths))
+    for tr in runs.traces:
+        prev = tr["initial"]
+        rewards = []
+        for t in range(len(tr["reward"])):
+            cur = {key: tr[key][t] for key in MEASURED}
+            rewards.append(compute_reward(None if (t == 0 and reward.zero_first_step) else prev, cur, reward)[0])
+            prev = cur
+        out.returns.append(sum(rewards))
+        out.traces.append({**tr, "reward": rewards})
+    return out

@@ -1,0 +1,249 @@
+"""The text-scheduling environment: each action picks how INFINITO trains next.
+
+One decision (`step`) = `inner_steps` real AdamW steps of the model on
+`w_text·CE + w_phi·L_phi` with the chosen mode's weights, then a measurement
+on a fixed held-out batch (no_grad, eval mode): C, Φ, the held-out text loss
+and Φ loss, memory use and perplexity. The observation is
+
+    [C, Φ, loss_text, loss_phi, memory_util, t_norm]   float32, clipped to [0, OBS_HIGH]
+
+with t_norm = steps since C last exceeded `c_threshold`, / max_steps, capped at 1.
+The reward is reward v2 (env/reward.py) between consecutive measurements.
+
+The episode ends after `max_steps` decisions. That is a time limit, and the
+observation does not carry the time left, so it is reported as `truncated`
+(PPO then bootstraps from the value of the last state) unless
+`terminate_at_max_steps` asks for `terminated`.
+
+Determinism: the data stream is a torch.Generator owned by the environment and
+re-seeded by `reset(seed=...)`. Dropout draws from torch's global generator, so
+when the model has dropout the environment swaps in its own saved generator
+state around its training steps (and restores the caller's afterwards): the
+same seed and actions give the same trajectory, and neither the caller's RNG
+nor other environments in the same process disturb it.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data import random_batch
+from infinito.config import InfinitoConfig
+from infinito.model import Infinito
+from infinito.training import make_optimizer, train_step
+
+from .base import BaseAssets, check_assets, load_base
+from .config import EnvConfig
+from .errors import EnvError
+from .reward import compute_reward
+from .spaces import Box, Discrete
+
+OBS_NAMES = ("consciousness", "phi", "loss_text", "loss_phi", "memory_util", "t_norm")
+OBS_HIGH = np.array([1.0, 10.0, 20.0, 20.0, 1.0, 1.0], dtype=np.float32)
+RESET_WEIGHTS = (1.0, 0.0)  # the inner step `reset` runs to produce the first observation: TEXT
+
+
+def _normal_mode(method):
+    """Run with autograd available whatever the caller's mode: PPO steps its environments
+    inside torch.inference_mode, and our inner steps need gradients and in-place updates."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+class TextSchedulingEnv:
+    """Gymnasium-style environment over an INFINITO base checkpoint (no gymnasium import).
+
+    `base`: the path of a base checkpoint, or `BaseAssets` from `load_base` to
+    share one loaded checkpoint between several environments (loaded with a config
+    that agrees on the batch, held-out and device fields; checked).
+    """
+
+    def __init__(self, base: str | Path | BaseAssets, config: EnvConfig | None = None):
+        self.config = config if config is not None else EnvConfig()
+        self.assets = base if isinstance(base, BaseAssets) else load_base(base, self.config)
+        check_assets(self.assets, self.config)
+        self.device = self.assets.device
+        self.model = Infinito(InfinitoConfig.from_dict(self.assets.model_config)).to(self.device)
+        self.model.load_state_dict(self.assets.snapshot)
+        self.observation_space = Box(np.zeros(len(OBS_NAMES), np.float32), OBS_HIGH)
+        self.action_space = Discrete(len(self.config.modes))
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._data_rng = torch.Generator()
+        self._stochastic = self.model.cfg.dropout > 0  # only then does training consume global RNG
+        self._rng_state: dict | None = None  # our dropout RNG state while we are not training
+        self._seeded = False
+        self._needs_reset = True
+        self._steps = 0
+        self._since_c = 0
+        self._history: list[int] = []
+        self._prev: dict | None = None
+
+    # ------------------------------------------------------------------ Gymnasium API
+    @_normal_mode
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        """Restore the base model (in-memory snapshot), a fresh AdamW, empty memory;
+        re-seed the data stream (when `seed` is given; otherwise it continues);
+        run one TEXT inner step and measure. Returns (obs, info)."""
+        if seed is not None or not self._seeded:
+            if seed is None:  # never seeded: fresh entropy, like Gymnasium
+                seed = int(np.random.SeedSequence().entropy % (1 << 63))
+            self._seed(int(seed))
+        cfg = self.config
+        self.model.load_state_dict(self.assets.snapshot)
+        self.model.memory.clear()
+        self.optimizer = make_optimizer(self.model, cfg.lr, (cfg.beta1, cfg.beta2), cfg.weight_decay)
+        train = self._train(*RESET_WEIGHTS, n=1)
+        cur = self._measure()
+        self._steps, self._since_c, self._history, self._prev = 0, 0, [], cur
+        self._needs_reset = False
+        return self._observe(cur), self._info(cur, train, None, "TEXT")
+
+    @_normal_mode
+    def step(self, action):
+        """Train `inner_steps` steps in the chosen mode, measure, reward.
+        Returns (obs, reward, terminated, truncated, info)."""
+        if self._needs_reset:
+            what = "before reset()" if self.optimizer is None else "after the episode ended"
+            raise EnvError(f"step() called {what}; call reset() first")
+        a = self._check_action(action)
+        name, w_text, w_phi = self.config.modes[a]
+        train = self._train(w_text, w_phi, n=self.config.inner_steps)
+        cur = self._measure()
+        rcfg = self.config.reward
+        prev = None if (self._steps == 0 and rcfg.zero_first_step) else self._prev
+        reward, terms = compute_reward(prev, cur, rcfg)
+        self._steps += 1
+        self._since_c = 0 if cur["consciousness"] > self.config.c_threshold else self._since_c + 1
+        self._history.append(a)
+        self._prev = cur
+        done = self._steps >= self.config.max_steps
+        terminated = done and self.config.terminate_at_max_steps
+        self._needs_reset = done
+        return self._observe(cur), reward, terminated, done and not terminated, self._info(cur, train, terms, name)
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def uses_global_rng(self) -> bool:
+        """True when training draws dropout masks from torch's global RNG (swapped in and out, so
+        this environment must not be stepped concurrently with another one that does too)."""
+        return self._stochastic
+
+    # ------------------------------------------------------------------ snapshots (exact resume)
+    def get_state(self) -> dict:
+        """Everything the next steps depend on, as plain types and tensors (copies)."""
+        return {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": None if self.optimizer is None else copy.deepcopy(self.optimizer.state_dict()),
+            "data_rng": self._data_rng.get_state(),
+            "dropout_rng": None if self._rng_state is None else {k: v.clone() for k, v in self._rng_state.items()},
+            "seeded": self._seeded, "needs_reset": self._needs_reset, "steps": self._steps,
+            "since_c": self._since_c, "history": list(self._history),
+            "prev": None if self._prev is None else dict(self._prev),
+        }
+
+    @_normal_mode
+    def set_state(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer = None
+            if state["optimizer"] is not None:
+                cfg = self.config
+                self.optimizer = make_optimizer(self.model, cfg.lr, (cfg.beta1, cfg.beta2), cfg.weight_decay)
+                # deep copy: the optimiser keeps (and later mutates) the tensors it is given
+                self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+            self._data_rng.set_state(state["data_rng"])
+            rng = state["dropout_rng"]
+            self._rng_state = None if rng is None else {k: v.clone() for k, v in rng.items()}
+            self._seeded, self._needs_reset = bool(state["seeded"]), bool(state["needs_reset"])
+            self._steps, self._since_c = int(state["steps"]), int(state["since_c"])
+            self._history = [int(a) for a in state["history"]]
+            self._prev = None if state["prev"] is None else dict(state["prev"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise EnvError(f"environment state does not fit this environment ({type(e).__name__}: {msg}); "
+                           "it comes from a different base checkpoint or config") from None
+
+    # ------------------------------------------------------------------ internals
+    def _seed(self, seed: int) -> None:
+        self._data_rng.manual_seed(seed)
+        if self._stochastic:  # a separate stream for dropout, derived from the same seed
+            self._rng_state = {"cpu": torch.Generator().manual_seed(seed + 1).get_state()}
+            if self.device.type == "cuda":
+                self._rng_state["cuda"] = torch.Generator(self.device).manual_seed(seed + 1).get_state()
+        self._seeded = True
+
+    @contextlib.contextmanager
+    def _own_rng(self):
+        """Run with this environment's dropout RNG in torch's global generator(s); restore the caller's after."""
+        if not self._stochastic:
+            yield
+            return
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.set_rng_state(self._rng_state["cpu"])
+            if cuda:
+                torch.cuda.set_rng_state(self._rng_state["cuda"], self.device)
+            yield
+            self._rng_state["cpu"] = torch.get_rng_state()
+            if cuda:
+                self._rng_state["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def _train(self, w_text: float, w_phi: float, n: int) -> dict:
+        """n real optimiser steps (train_step also writes each batch to memory, as base training does)."""
+        a, cfg = self.assets, self.config
+        stats = []
+        with self._own_rng():
+            for _ in range(n):
+                x, y = random_batch(a.train_ids, cfg.batch_size, a.seq_len, self._data_rng)
+                stats.append(train_step(self.model, self.optimizer, x.to(self.device), y.to(self.device),
+                                        w_text, w_phi, cfg.grad_clip))
+        return {"train_loss_text": sum(s["loss_text"] for s in stats) / n,
+                "train_phi": sum(s["phi"] for s in stats) / n,
+                "grad_norm": sum(s["grad_norm"] for s in stats) / n}
+
+    @torch.no_grad()
+    def _measure(self) -> dict:
+        """One forward pass over the fixed held-out batch: cheap next to the inner steps."""
+        self.model.eval()
+        x, y = self.assets.heldout
+        out = self.model(x, y, metrics=True)
+        loss = float(out.loss)
+        m = out.metrics
+        return {"consciousness": float(m["consciousness"]), "phi": float(m["phi"]), "loss_text": loss,
+                "loss_phi": float(m["loss_phi"]), "memory_util": self.model.memory.utilisation,
+                "ppl": math.exp(min(loss, 50.0))}
+
+    def _t_norm(self) -> float:
+        return min(self._since_c / self.config.max_steps, 1.0)
+
+    def _observe(self, cur: dict) -> np.ndarray:
+        raw = [cur["consciousness"], cur["phi"], cur["loss_text"], cur["loss_phi"], cur["memory_util"], self._t_norm()]
+        return np.clip(np.asarray(raw, dtype=np.float32), 0.0, OBS_HIGH)
+
+    def _info(self, cur: dict, train: dict, terms: dict | None, mode: str) -> dict:
+        return {**cur, **train, "t_norm": self._t_norm(), "step": self._steps, "mode": mode,
+                "action_history": tuple(self._history), "reward_terms": terms or {}}
+
+    def _check_action(self, action) -> int:
+        a = action
+        if isinstance(a, (np.ndarray, torch.Tensor)) and a.ndim == 0:
+            a = a.item()
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not 0 <= a < self.action_space.n:
+            choices = ", ".join(f"{i}={m[0]}" for i, m in enumerate(self.config.modes))
+            raise EnvError(f"invalid action {action!r}: expected an integer in 0..{self.action_space.n - 1} ({choices})")
+        return int(a)
+
+    def __repr__(self) -> str:
+        return (f"TextSchedulingEnv(base={self.assets.path!r}, modes={self.config.mode_names}, "
+                f"max_steps={self.config.max_steps}, inner_steps={self.config.inner_steps})")
