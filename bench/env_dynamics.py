@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
+from doc_sections import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
                  control_policies, rescore, run_policy, summarize)
 
@@ -47,17 +48,6 @@ def _run(task: tuple) -> tuple:
     name, seed, n = task
     runs = run_policy(_ENV, policies(_ENV.config)[name], n_episodes=n, seed=seed, name=name)
     return name, seed, runs.returns, runs.lengths, runs.traces
-
-
-def write_section(path: Path, start: str, end: str, body: str) -> None:
-    """Replace the text between the two markers (append the section if they are missing)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def fmt_return(ret: dict) -> str:

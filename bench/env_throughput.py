@@ -27,21 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import random_batch  # noqa: E402
+from doc_sections import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 from env import EnvConfig, TextSchedulingEnv, load_base, make_vec_env  # noqa: E402
 from infinito.training import train_step  # noqa: E402
 
 START, END = "<!-- env_throughput:start -->", "<!-- env_throughput:end -->"
-
-
-def write_section(path: Path, start: str, end: str, body: str) -> None:
-    """Replace the text between the two markers (append the section if they are missing)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def overhead(assets, cfg: EnvConfig, reps: int) -> list[dict]:

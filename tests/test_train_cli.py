@@ -206,5 +206,5 @@ def test_nan_loss_is_one_line_and_keeps_last_good_checkpoint(capsys, tmp_path, m
 
 def test_packages_are_importable_outside_the_repo(tmp_path):
     """Every package is a real package (has __init__.py), so an installed copy works from any directory."""
-    for pkg in ("infinito", "ppo", "data"):
+    for pkg in ("infinito", "ppo", "data", "env"):
         assert (ROOT / pkg / "__init__.py").is_file(), pkg
