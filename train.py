@@ -1,9 +1,12 @@
-"""Train INFINITO (`--stage base`).
+"""Train INFINITO (`--stage base`), then the PPO scheduler that trains it (`--stage rl`).
 
     python train.py --stage base                       # demo preset on the built-in corpus
     python train.py --stage base --preset tiny --out /tmp/ck
     python train.py --stage base --data ../shared/data/wikitext-2 --train-split valid
     python train.py --stage base --resume ckpt/base.pt --steps 3000
+    python train.py --stage rl                         # PPO on ckpt/base.pt: ckpt/<step>.pt, best.pt, report.md
+    python train.py --stage rl --resume ckpt/4096.pt --timesteps 5120 --ent-coef 0.02
+    python train.py --stage report --ckpt-dir ckpt --episodes 30
 
 Every failure a user can cause ends with one line on stderr and a non-zero exit.
 """
@@ -29,6 +32,8 @@ from infinito.config import InfinitoConfig
 from infinito.model import Infinito
 from infinito.presets import PRESETS, BaseTrainConfig, resolve
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
+from env.errors import EnvError
+from ppo.checkpoint import CheckpointError as AgentCheckpointError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -46,7 +51,8 @@ def _flag(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["base"], default="base", help="what to train")
+    p.add_argument("--stage", choices=["base", "rl", "report"], default="base",
+                   help="base: train INFINITO; rl: train the PPO scheduler; report: re-evaluate RL checkpoints")
     p.add_argument("--preset", default=None, help=f"size preset: {', '.join(PRESETS)} (default demo)")
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="TOML file of config keys (flat, or under [model] / [train]); command-line flags win")
@@ -54,14 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", default="train",
                    help="split used for training in a WikiText directory (e.g. 'valid' when there is no train split)")
     p.add_argument("--out", default=None,
-                   help="output directory: base.pt, tokenizer.model, logs (default ckpt, or the --resume file's directory)")
+                   help="output directory: base.pt, tokenizer.model / <step>.pt, best.pt, report.md, logs "
+                        "(default ckpt, or the --resume file's directory)")
     p.add_argument("--logdir", default=None, help="TensorBoard directory (default <out>/runs/base)")
-    p.add_argument("--resume", default=None, metavar="CKPT", help="continue from a base checkpoint")
+    p.add_argument("--resume", default=None, metavar="CKPT",
+                   help="continue from a checkpoint: base.pt (--stage base) or <step>.pt (--stage rl)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="save and stop once this global step is done (the schedule still plans for --steps)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    cfg = p.add_argument_group("config overrides (any key of the model or training config)")
+    add_rl_arguments(p)
+    cfg = p.add_argument_group("--stage base: config overrides (any key of the model or training config); "
+                                "--lr, --batch-size, --seed, --threads also apply to --stage rl")
     for dc in (InfinitoConfig, BaseTrainConfig):
         for f in fields(dc):
             kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
@@ -294,13 +304,416 @@ def run_base(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- rl stage
+
+PPO_FLAGS = ("clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "clip_range_vf", "n_steps",
+             "n_epochs", "gamma", "gae_lambda")
+RL_SHARED = {"lr": "learning_rate", "batch_size": "batch_size", "seed": "seed"}  # base flags rl reuses
+CONTROL_NOTE = "control policies on the same seeds"
+
+
+def add_rl_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--stage rl (defaults from --preset; on --resume, from the checkpoint)")
+    g.add_argument("--base", default=None, help="base checkpoint the agent schedules (default <out>/base.pt)")
+    g.add_argument("--timesteps", type=int, default=None,
+                   help="environment decisions to train; on --resume, counted from the resumed step")
+    g.add_argument("--save-freq", type=int, default=None, help="write <out>/<step>.pt every this many steps")
+    g.add_argument("--eval-freq", type=int, default=None, help="evaluate (and rewrite the report) every this many steps")
+    g.add_argument("--eval-episodes", type=int, default=None, help="seeded episodes per evaluation")
+    g.add_argument("--eval-seed", type=int, default=None, help="evaluation episode k uses seed eval_seed + k")
+    g.add_argument("--num-envs", type=int, default=None, help="environments stepped together")
+    g.add_argument("--workers", type=int, default=None, help="threads stepping them (one torch thread each)")
+    g.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="environment config, e.g. max_steps=30 reward.phi_low=5.5 (see docs/env.md)")
+    g.add_argument("--early-stop", action="store_true",
+                   help="stop when an evaluation is flagged as over-fitting against the best (best.pt is kept)")
+    g.add_argument("--patience", type=int, default=1, help="consecutive flagged evaluations before --early-stop stops")
+    g.add_argument("--overfit-drop-pct", type=float, default=20.0, help="over-fitting: mean this %% below the baseline")
+    g.add_argument("--severe-drop-pct", type=float, default=50.0, help="severe over-fitting: mean this %% below")
+    g.add_argument("--overfit-std-factor", type=float, default=5.0, help="over-fitting: std this many times the baseline's")
+    g.add_argument("--high-variance-factor", type=float, default=2.0, help="high variance: std this many times the baseline's")
+    for name in PPO_FLAGS:
+        g.add_argument(_flag(name), dest=name, type=float if name not in ("n_steps", "n_epochs") else int,
+                       default=None, metavar="N" if name in ("n_steps", "n_epochs") else "X", help=f"PPOConfig.{name}")
+    r = p.add_argument_group("--stage report")
+    r.add_argument("--ckpt-dir", default=None, help="directory of RL checkpoints <step>.pt (default ckpt)")
+    r.add_argument("--baseline", default=None, metavar="CKPT", help="checkpoint the others are compared with (default: the best)")
+    r.add_argument("--episodes", type=int, default=None, help="seeded episodes per checkpoint (default: as in training)")
+
+
+def rl_flag_problems(args: argparse.Namespace) -> list[str]:
+    """Base-stage flags given to --stage rl/report, which would otherwise be silently ignored."""
+    base_only = [f.name for dc in (InfinitoConfig, BaseTrainConfig) for f in fields(dc)
+                 if f.name not in RL_SHARED and f.name != "threads"]
+    given = [_flag(n) for n in base_only if getattr(args, n) is not None]
+    given += ["--config"] * bool(args.config) + ["--data"] * bool(args.data) + ["--stop-at"] * bool(args.stop_at)
+    return given
+
+
+def parse_env_overrides(items: list[str]) -> dict:
+    """["max_steps=30", "reward.phi_low=5.5"] -> {"max_steps": 30, "reward": {"phi_low": 5.5}} (JSON values)."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--env {item!r}: expected KEY=VALUE, e.g. max_steps=30 or reward.phi_low=5.5")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key.startswith("reward."):
+            out.setdefault("reward", {})[key[len("reward."):]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def merge_env(base: dict, overrides: dict) -> "EnvConfig":
+    from env import EnvConfig
+    d = {**base, **{k: v for k, v in overrides.items() if k != "reward"}}
+    d["reward"] = {**base.get("reward", {}), **overrides.get("reward", {})}
+    return EnvConfig.from_dict(d)
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def runs_to_eval(runs, env_cfg, seed: int, step: int | None = None, checkpoint: str | None = None) -> dict:
+    """env.PolicyRuns -> an EvalResult dict (the form reports and evaluations.json hold)."""
+    from ppo import EvalResult
+    summary = runs.summary((env_cfg.reward.phi_low, env_cfg.reward.phi_high))
+    actions = [a for tr in runs.traces for a in tr["action"]]
+    counts = [actions.count(a) for a in range(len(env_cfg.modes))]
+    extra = {k: summary[k] for k in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl", "memory_util_mean")}
+    if checkpoint:
+        extra["checkpoint"] = checkpoint
+    result = EvalResult(list(runs.returns), list(runs.lengths), counts, True, seed, step, extra=extra)
+    return result
+
+
+def evaluate_controls(envs, env_cfg, episodes: int, seed: int, quiet: bool) -> dict:
+    from env import control_policies, run_policy_parallel
+    out = {}
+    for name, policy in control_policies(len(env_cfg.modes), env_cfg.mode_names).items():
+        t0 = time.time()
+        out[name] = runs_to_eval(run_policy_parallel(envs, policy, episodes, seed, name), env_cfg, seed).to_dict()
+        if not quiet:
+            print(f"control policy {name}: {out[name]['mean_reward']:+.3f} ± {out[name]['std_reward']:.3f} "
+                  f"over {episodes} episodes ({time.time() - t0:.0f}s)")
+    return out
+
+
+def rl_report(out_dir: Path, evaluations: list, controls: dict, baseline_step: int | None, env_cfg,
+              thresholds, notes: list[str]) -> dict:
+    from ppo import Column, Report, write_report
+    band = f"[{env_cfg.reward.phi_low:g}, {env_cfg.reward.phi_high:g}]"
+    report = Report(evaluations, controls, baseline_step, thresholds, env_cfg.mode_names,
+                    [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
+                     Column("C mean", "c_mean", "{:.3f}")],
+                    title=f"RL report: {out_dir}", notes=notes)
+    built = report.build()
+    write_report(out_dir, built, report.markdown(built))
+    return built
+
+
+def report_notes(base: str, env_cfg, run: dict, n_episodes: int, seed: int) -> list[str]:
+    changed = {k: v for k, v in env_cfg.to_dict().items() if k not in ("reward", "modes", "device", "cache_dir")}
+    reward = {k: v for k, v in env_cfg.reward.to_dict().items()
+              if v != type(env_cfg.reward)().to_dict()[k]}
+    return [f"Base checkpoint `{base}`; environment {', '.join(f'{k}={v}' for k, v in changed.items())}; "
+            f"reward changes from SPEC §5: {', '.join(f'{k}={v}' for k, v in reward.items()) or 'none'}.",
+            f"Every row: the greedy policy over the same {n_episodes} seeded episodes (seeds {seed}..{seed + n_episodes - 1}); "
+            f"mean, sample std and Student-t 95% CI of the episode return. Control policies below on the same seeds."]
+
+
+def run_rl(args: argparse.Namespace) -> int:
+    from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
+    from env.presets import RL_PRESETS, RUN_KEYS
+    from ppo import (PPO, CheckpointCallback, EvalCallback, FunctionCallback, JsonHistoryCallback, PPOConfig,
+                     StopOnOverfit, Thresholds, TrainedPolicy, load_checkpoint as load_agent_checkpoint)
+    from env import run_policy_parallel
+    import ppo as ppo_pkg
+
+    bad = rl_flag_problems(args)
+    if bad:
+        raise UserError(f"{', '.join(sorted(set(bad)))} only apply to --stage base")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but CUDA is not available; use --device cpu or auto")
+    threads = args.threads if args.threads is not None else 1
+    torch.set_num_threads(max(threads, 1))
+    out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
+    env_overrides = parse_env_overrides(args.env)
+    run_flags = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k) is not None}
+    ppo_flags = {k: getattr(args, k) for k in PPO_FLAGS if getattr(args, k) is not None}
+    ppo_flags.update({RL_SHARED[k]: getattr(args, k) for k in ("lr", "batch_size") if getattr(args, k) is not None})
+    for k, v in run_flags.items():
+        if v < (0 if k == "eval_seed" else 1):
+            raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+    thresholds = Thresholds(args.overfit_drop_pct, args.severe_drop_pct, args.overfit_std_factor,
+                            args.high_variance_factor)
+
+    if args.resume:
+        if args.preset:
+            raise UserError("--preset cannot be combined with --resume (the checkpoint holds its config)")
+        if args.seed is not None:
+            raise UserError("--seed cannot change when resuming (the random state continues from the checkpoint)")
+        head = load_agent_checkpoint(args.resume, required=("global_step", "extra"))
+        extra = head["extra"]
+        if "run" not in extra or "env" not in extra:
+            raise UserError(f"{args.resume} is a PPO checkpoint but not one of train.py --stage rl; "
+                            "resume it from the code that wrote it")
+        run = {**extra["run"], **run_flags}
+        start_step = int(head["global_step"])
+        run["timesteps"] = start_step + run_flags["timesteps"] if "timesteps" in run_flags else head["config"]["total_timesteps"]
+        env_cfg = merge_env(extra["env"], env_overrides)
+        base_path = Path(args.base or extra["base"])
+        if not base_path.is_file():
+            raise UserError(f"the base checkpoint {base_path} this agent was trained on does not exist; "
+                            "pass its new location with --base")
+        if file_digest(base_path) != extra["base_digest"]:
+            raise UserError(f"{base_path} is not the base checkpoint {args.resume} was trained on (its contents "
+                            f"differ); pass the original with --base, or start a new run")
+        del head
+    else:
+        preset = args.preset or "demo"
+        if preset not in RL_PRESETS:
+            raise UserError(f"unknown preset '{preset}' (choose from {', '.join(RL_PRESETS)})")
+        if "timesteps" in run_flags and run_flags["timesteps"] < 1:
+            raise UserError("--timesteps must be >= 1")
+        run = {**RL_PRESETS[preset]["run"], **run_flags, "preset": preset}
+        env_cfg = merge_env(RL_PRESETS[preset]["env"], env_overrides)
+        base_path = Path(args.base) if args.base else out_dir / "base.pt"
+        if not base_path.is_file():
+            hint = "" if args.base else " (it defaults to <out>/base.pt)"
+            raise UserError(f"base checkpoint {base_path} does not exist{hint}; train one with "
+                            f"`python train.py --stage base --out {base_path.parent}` or pass --base")
+        extra = {}
+        start_step = 0
+    if args.device != "auto":
+        env_cfg = env_cfg.replace(device=args.device)
+    env_cfg = env_cfg.replace(cache_dir=env_cfg.cache_dir or str(base_path.parent / "cache"))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    assets = load_base(base_path, env_cfg)
+    if args.resume:
+        archive_later_run(out_dir, start_step)
+    workers = run["workers"]
+    train_env = VectorEnv([TextSchedulingEnv(assets, env_cfg) for _ in range(run["num_envs"])], workers)
+    eval_envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(workers, run["eval_episodes"])))]
+    digest = extra.get("base_digest") or file_digest(base_path)
+    episodes, seed = run["eval_episodes"], run["eval_seed"]
+
+    controls = extra.get("controls")
+    same_eval = (extra.get("run", {}).get("eval_episodes") == episodes and extra.get("run", {}).get("eval_seed") == seed
+                 and extra.get("env") == env_cfg.to_dict())
+    if not (controls and same_eval):
+        print(f"evaluating the {CONTROL_NOTE} ({episodes} episodes each)")
+        controls = evaluate_controls(eval_envs, env_cfg, episodes, seed, args.quiet)
+    new_extra = {"run": run, "env": env_cfg.to_dict(), "base": str(base_path), "base_digest": digest,
+                 "controls": controls}
+
+    log_dir = args.logdir or str(out_dir / "runs" / ("rl" if not args.resume else f"rl-resume-{start_step}"))
+    try:
+        if args.resume:
+            agent = PPO.load(args.resume, train_env, overrides={**ppo_flags, "total_timesteps": run["timesteps"],
+                                                                 "progress_bar": not args.quiet}, log_dir=log_dir)
+            agent.extra.update(new_extra)
+            print(f"resumed from {args.resume} at step {agent.global_step:,}; training to {run['timesteps']:,}")
+        else:
+            preset_ppo = RL_PRESETS[run["preset"]]["ppo"]
+            cfg = PPOConfig(**{**preset_ppo, **ppo_flags, "total_timesteps": run["timesteps"],
+                               "seed": args.seed if args.seed is not None else 0, "torch_threads": max(threads, 1),
+                               "progress_bar": not args.quiet})
+            agent = PPO(train_env, cfg, log_dir=log_dir, extra=new_extra)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    cfg = agent.config
+    baseline_step = start_step if args.resume else None
+    print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.batch_size}, "
+          f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {env_cfg.max_steps} decisions per episode, "
+          f"{env_cfg.inner_steps} inner steps of {env_cfg.batch_size}x{assets.seq_len} tokens; logs {log_dir}")
+
+    notes = report_notes(str(base_path), env_cfg, run, episodes, seed)
+
+    def evaluate_agent(trainer) -> "ppo_pkg.EvalResult":
+        runs = run_policy_parallel(eval_envs, TrainedPolicy.from_agent(trainer), episodes, seed)
+        return runs_to_eval(runs, env_cfg, seed, checkpoint=str(out_dir / f"{trainer.global_step}.pt"))
+
+    def on_evaluation(trainer, result) -> None:
+        trainer.logger.record("eval/reward_lower", result.mean_reward - result.std_reward)
+        trainer.logger.record("eval/reward_upper", result.mean_reward + result.std_reward)
+        for key in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl"):
+            trainer.logger.record(f"eval/{key}", result.extra[key])
+        ckpt_path = out_dir / f"{trainer.global_step}.pt"
+        if not ckpt_path.exists():  # every evaluated step has its checkpoint, with this evaluation in it
+            trainer.save(str(ckpt_path))
+        built = rl_report(out_dir, [r.to_dict() for r in trainer.eval_history], controls, baseline_step, env_cfg,
+                          thresholds, notes)
+        status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)
+        tqdm_write(f"step {trainer.global_step:,}: eval {result.mean_reward:+.3f} ± {result.std_reward:.3f} "
+                   f"(Φ in band {result.extra['phi_in_band_pct']:.0f}%, {status}); report {out_dir / 'report.md'}",
+                   args.quiet)
+
+    monitor = RolloutMonitor(env_cfg)
+    with StopFlag() as stop:
+        def on_step(trainer, infos) -> None:
+            monitor.observe(infos)
+            if stop.requested:
+                trainer.request_stop("interrupted")
+
+        def on_update_end(trainer) -> None:
+            for tag, value in monitor.pop().items():
+                trainer.logger.record(tag, value)
+
+        def on_training_start(trainer) -> None:
+            agent.logger.add_custom_scalars({
+                "evaluation": {"reward mean ± std": ["Margin", ["eval/mean_reward", "eval/reward_lower",
+                                                              "eval/reward_upper"]],
+                               "Φ in band (%)": ["Multiline", ["eval/phi_in_band_pct"]]},
+                "environment": {"Φ and C": ["Multiline", ["env/phi", "env/consciousness"]],
+                                "action mix": ["Multiline", [f"env/action_frac_{m.lower()}" for m in env_cfg.mode_names]],
+                                "perplexity": ["Multiline", ["env/perplexity"]]},
+            })
+            if args.resume and not any(r.step == trainer.global_step for r in trainer.eval_history):
+                eval_cb.fire(trainer)  # the baseline needs an evaluation on the same seeds
+                trainer.logger.dump(trainer.global_step)
+
+        eval_cb = EvalCallback(None, run["eval_freq"], episodes, seed=seed, best_path=str(out_dir / "best.pt"),
+                               evaluator=evaluate_agent)
+        callbacks = [FunctionCallback(on_training_start=on_training_start, on_step=on_step, on_update_end=on_update_end),
+                     eval_cb, CheckpointCallback(run["save_freq"], str(out_dir / "{step}.pt")),
+                     JsonHistoryCallback(str(out_dir / "evaluations.json")), FunctionCallback(on_evaluation=on_evaluation)]
+        if args.early_stop:
+            callbacks.append(StopOnOverfit(args.overfit_std_factor, args.overfit_drop_pct, args.patience))
+        t0 = time.time()
+        try:
+            agent.learn(callbacks=callbacks)
+        except NonFiniteLoss as e:
+            raise UserError(f"{e} inside the environment at step {agent.global_step}; the last good checkpoints "
+                            f"are in {out_dir}; lower the environment's lr (--env lr=1e-4)") from None
+        interrupted = agent.stop_reason == "interrupted"
+        if not interrupted and (not agent.eval_history or agent.eval_history[-1].step != agent.global_step):
+            eval_cb.fire(agent)  # the final policy is always evaluated and in the report
+            agent.logger.dump(agent.global_step)
+        final = out_dir / f"{agent.global_step}.pt"
+        if not final.exists():
+            agent.save(str(final))
+        agent.close()
+    elapsed = time.time() - t0
+    if interrupted:
+        print(f"interrupted at step {agent.global_step:,}; checkpoint saved to {final}; continue with "
+              f"--resume {final}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    report = json.loads((out_dir / "report.json").read_text())
+    rec = report["recommended"]
+    why = f" ({agent.stop_reason})" if agent.stop_reason else ""
+    print(f"done: step {agent.global_step:,} in {elapsed / 60:.1f} min{why}; best evaluation at step "
+          f"{agent.best_eval.step:,} ({agent.best_eval.mean_reward:+.3f}); recommended checkpoint: step "
+          f"{rec['step']:,}; report {out_dir / 'report.md'}")
+    return 0
+
+
+def archive_later_run(out_dir: Path, step: int) -> None:
+    """Resuming from step S in a directory where the earlier run went past S: move that run's
+    later checkpoints, evaluations and report aside instead of overwriting them."""
+    later = sorted((p for p in out_dir.glob("*.pt") if p.stem.isdigit() and int(p.stem) > step), key=lambda p: int(p.stem))
+    if not later:
+        return
+    dest = out_dir / f"superseded-{step}"
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = out_dir / f"superseded-{step}-{n}"
+    dest.mkdir()
+    from ppo import TrainedPolicy
+    best = out_dir / "best.pt"
+    if best.exists() and TrainedPolicy.load(str(best)).global_step > step:  # the earlier run's best, not this lineage's
+        later.append(best)
+    for p in later + [out_dir / name for name in ("evaluations.json", "report.md", "report.json")]:
+        if p.exists():
+            p.replace(dest / p.name)
+    print(f"the earlier run in {out_dir} went past step {step:,}: moved its {len(later)} later checkpoints "
+          f"({later[0].name} ... {later[-1].name}), best.pt, evaluations and report to {dest}")
+
+
+def tqdm_write(line: str, quiet: bool) -> None:
+    from tqdm import tqdm
+    (print if quiet else tqdm.write)(line)
+
+
+# ----------------------------------------------------------------------------- report stage
+
+def run_report(args: argparse.Namespace) -> int:
+    from env import TextSchedulingEnv, load_base, run_policy_parallel
+    from ppo import Thresholds, TrainedPolicy
+
+    bad = rl_flag_problems(args)
+    if bad:
+        raise UserError(f"{', '.join(sorted(set(bad)))} only apply to --stage base")
+    torch.set_num_threads(max(args.threads or 1, 1))
+    ckpt_dir = Path(args.ckpt_dir or args.out or "ckpt")
+    files = sorted((p for p in ckpt_dir.glob("*.pt") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    if not files:
+        raise UserError(f"no RL checkpoints (<step>.pt) in {ckpt_dir}; train with --stage rl first or pass --ckpt-dir")
+    agents = [TrainedPolicy.load(str(p)) for p in files]
+    first = agents[-1].extra
+    if "run" not in first or "env" not in first:
+        raise UserError(f"{files[-1]} is a PPO checkpoint but not one of train.py --stage rl")
+    for p, a in zip(files, agents):
+        if a.extra.get("base_digest") != first["base_digest"] or a.extra.get("env") != first["env"]:
+            raise UserError(f"{p} was trained on another base checkpoint or environment than {files[-1]}; "
+                            "keep one run per directory")
+    baseline_step = None
+    if args.baseline:
+        baseline_step = TrainedPolicy.load(args.baseline).global_step
+        if baseline_step not in [a.global_step for a in agents]:
+            raise UserError(f"--baseline {args.baseline} (step {baseline_step}) is not among the checkpoints in {ckpt_dir}")
+    run = first["run"]
+    episodes = args.episodes if args.episodes is not None else run["eval_episodes"]
+    if episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    seed = run["eval_seed"]
+    from env import EnvConfig
+    env_cfg = EnvConfig.from_dict(first["env"])
+    base_path = Path(args.base or first["base"])
+    if not base_path.is_file():
+        raise UserError(f"the base checkpoint {base_path} does not exist; pass its location with --base")
+    if file_digest(base_path) != first["base_digest"]:
+        raise UserError(f"{base_path} is not the base checkpoint these agents were trained on; pass the original with --base")
+    workers = args.workers or run["workers"]
+    assets = load_base(base_path, env_cfg)
+    envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(workers, episodes)))]
+    from tqdm import tqdm
+    t0 = time.time()
+    evaluations = []
+    for p, a in tqdm(list(zip(files, agents)), desc="checkpoints", disable=args.quiet, dynamic_ncols=True):
+        runs = run_policy_parallel(envs, a, episodes, seed)
+        evaluations.append(runs_to_eval(runs, env_cfg, seed, a.global_step, str(p)).to_dict())
+    controls = evaluate_controls(envs, env_cfg, episodes, seed, args.quiet)
+    thresholds = Thresholds(args.overfit_drop_pct, args.severe_drop_pct, args.overfit_std_factor,
+                            args.high_variance_factor)
+    built = rl_report(ckpt_dir, evaluations, controls, baseline_step, env_cfg, thresholds,
+                      report_notes(str(base_path), env_cfg, run, episodes, seed))
+    rec = built["recommended"]
+    print(f"re-evaluated {len(files)} checkpoints and {len(controls)} control policies on {episodes} episodes in "
+          f"{(time.time() - t0) / 60:.1f} min; recommended: step {rec['step']:,}; "
+          f"{rec['vs_controls']['text'] if rec['vs_controls'] else ''}; report {ckpt_dir / 'report.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs too
     try:
-        return run_base(args)
-    except (UserError, DataError, CheckpointError) as e:
+        return {"base": run_base, "rl": run_rl, "report": run_report}[args.stage](args)
+    except (UserError, DataError, CheckpointError, AgentCheckpointError, EnvError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except ValueError as e:  # config validation

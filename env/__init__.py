@@ -8,7 +8,8 @@ from .base import BaseAssets, load_base
 from .check import check_env
 from .config import MIXED, MODES, PHI, TEXT, EnvConfig, RewardConfig
 from .errors import EnvError
-from .evaluate import PolicyRuns, rescore, run_policy
+from .evaluate import PolicyRuns, rescore, run_policy, run_policy_parallel
+from .monitor import RolloutMonitor
 from .policies import BandPolicy, ConstantPolicy, RandomPolicy, control_policies
 from .reward import TERMS, compute_reward, reward_terms
 from .scheduling import OBS_HIGH, OBS_NAMES, TextSchedulingEnv
@@ -19,5 +20,5 @@ __all__ = [
     "BandPolicy", "BaseAssets", "ConstantPolicy", "EnvConfig", "EnvError", "MIXED", "MODES", "OBS_HIGH",
     "OBS_NAMES", "PHI", "PolicyRuns", "RandomPolicy", "RewardConfig", "TERMS", "TEXT", "TextSchedulingEnv",
     "VectorEnv", "check_env", "compute_reward", "control_policies", "load_base", "make_vec_env",
-    "reward_terms", "rescore", "run_policy", "summarize", "t975",
+    "reward_terms", "rescore", "run_policy", "run_policy_parallel", "RolloutMonitor", "summarize", "t975",
 ]

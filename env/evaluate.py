@@ -6,6 +6,8 @@ policies are differences of schedule, not of luck.
 """
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -98,4 +100,35 @@ def rescore(runs: PolicyRuns, reward: RewardConfig, name: str | None = None) -> 
             prev = cur
         out.returns.append(sum(rewards))
         out.traces.append({**tr, "reward": rewards})
+    return out
+
+
+def run_policy_parallel(envs, policy: Callable, n_episodes: int = 20, seed: int = 0,
+                        name: str | None = None) -> PolicyRuns:
+    """`run_policy` with the episodes split over several environments stepped on threads.
+
+    Episode k still starts from `reset(seed=seed + k)`, so the result equals
+    `run_policy(env, policy, n_episodes, seed)` on one environment, only faster
+    (each environment owns its model; one torch thread each, as in docs/env.md).
+    Every thread gets its own deep copy of `policy` (a policy may hold state,
+    e.g. a random generator).
+    """
+    if n_episodes < 1:
+        raise ValueError("n_episodes must be >= 1")
+    envs = list(envs)[:n_episodes]
+    if len(envs) == 1 or any(getattr(e, "uses_global_rng", True) for e in envs):
+        return run_policy(envs[0], policy, n_episodes, seed, name)
+    per, rest = divmod(n_episodes, len(envs))
+    chunks, start = [], seed
+    for i in range(len(envs)):
+        count = per + (i < rest)
+        chunks.append((start, count))
+        start += count
+    with ThreadPoolExecutor(len(envs)) as pool:
+        parts = list(pool.map(lambda e, c: run_policy(e, copy.deepcopy(policy), c[1], c[0], name), envs, chunks))
+    out = PolicyRuns(parts[0].name, [s for p in parts for s in p.seeds])
+    for p in parts:
+        out.returns += p.returns
+        out.lengths += p.lengths
+        out.traces += p.traces
     return out

@@ -12,9 +12,11 @@ from .callbacks import (Callback, CheckpointCallback, EvalCallback, FunctionCall
 from .checkpoint import AGENT_KIND, FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .config import PPOConfig
 from .evaluation import ConstantPolicy, EvalResult, RandomPolicy, compare_to_best, evaluate_policy
+from .inference import TrainedPolicy
 from .logger import Logger
 from .normalize import ObsNormalizer, RewardScaler, RunningMeanStd
 from .policy import ActorCritic
+from .report import Column, Report, Thresholds, render_markdown, write_report
 from .spaces import Box, Discrete
 from .trainer import PPO
 from .vec_env import SyncVectorEnv, as_vec_env
@@ -26,4 +28,5 @@ __all__ = [
     "compare_to_best", "Callback", "FunctionCallback", "PeriodicCallback", "CheckpointCallback", "EvalCallback",
     "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "StopOnOverfit", "CheckpointError",
     "load_checkpoint", "save_checkpoint", "write_json", "AGENT_KIND", "FORMAT_VERSION", "Box", "Discrete",
+    "TrainedPolicy", "Report", "Thresholds", "Column", "render_markdown", "write_report",
 ]

@@ -91,22 +91,30 @@ class EvalCallback(PeriodicCallback):
 
     ``env``: single env, env factory or vector env (see ``evaluate_policy``); a factory
     is called once and the env reused. ``step_hook`` is passed to ``evaluate_policy``.
+    ``evaluator(trainer) -> EvalResult``, if given, replaces ``trainer.evaluate`` (e.g.
+    an environment's own seeded runner that also measures environment statistics into
+    ``result.extra``); ``env`` is then unused.
     After saving ``best_path`` (if this is the new best), every callback's
     ``on_evaluation`` runs with the ``EvalResult`` (``result.is_best`` tells).
     """
 
     def __init__(self, env: Any, every: int, n_episodes: int = 10, deterministic: bool = True, seed: int = 0,
                  best_path: Optional[str] = None, eval_at_end: bool = False,
-                 step_hook: Optional[Callable[[dict], None]] = None):
+                 step_hook: Optional[Callable[[dict], None]] = None,
+                 evaluator: Optional[Callable[[Any], EvalResult]] = None):
         super().__init__(every)
         self.env, self.n_episodes, self.deterministic, self.seed = env, n_episodes, deterministic, seed
+        self.evaluator = evaluator
         self.best_path, self.eval_at_end, self.step_hook = best_path, eval_at_end, step_hook
         self._last_step: Optional[int] = None
 
     def fire(self, trainer) -> None:
-        if is_env_factory(self.env):
-            self.env = self.env()
-        result = trainer.evaluate(self.env, self.n_episodes, self.deterministic, self.seed, self.step_hook)
+        if self.evaluator is not None:
+            result = self.evaluator(trainer)
+        else:
+            if is_env_factory(self.env):
+                self.env = self.env()
+            result = trainer.evaluate(self.env, self.n_episodes, self.deterministic, self.seed, self.step_hook)
         trainer.add_evaluation(result)
         if result.is_best and self.best_path is not None:
             trainer.save(self.best_path)

@@ -39,6 +39,13 @@ class Logger:
             self.history.append((int(step), dict(written)))
         return written
 
+    def add_custom_scalars(self, layout: dict) -> None:
+        """TensorBoard's custom-scalars dashboard layout: {category: {chart: ["Multiline" |
+        "Margin", tags]}}; a Margin chart takes [value, lower, upper] tags."""
+        if self._writer is not None:
+            self._writer.add_custom_scalars(layout)
+            self._writer.flush()
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -150,8 +150,14 @@ class PPO:
                 self.dispatch("on_update_end")
                 self.logger.dump(self.global_step)
                 bar.update(min(self.global_step, cfg.total_timesteps) - bar.n)  # the last rollout may overshoot
-                if "rollout/ep_rew_mean" in self.logger.latest:
-                    bar.set_postfix(ep_rew_mean=f"{self.logger.latest['rollout/ep_rew_mean']:.3g}", refresh=False)
+                latest = self.logger.latest
+                postfix = {"fps": f"{latest['time/fps']:.3g}"}
+                if "rollout/ep_rew_mean" in latest:
+                    postfix["ep_rew_mean"] = f"{latest['rollout/ep_rew_mean']:.3g}"
+                if self.eval_history:
+                    last = self.eval_history[-1]
+                    postfix["last_eval"] = f"{last.mean_reward:.4g}±{last.std_reward:.2g}@{last.step}"
+                bar.set_postfix(postfix, refresh=False)
             self.dispatch("on_training_end")
         finally:
             bar.close()

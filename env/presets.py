@@ -1,0 +1,39 @@
+"""Named setups for the RL stage (`train.py --stage rl --preset NAME`).
+
+Each preset has three parts: `env` (EnvConfig fields; `reward` a dict of
+RewardConfig fields), `ppo` (PPOConfig fields as a plain dict — env/ does
+not import ppo/; train.py builds the config) and `run` (the stage's own
+settings: timesteps, checkpoint and evaluation frequency, episodes per
+evaluation, environments, worker threads). Command-line flags override any
+of them.
+"""
+from __future__ import annotations
+
+RL_PRESETS: dict[str, dict[str, dict]] = {
+    # seconds on 2 CPU cores, on a `--preset tiny` base checkpoint; used by the tests
+    "tiny": {
+        "env": dict(max_steps=6, inner_steps=1, batch_size=2, seq_len=32, eval_batch_size=2),
+        "ppo": dict(n_steps=8, batch_size=16, n_epochs=2),
+        "run": dict(timesteps=64, save_freq=32, eval_freq=32, eval_episodes=2, eval_seed=10_000,
+                    num_envs=2, workers=2),
+    },
+    # the demo study on the built-in corpus (README "The RL stage"): ~30 minutes on 2 CPU cores.
+    # Cheaper decisions than the study's (3 inner steps of 4 x 64 tokens, 25 per episode) so that
+    # tens of thousands of decisions fit; the reward's Φ window is the one measured for the demo
+    # base checkpoint in docs/env.md ("What the environment rewards").
+    "demo": {
+        "env": dict(max_steps=25, inner_steps=3, batch_size=4, seq_len=64, reward=dict(phi_low=5.5)),
+        "ppo": dict(n_steps=32, batch_size=64, n_epochs=10),
+        "run": dict(timesteps=10_240, save_freq=1024, eval_freq=1024, eval_episodes=30, eval_seed=10_000,
+                    num_envs=8, workers=2),
+    },
+    # the study's setup: SPEC §6 PPO defaults, SPEC §5 environment (5 inner steps, 50-step
+    # episodes, batch 4 x 128 tokens), checkpoints and evaluations every 2,000 steps
+    "paper": {
+        "env": dict(),
+        "ppo": dict(),
+        "run": dict(timesteps=40_000, save_freq=2000, eval_freq=2000, eval_episodes=5, eval_seed=10_000,
+                    num_envs=1, workers=1),
+    },
+}
+RUN_KEYS = ("timesteps", "save_freq", "eval_freq", "eval_episodes", "eval_seed", "num_envs", "workers")

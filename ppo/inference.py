@@ -1,0 +1,72 @@
+"""A trained agent for acting only: the policy network and its frozen observation normaliser.
+
+Lighter than ``PPO.load`` (no environment, optimiser or rollout state): for
+evaluating checkpoints side by side, or for letting a trained scheduler drive
+an environment elsewhere (e.g. a generation script).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import AGENT_KIND, CheckpointError, load_checkpoint
+from .config import PPOConfig
+from .normalize import ObsNormalizer
+from .policy import ActorCritic
+
+
+class TrainedPolicy:
+    """``policy(obs, info) -> action`` for one raw observation (greedy by default);
+    ``act(obs_batch)`` for a batch. Attributes from the checkpoint: ``config``,
+    ``global_step``, ``extra``, ``evaluations`` (list of EvalResult dicts)."""
+
+    def __init__(self, policy: ActorCritic, obs_normalizer: ObsNormalizer, config: PPOConfig,
+                 global_step: int = 0, extra: dict | None = None, evaluations: list | None = None,
+                 deterministic: bool = True, seed: int = 0):
+        self.policy, self.obs_normalizer, self.config = policy, obs_normalizer, config
+        self.global_step, self.extra, self.evaluations = int(global_step), dict(extra or {}), list(evaluations or [])
+        self.deterministic = deterministic
+        self.rng = np.random.default_rng(seed)  # only used when sampling (deterministic=False)
+
+    @classmethod
+    def from_agent(cls, agent: Any, deterministic: bool = True) -> "TrainedPolicy":
+        """A snapshot of a training ``PPO`` agent (later training does not change it)."""
+        return cls(copy.deepcopy(agent.policy), copy.deepcopy(agent.obs_normalizer), agent.config,
+                   agent.global_step, agent.extra, [r.to_dict() for r in agent.eval_history], deterministic)
+
+    @classmethod
+    def load(cls, path: str, deterministic: bool = True) -> "TrainedPolicy":
+        """Read a ``PPO.save`` checkpoint (weights_only); every failure is a CheckpointError."""
+        ckpt = load_checkpoint(path, AGENT_KIND, map_location="cpu",
+                               required=("config", "obs_shape", "n_actions", "policy", "obs_normalizer"))
+        try:
+            cfg = PPOConfig.from_dict(ckpt["config"]).replace(device="cpu")
+            shape = tuple(int(s) for s in ckpt["obs_shape"])
+            policy = ActorCritic(math.prod(shape), int(ckpt["n_actions"]), cfg.pi_hidden, cfg.vf_hidden,
+                                 cfg.activation)
+            policy.load_state_dict(ckpt["policy"])
+            norm = ObsNormalizer(shape, cfg.obs_clip, cfg.norm_eps, cfg.normalize_obs)
+            norm.load_state_dict(ckpt["obs_normalizer"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path} does not hold a usable policy ({type(e).__name__}: {msg}); "
+                                  "the file is damaged, pick another checkpoint") from e
+        policy.eval()
+        return cls(policy, norm, cfg, ckpt.get("global_step", 0), ckpt.get("extra"), ckpt.get("evaluations"),
+                   deterministic)
+
+    @property
+    def n_actions(self) -> int:
+        return self.policy.n_actions
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Raw observations [B, *S] -> int64 actions [B]."""
+        x = self.obs_normalizer(np.asarray(obs, np.float32).reshape(len(obs), -1), update=False)
+        return self.policy.act(x, None, self.deterministic, self.rng)
+
+    def __call__(self, obs: np.ndarray, info: Any = None) -> int:
+        return int(self.act(np.asarray(obs, np.float32)[None])[0])
