@@ -26,6 +26,7 @@ import torch
 
 from data import DataError, Tokenizer, count_words, encode_cached, eval_batches, load_corpus, random_batch, train_tokenizer
 from data.stats import unigram_perplexity
+from infinito.cli import EXIT_INTERRUPTED, UserError, file_digest, pick_device, run_cli
 from infinito.checkpoint import (BASE_KIND, FORMAT_VERSION, CheckpointError, atomic_save, build_model,
                                  bytes_to_tensor, load_checkpoint, rng_state, set_rng_state, tensor_to_bytes)
 from infinito.config import InfinitoConfig
@@ -33,15 +34,8 @@ from infinito.model import Infinito
 from infinito.presets import PRESETS, BaseTrainConfig, resolve
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 from env.errors import EnvError
+from ppo.callbacks import PeriodicCallback
 from ppo.checkpoint import CheckpointError as AgentCheckpointError
-
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
-
-
-class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit status 2."""
-
 
 # ----------------------------------------------------------------------------- command line
 
@@ -98,14 +92,6 @@ def config_overrides(args: argparse.Namespace) -> dict:
     names = [f.name for dc in (InfinitoConfig, BaseTrainConfig) for f in fields(dc)]
     values.update({n: getattr(args, n) for n in names if getattr(args, n) is not None})
     return values
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but CUDA is not available; use --device cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- interruption
@@ -375,15 +361,6 @@ def merge_env(base: dict, overrides: dict) -> "EnvConfig":
     return EnvConfig.from_dict(d)
 
 
-def file_digest(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def runs_to_eval(runs, env_cfg, seed: int, step: int | None = None, checkpoint: str | None = None) -> dict:
     """env.PolicyRuns -> an EvalResult dict (the form reports and evaluations.json hold)."""
     from ppo import EvalResult
@@ -435,7 +412,7 @@ def report_notes(base: str, env_cfg, run: dict, n_episodes: int, seed: int) -> l
 def run_rl(args: argparse.Namespace) -> int:
     from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
     from env.presets import RL_PRESETS, RUN_KEYS
-    from ppo import (PPO, CheckpointCallback, EvalCallback, FunctionCallback, JsonHistoryCallback, PPOConfig,
+    from ppo import (PPO, EvalCallback, FunctionCallback, JsonHistoryCallback, PPOConfig,
                      StopOnOverfit, Thresholds, TrainedPolicy, load_checkpoint as load_agent_checkpoint)
     from env import run_policy_parallel
     import ppo as ppo_pkg
@@ -471,6 +448,9 @@ def run_rl(args: argparse.Namespace) -> int:
         run = {**extra["run"], **run_flags}
         start_step = int(head["global_step"])
         run["timesteps"] = start_step + run_flags["timesteps"] if "timesteps" in run_flags else head["config"]["total_timesteps"]
+        if run["timesteps"] <= start_step:
+            raise UserError(f"{args.resume} is already at step {start_step:,}, the run's planned total; "
+                            "pass --timesteps N to train N more steps")
         env_cfg = merge_env(extra["env"], env_overrides)
         base_path = Path(args.base or extra["base"])
         if not base_path.is_file():
@@ -479,6 +459,13 @@ def run_rl(args: argparse.Namespace) -> int:
         if file_digest(base_path) != extra["base_digest"]:
             raise UserError(f"{base_path} is not the base checkpoint {args.resume} was trained on (its contents "
                             f"differ); pass the original with --base, or start a new run")
+        if len(env_cfg.modes) != head["n_actions"]:
+            raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
+                            f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
+        try:
+            ppo_cfg = PPOConfig.from_dict(head["config"]).replace(**ppo_flags)
+        except ValueError as e:
+            raise UserError(str(e)) from None
         del head
     else:
         preset = args.preset or "demo"
@@ -495,14 +482,18 @@ def run_rl(args: argparse.Namespace) -> int:
                             f"`python train.py --stage base --out {base_path.parent}` or pass --base")
         extra = {}
         start_step = 0
+        try:
+            ppo_cfg = PPOConfig(**{**RL_PRESETS[preset]["ppo"], **ppo_flags, "total_timesteps": run["timesteps"],
+                                   "seed": args.seed if args.seed is not None else 0,
+                                   "torch_threads": max(threads, 1), "progress_bar": not args.quiet})
+        except ValueError as e:
+            raise UserError(str(e)) from None
     if args.device != "auto":
         env_cfg = env_cfg.replace(device=args.device)
     env_cfg = env_cfg.replace(cache_dir=env_cfg.cache_dir or str(base_path.parent / "cache"))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     assets = load_base(base_path, env_cfg)
-    if args.resume:
-        archive_later_run(out_dir, start_step)
     workers = run["workers"]
     train_env = VectorEnv([TextSchedulingEnv(assets, env_cfg) for _ in range(run["num_envs"])], workers)
     eval_envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(workers, run["eval_episodes"])))]
@@ -519,20 +510,14 @@ def run_rl(args: argparse.Namespace) -> int:
                  "controls": controls}
 
     log_dir = args.logdir or str(out_dir / "runs" / ("rl" if not args.resume else f"rl-resume-{start_step}"))
-    try:
-        if args.resume:
-            agent = PPO.load(args.resume, train_env, overrides={**ppo_flags, "total_timesteps": run["timesteps"],
-                                                                 "progress_bar": not args.quiet}, log_dir=log_dir)
-            agent.extra.update(new_extra)
-            print(f"resumed from {args.resume} at step {agent.global_step:,}; training to {run['timesteps']:,}")
-        else:
-            preset_ppo = RL_PRESETS[run["preset"]]["ppo"]
-            cfg = PPOConfig(**{**preset_ppo, **ppo_flags, "total_timesteps": run["timesteps"],
-                               "seed": args.seed if args.seed is not None else 0, "torch_threads": max(threads, 1),
-                               "progress_bar": not args.quiet})
-            agent = PPO(train_env, cfg, log_dir=log_dir, extra=new_extra)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    if args.resume:
+        agent = PPO.load(args.resume, train_env, overrides={**ppo_flags, "total_timesteps": run["timesteps"],
+                                                             "progress_bar": not args.quiet}, log_dir=log_dir)
+        agent.extra.update(new_extra)
+        archive_later_run(out_dir, start_step)  # only now: every check has passed
+        print(f"resumed from {args.resume} at step {agent.global_step:,}; training to {run['timesteps']:,}")
+    else:
+        agent = PPO(train_env, ppo_cfg, log_dir=log_dir, extra=new_extra)
     cfg = agent.config
     baseline_step = start_step if args.resume else None
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.batch_size}, "
@@ -545,14 +530,21 @@ def run_rl(args: argparse.Namespace) -> int:
         runs = run_policy_parallel(eval_envs, TrainedPolicy.from_agent(trainer), episodes, seed)
         return runs_to_eval(runs, env_cfg, seed, checkpoint=str(out_dir / f"{trainer.global_step}.pt"))
 
+    saved_at: set = set()
+
+    def save_step(trainer) -> Path:
+        path = out_dir / f"{trainer.global_step}.pt"
+        if trainer.global_step not in saved_at:  # an evaluation and a periodic save may share a step
+            trainer.save(str(path))
+            saved_at.add(trainer.global_step)
+        return path
+
     def on_evaluation(trainer, result) -> None:
         trainer.logger.record("eval/reward_lower", result.mean_reward - result.std_reward)
         trainer.logger.record("eval/reward_upper", result.mean_reward + result.std_reward)
         for key in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl"):
             trainer.logger.record(f"eval/{key}", result.extra[key])
-        ckpt_path = out_dir / f"{trainer.global_step}.pt"
-        if not ckpt_path.exists():  # every evaluated step has its checkpoint, with this evaluation in it
-            trainer.save(str(ckpt_path))
+        save_step(trainer)  # every evaluated step has its checkpoint, with this evaluation in it
         built = rl_report(out_dir, [r.to_dict() for r in trainer.eval_history], controls, baseline_step, env_cfg,
                           thresholds, notes)
         status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)
@@ -587,7 +579,7 @@ def run_rl(args: argparse.Namespace) -> int:
         eval_cb = EvalCallback(None, run["eval_freq"], episodes, seed=seed, best_path=str(out_dir / "best.pt"),
                                evaluator=evaluate_agent)
         callbacks = [FunctionCallback(on_training_start=on_training_start, on_step=on_step, on_update_end=on_update_end),
-                     eval_cb, CheckpointCallback(run["save_freq"], str(out_dir / "{step}.pt")),
+                     eval_cb, StepCheckpoints(run["save_freq"], save_step),
                      JsonHistoryCallback(str(out_dir / "evaluations.json")), FunctionCallback(on_evaluation=on_evaluation)]
         if args.early_stop:
             callbacks.append(StopOnOverfit(args.overfit_std_factor, args.overfit_drop_pct, args.patience))
@@ -601,9 +593,7 @@ def run_rl(args: argparse.Namespace) -> int:
         if not interrupted and (not agent.eval_history or agent.eval_history[-1].step != agent.global_step):
             eval_cb.fire(agent)  # the final policy is always evaluated and in the report
             agent.logger.dump(agent.global_step)
-        final = out_dir / f"{agent.global_step}.pt"
-        if not final.exists():
-            agent.save(str(final))
+        final = save_step(agent)
         agent.close()
     elapsed = time.time() - t0
     if interrupted:
@@ -617,6 +607,17 @@ def run_rl(args: argparse.Namespace) -> int:
           f"{agent.best_eval.step:,} ({agent.best_eval.mean_reward:+.3f}); recommended checkpoint: step "
           f"{rec['step']:,}; report {out_dir / 'report.md'}")
     return 0
+
+
+class StepCheckpoints(PeriodicCallback):
+    """`save(trainer)` every `every` steps (the RL stage's <step>.pt, shared with its evaluations)."""
+
+    def __init__(self, every: int, save):
+        super().__init__(every)
+        self.save = save
+
+    def fire(self, trainer) -> None:
+        self.save(trainer)
 
 
 def archive_later_run(out_dir: Path, step: int) -> None:
@@ -633,13 +634,15 @@ def archive_later_run(out_dir: Path, step: int) -> None:
     dest.mkdir()
     from ppo import TrainedPolicy
     best = out_dir / "best.pt"
+    moved = list(later)
     if best.exists() and TrainedPolicy.load(str(best)).global_step > step:  # the earlier run's best, not this lineage's
-        later.append(best)
-    for p in later + [out_dir / name for name in ("evaluations.json", "report.md", "report.json")]:
-        if p.exists():
-            p.replace(dest / p.name)
+        moved.append(best)
+    moved += [p for p in (out_dir / name for name in ("evaluations.json", "report.md", "report.json")) if p.exists()]
+    for p in moved:
+        p.replace(dest / p.name)
+    also = ", best.pt" if best in moved else ""
     print(f"the earlier run in {out_dir} went past step {step:,}: moved its {len(later)} later checkpoints "
-          f"({later[0].name} ... {later[-1].name}), best.pt, evaluations and report to {dest}")
+          f"({later[0].name} ... {later[-1].name}){also}, evaluations and report to {dest}")
 
 
 def tqdm_write(line: str, quiet: bool) -> None:
@@ -711,23 +714,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs too
-    try:
-        return {"base": run_base, "rl": run_rl, "report": run_report}[args.stage](args)
-    except (UserError, DataError, CheckpointError, AgentCheckpointError, EnvError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except ValueError as e:  # config validation
-        if str(e).startswith(("invalid ", "unknown ")):
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        raise
-    except OSError as e:  # unwritable --out, disk full, ...: atomic writes leave the old files intact
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}; check the path and free disk space", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted before training started; nothing was saved", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    stage = {"base": run_base, "rl": run_rl, "report": run_report}[args.stage]
+    return run_cli(lambda: stage(args), (DataError, CheckpointError, AgentCheckpointError, EnvError),
+                   os_hint="; check the path and free disk space",
+                   interrupted="interrupted before training started; nothing was saved")
 
 
 if __name__ == "__main__":

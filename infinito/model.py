@@ -49,7 +49,9 @@ class CausalSelfAttention(nn.Module):
             v = torch.cat([past[1], v], dim=2)
         S = k.size(2)  # keys visible: earlier positions + this call's
         # query i of this call sits at absolute position S - T + i and may see keys 0..S-T+i
-        mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+        mask = None
+        if need_probs or 1 < T < S:  # S == T is plain causal; T == 1 (a cached decoding step) sees every key
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
         probs = None
         if need_probs and probs_grad and torch.is_grad_enabled():  # the Φ loss differentiates through them
             probs = self._probs(q, k, mask)

@@ -270,6 +270,39 @@ def test_runner_and_control_policies(assets):
     assert ConstantPolicy(2).name == "always MIXED"
 
 
+def test_parallel_runner_equals_the_sequential_one(assets):
+    from env import run_policy_parallel
+    envs = [make(assets, max_steps=3) for _ in range(2)]
+    for policy in (RandomPolicy(seed=0), BandPolicy(3.0, 6.0)):
+        one = run_policy(envs[0], policy, n_episodes=5, seed=11)
+        two = run_policy_parallel(envs, policy, n_episodes=5, seed=11)
+        assert two.seeds == one.seeds == [11, 12, 13, 14, 15]
+        assert two.returns == one.returns and two.lengths == one.lengths
+        assert [t["action"] for t in two.traces] == [t["action"] for t in one.traces]
+        assert [t["phi"] for t in two.traces] == [t["phi"] for t in one.traces]
+    assert run_policy_parallel(envs, ConstantPolicy(0), n_episodes=1, seed=3).seeds == [3]
+
+
+def test_rollout_monitor_means_and_action_fractions(assets):
+    from env import RolloutMonitor
+    vec = make_vec_env(assets, 2, SHORT.replace(max_steps=2))
+    mon = RolloutMonitor(vec.envs[0].config)
+    assert mon.pop() == {}
+    vec.reset(seed=0)
+    seen = []
+    for actions in ([0, 1], [2, 1], [0, 0]):  # the second step ends both episodes (max_steps 2)
+        _, _, _, _, infos = vec.step(np.array(actions))
+        mon.observe(infos)
+        finals = infos.get("final_info") or [None, None]
+        seen += [f if f is not None else i for i, f in zip(infos["env_infos"], finals)]
+    out = mon.pop()
+    assert out["env/action_frac_text"] == pytest.approx(3 / 6) and out["env/action_frac_phi"] == pytest.approx(2 / 6)
+    assert out["env/action_frac_mixed"] == pytest.approx(1 / 6)
+    assert out["env/phi"] == pytest.approx(np.mean([i["phi"] for i in seen]))
+    assert out["env/perplexity"] == pytest.approx(np.mean([i["ppl"] for i in seen]))
+    assert mon.pop() == {}  # means restart after every pop
+
+
 def test_ppo_trains_on_the_vector_env_and_resumes_exactly(assets, tmp_path):
     from ppo import PPO, CheckpointCallback, PPOConfig  # tests may import ppo; env/ itself does not
 

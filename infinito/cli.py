@@ -1,0 +1,63 @@
+"""What the command-line scripts (train.py, generate.py) share: user errors, device choice, exit codes.
+
+Every failure a user can cause ends with one line on stderr starting "error:"
+and exit status 2; an interruption exits with 130.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but CUDA is not available; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def file_digest(path: str | Path) -> str:
+    """First 16 hex digits of the file's SHA-256: identifies a base checkpoint an agent was trained on."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def fail(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def run_cli(body: Callable[[], int], user_errors: tuple = (), os_hint: str = "",
+            interrupted: str = "interrupted") -> int:
+    """Run a script's body; user errors (UserError, `user_errors`, config ValueErrors starting
+    "invalid"/"unknown", OSError) become one `error:` line and exit 2, Ctrl-C exit 130.
+    Anything else is a bug and keeps its traceback."""
+    try:
+        return body()
+    except (UserError, *user_errors) as e:
+        return fail(e)
+    except ValueError as e:  # config validation
+        if str(e).startswith(("invalid ", "unknown ")):
+            return fail(e)
+        raise
+    except OSError as e:  # unreadable or unwritable paths, disk full, a closed stdout
+        where = f" ({e.filename})" if e.filename else ""
+        return fail(f"{e.strerror or e}{where}{os_hint}")
+    except KeyboardInterrupt:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,21 @@
+"""Fixtures shared by the test modules: a tiny base checkpoint and a tiny RL run over it (seconds each)."""
+import pytest
+
+import train
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory):
+    """`train.py --stage base --preset tiny --steps 30`: base.pt, tokenizer, token cache."""
+    out = tmp_path_factory.mktemp("tinybase")
+    assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out), "--steps", "30"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def rl_dir(base_dir, tmp_path_factory):
+    """`train.py --stage rl --preset tiny` over base_dir: 32.pt, 64.pt, best.pt, report. Read-only: copy to modify."""
+    out = tmp_path_factory.mktemp("tinyrl")
+    assert train.main(["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base_dir / "base.pt"),
+                       "--out", str(out)]) == 0
+    return out

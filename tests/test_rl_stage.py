@@ -1,0 +1,209 @@
+"""`python train.py --stage rl` and `--stage report`: tiny base -> rl -> resume, end to end, and bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rl(*argv):
+    return train.main(["--stage", "rl", "--quiet", *map(str, argv)])
+
+
+@pytest.fixture
+def tiny_rl(rl_dir):
+    """The shared tiny RL run (tests/conftest.py): 64 steps, checkpoints and evaluations at 32 and 64."""
+    return rl_dir
+
+
+def agent_ckpt(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_tiny_run_writes_checkpoints_evaluations_and_report(tiny_rl, base_dir):
+    for name in ("32.pt", "64.pt", "best.pt", "evaluations.json", "report.md", "report.json"):
+        assert (tiny_rl / name).is_file(), name
+    assert agent_ckpt(tiny_rl / "32.pt")["global_step"] == 32
+    evals = json.loads((tiny_rl / "evaluations.json").read_text())
+    assert [e["step"] for e in evals] == [32, 64]
+    assert all(e["n_episodes"] == 2 and e["seed"] == 10_000 for e in evals)
+    assert all(0 <= e["extra"]["phi_in_band_pct"] <= 100 for e in evals)
+    report = json.loads((tiny_rl / "report.json").read_text())
+    assert [r["step"] for r in report["rows"]] == [32, 64]
+    assert sorted(c["name"] for c in report["controls"]) == ["always MIXED", "always PHI", "always TEXT", "random"]
+    assert all(c["n_episodes"] == 2 and c["seed"] == 10_000 for c in report["controls"])
+    assert report["recommended"]["step"] in (32, 64)
+    assert sum(r["status"] == "optimal" for r in report["rows"]) == 1
+    md = (tiny_rl / "report.md").read_text()
+    assert "| Checkpoint |" in md and "## Control policies" in md and "## Recommendation" in md
+    # the checkpoint carries what a resume needs: run settings, env config, base identity, controls
+    extra = agent_ckpt(tiny_rl / "64.pt")["extra"]
+    assert extra["run"]["save_freq"] == 32 and extra["env"]["max_steps"] == 6
+    assert extra["base"] == str(base_dir / "base.pt") and len(extra["controls"]) == 4
+    # the evaluation at a step is inside that step's checkpoint (the baseline of a later resume)
+    assert [e["step"] for e in agent_ckpt(tiny_rl / "32.pt")["evaluations"]] == [32]
+
+
+def test_tensorboard_tags_and_custom_scalars(tiny_rl):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tiny_rl / "runs" / "rl")).Reload()
+    tags = set(acc.Tags()["scalars"])
+    expected = {"train/approx_kl", "train/clip_fraction", "train/entropy_loss", "train/explained_variance",
+                "train/policy_gradient_loss", "train/value_loss", "train/learning_rate", "rollout/ep_rew_mean",
+                "time/fps", "env/phi", "env/consciousness", "env/perplexity", "env/memory_util",
+                "env/action_frac_text", "env/action_frac_phi", "env/action_frac_mixed",
+                "eval/mean_reward", "eval/std_reward", "eval/reward_lower", "eval/reward_upper"}
+    assert expected <= tags, expected - tags
+    assert [e.step for e in acc.Scalars("eval/mean_reward")] == [32, 64]
+    fracs = [acc.Scalars(f"env/action_frac_{m}")[-1].value for m in ("text", "phi", "mixed")]
+    assert abs(sum(fracs) - 1) < 1e-6
+    mean, low = acc.Scalars("eval/mean_reward")[0].value, acc.Scalars("eval/reward_lower")[0].value
+    std = acc.Scalars("eval/std_reward")[0].value
+    assert low == pytest.approx(mean - std, abs=1e-5)
+    # the custom-scalars layout (margin chart of the evaluation reward) is in the event file
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    acc = EventAccumulator(str(tiny_rl / "runs" / "rl"), size_guidance={"tensors": 0}).Reload()
+    assert "custom_scalars__config__" in acc.Tags()["tensors"]
+    raw = acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
+    layout = layout_pb2.Layout.FromString(raw)
+    margins = [c.margin for cat in layout.category for c in cat.chart if c.HasField("margin")]
+    assert [(s.value, s.lower, s.upper) for m in margins for s in m.series] == [
+        ("eval/mean_reward", "eval/reward_lower", "eval/reward_upper")]
+
+
+def test_resume_numbers_steps_from_the_checkpoint_and_applies_overrides(tiny_rl, tmp_path):
+    out = tmp_path / "ckpt"
+    shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
+    assert rl("--resume", out / "32.pt", "--timesteps", 64, "--ent-coef", 0.02, "--clip-range", 0.15,
+              "--lr", 1e-4, "--max-grad-norm", 0.3) == 0
+    # the earlier run's later checkpoint is kept aside, not overwritten
+    assert (out / "superseded-32" / "64.pt").is_file()
+    assert {p.name for p in out.glob("*.pt")} >= {"32.pt", "64.pt", "96.pt"}
+    ck = agent_ckpt(out / "96.pt")
+    assert ck["global_step"] == 96
+    cfg = ck["config"]
+    assert (cfg["ent_coef"], cfg["clip_range"], cfg["learning_rate"], cfg["max_grad_norm"]) == (0.02, 0.15, 1e-4, 0.3)
+    assert cfg["total_timesteps"] == 96
+    assert all(g["lr"] == 1e-4 for g in ck["optimizer"]["param_groups"])
+    # the overrides took effect in the updates themselves (logged by the trainer)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(out / "runs" / "rl-resume-32")).Reload()
+    # (TensorBoard stores float32)
+    assert [e.value for e in acc.Scalars("train/learning_rate")] == pytest.approx([1e-4] * 4, rel=1e-6)
+    assert [e.value for e in acc.Scalars("train/clip_range")] == pytest.approx([0.15] * 4, rel=1e-6)
+    assert min(e.step for e in acc.Scalars("train/learning_rate")) > 32
+    # the report compares with the resumed-from checkpoint; other settings came from the checkpoint
+    report = json.loads((out / "report.json").read_text())
+    assert report["baseline"] == {"step": 32, "kind": "resumed-from checkpoint"}
+    assert [r["step"] for r in report["rows"]] == [32, 64, 96]
+    assert ck["extra"]["run"]["save_freq"] == 32 and ck["extra"]["env"]["max_steps"] == 6
+
+
+def test_resume_reproduces_the_uninterrupted_run(base_dir, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ("--preset", "tiny", "--base", base_dir / "base.pt", "--eval-freq", 1000)
+    assert rl(*common, "--out", straight, "--timesteps", 64) == 0
+    assert rl(*common, "--out", split, "--timesteps", 32) == 0
+    assert rl("--resume", split / "32.pt", "--timesteps", 32) == 0
+    a, b = agent_ckpt(straight / "64.pt"), agent_ckpt(split / "64.pt")
+    for k in a["policy"]:
+        assert torch.equal(a["policy"][k], b["policy"][k]), k
+    envs_a, envs_b = a["rollout"]["env_state"]["envs"], b["rollout"]["env_state"]["envs"]
+    for ea, eb in zip(envs_a, envs_b):
+        for k in ea["model"]:
+            assert torch.equal(ea["model"][k], eb["model"][k]), k
+
+
+def test_report_stage_re_evaluates_every_checkpoint(tiny_rl, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
+    before = (out / "64.pt").read_bytes()
+    assert train.main(["--stage", "report", "--quiet", "--ckpt-dir", str(out), "--baseline", str(out / "32.pt"),
+                       "--episodes", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["baseline"]["step"] == 32
+    assert [(r["step"], r["n_episodes"]) for r in report["rows"]] == [(32, 3), (64, 3)]
+    assert all(c["n_episodes"] == 3 for c in report["controls"])
+    assert (out / "64.pt").read_bytes() == before  # checkpoints are read, never rewritten
+    assert "re-evaluated 2 checkpoints" in capsys.readouterr().out
+
+
+def expect_error(capsys, code, *fragments):
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+def snapshot(d: Path) -> dict:
+    return {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file() and "runs" not in p.parts}
+
+
+def test_bad_input(capsys, tiny_rl, base_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
+    before = snapshot(out)
+    # a base checkpoint is not an RL checkpoint
+    expect_error(capsys, rl("--resume", base_dir / "base.pt"), "'infinito-base'", "'ppo-agent'")
+    # a corrupt file
+    bad = out / "999.pt"
+    bad.write_bytes(b"not a checkpoint")
+    expect_error(capsys, rl("--resume", bad), "corrupt")
+    bad.unlink()
+    # a missing base
+    expect_error(capsys, rl("--out", tmp_path / "empty"), "base.pt", "does not exist", "--stage base")
+    expect_error(capsys, rl("--base", tmp_path / "nope.pt", "--out", tmp_path / "x"), "does not exist")
+    # an incompatible configuration: other actions than the agent was trained with
+    expect_error(capsys, rl("--resume", out / "64.pt", "--timesteps", 32,
+                            "--env", 'modes=[["TEXT",1,0],["PHI",0.1,1]]'), "3 actions")
+    # nothing left to do
+    expect_error(capsys, rl("--resume", out / "64.pt"), "already at step 64", "--timesteps")
+    # another base model than the one the agent was trained on
+    other = tmp_path / "other"
+    assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(other), "--steps", "5"]) == 0
+    expect_error(capsys, rl("--resume", out / "64.pt", "--timesteps", 32, "--base", other / "base.pt"),
+                 "not the base checkpoint")
+    # flags of the other stage, invalid values, network changes on resume
+    expect_error(capsys, rl("--resume", out / "64.pt", "--steps", 5), "--steps", "--stage base")
+    expect_error(capsys, rl("--base", base_dir / "base.pt", "--out", tmp_path / "y", "--eval-freq", 0), "--eval-freq")
+    expect_error(capsys, rl("--base", base_dir / "base.pt", "--out", tmp_path / "y", "--env", "max_steps=0"),
+                 "max_steps")
+    expect_error(capsys, rl("--base", base_dir / "base.pt", "--out", tmp_path / "y", "--clip-range", -1), "clip_range")
+    expect_error(capsys, rl("--resume", out / "64.pt", "--preset", "demo"), "--preset")
+    expect_error(capsys, train.main(["--stage", "report", "--ckpt-dir", str(tmp_path / "y")]), "no RL checkpoints")
+    assert snapshot(out) == before  # nothing was overwritten by any of these
+
+
+def test_sigterm_saves_a_resumable_checkpoint(base_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--stage", "rl", "--preset", "tiny", "--quiet",
+                             "--base", str(base_dir / "base.pt"), "--out", str(tmp_path), "--timesteps", "1000000",
+                             "--eval-freq", "1000000", "--save-freq", "1000000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("PPO:"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+    saved = [p for p in tmp_path.glob("*.pt") if p.stem.isdigit()]
+    assert len(saved) == 1
+    step = agent_ckpt(saved[0])["global_step"]
+    assert 0 < step < 1_000_000 and saved[0].stem == str(step)
+    assert not list(tmp_path.glob(".*.tmp"))
