@@ -36,6 +36,7 @@ class Memory(nn.Module):
         self.register_buffer("keys", torch.zeros(slots, d_model))
         self.register_buffer("priority", torch.zeros(slots))
         self.register_buffer("used", torch.zeros(slots, dtype=torch.bool))
+        self._kv, self._kv_stamp = None, None  # projected slots, reused while nothing changed (_slot_kv)
 
     @property
     def utilisation(self) -> float:
@@ -48,13 +49,32 @@ class Memory(nn.Module):
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h: (B, T, C) -> (h with the gated read added, C score as a 0-dim tensor)."""
-        if self.slots == 0 or not bool(self.used.any()):
+        kv = self._slot_kv(h.dtype)
+        if kv is None:
             return h, h.new_zeros(())
-        mem = self.keys[self.used].to(h.dtype)                       # (S_used, C)
-        q, k, v = self.q(h), self.k(mem), self.v(mem)                # (B, T, C), (S, C), (S, C)
+        q, (k, v) = self.q(h), kv                                    # (B, T, C), (S, C), (S, C)
         att = F.softmax(q @ k.t() / math.sqrt(h.size(-1)), dim=-1)  # (B, T, S)
         g = torch.sigmoid(self.gate(h))                              # (B, T, 1)
         return h + g * self.out(att @ v), g.float().mean()
+
+    def _slot_kv(self, dtype: torch.dtype):
+        """Keys and values of the used slots, (S_used, C) each, or None when the memory is empty.
+
+        Without autograd (measuring, generating) they are kept until the slots or the k/v
+        projections change — tensors' version counters tell, an optimiser step or a write
+        bumps them — so decoding one token at a time does not re-project every slot."""
+        tensors = (self.keys, self.used, self.k.weight, self.v.weight)
+        stamp = (dtype,) + tuple((t.data_ptr(), t._version) for t in tensors)
+        if not torch.is_grad_enabled() and self._kv_stamp == stamp:
+            return self._kv
+        if self.slots == 0 or not bool(self.used.any()):
+            kv = None
+        else:
+            mem = self.keys[self.used].to(dtype)                     # (S_used, C)
+            kv = (self.k(mem), self.v(mem))
+        if not torch.is_grad_enabled():
+            self._kv, self._kv_stamp = kv, stamp
+        return kv
 
     @torch.no_grad()
     def write(self, summary: torch.Tensor, priority: float) -> bool:
