@@ -207,3 +207,27 @@ def test_sigterm_saves_a_resumable_checkpoint(base_dir, tmp_path):
     step = agent_ckpt(saved[0])["global_step"]
     assert 0 < step < 1_000_000 and saved[0].stem == str(step)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_early_stop_on_over_fitting_keeps_the_best(base_dir, tmp_path, monkeypatch):
+    """Evaluations that get worse (made so by shifting the agent's returns) stop the run at the first flag."""
+    import env
+    from ppo import TrainedPolicy
+    real = env.run_policy_parallel
+    calls = {"agent": 0}
+
+    def worsening(envs, policy, n_episodes, seed, name=None):
+        runs = real(envs, policy, n_episodes, seed, name)
+        if isinstance(policy, TrainedPolicy):
+            calls["agent"] += 1
+            runs.returns = [r - 10.0 * (calls["agent"] - 1) for r in runs.returns]  # each evaluation 10 lower
+        return runs
+
+    monkeypatch.setattr(env, "run_policy_parallel", worsening)
+    assert rl("--preset", "tiny", "--base", base_dir / "base.pt", "--out", tmp_path, "--timesteps", 320,
+              "--eval-freq", 32, "--save-freq", 1000, "--early-stop") == 0
+    evals = json.loads((tmp_path / "evaluations.json").read_text())
+    assert [e["step"] for e in evals] == [32, 64]  # stopped after the first flagged evaluation, not at 320
+    assert agent_ckpt(tmp_path / "best.pt")["global_step"] == 32
+    assert [r["status"] for r in json.loads((tmp_path / "report.json").read_text())["rows"]] == [
+        "optimal", "severe over-fitting"]
