@@ -141,3 +141,31 @@ def test_invalid_config():
         InfinitoConfig(d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="unknown"):
         InfinitoConfig.from_dict({"d_model": 32, "bogus": 1})
+
+
+def test_reused_memory_projections_follow_every_change():
+    """Without autograd the projected memory slots are reused; a write, a weight update or a
+    clear must still show in the output at once."""
+    torch.manual_seed(0)
+    model = Infinito(InfinitoConfig(vocab_size=64, context=16, d_model=32, n_layers=1, n_heads=2, memory_slots=4,
+                                    memory_threshold=0.0)).eval()
+    x = torch.randint(0, 64, (1, 8))
+
+    def out():
+        with torch.no_grad():
+            return model(x).logits
+
+    model.memory.write(torch.randn(32), 1.0)
+    first = out()
+    assert torch.equal(out(), first)  # reused: same result
+    model.memory.write(torch.randn(32), 1.0)
+    second = out()
+    assert not torch.equal(second, first)
+    with torch.no_grad():
+        model.memory.k.weight.add_(0.5)
+    third = out()
+    assert not torch.equal(third, second)
+    with torch.enable_grad():
+        assert torch.allclose(model(x).logits, third, atol=1e-6)  # the uncached path agrees
+    model.memory.clear()
+    assert not torch.equal(out(), third)
