@@ -39,7 +39,6 @@ from ppo import CheckpointError as AgentCheckpointError
 from ppo import TrainedPolicy
 
 DEFAULT_CKPT = "ckpt/base.pt"
-PHI_BAND = (3.0, 6.0)  # SPEC §3's default Φ target band, reported for every adaptation
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,7 +133,7 @@ class Adaptation:
     base: str
     seed: int
     modes: tuple
-    reward_band: tuple
+    band: tuple                             # the Φ band the agent's reward calls healthy
     initial: dict                           # the reset's measurement: phi, consciousness, ppl
     actions: list = field(default_factory=list)
     phi: list = field(default_factory=list)
@@ -144,17 +143,14 @@ class Adaptation:
 
     def summary(self) -> dict:
         n = len(self.actions)
-        lo, hi = PHI_BAND
-        rlo, rhi = self.reward_band
+        lo, hi = self.band
         counts = {m: self.actions.count(a) for a, m in enumerate(self.modes)}
         return {
             "agent": self.agent, "agent_step": self.global_step, "base": self.base, "seed": self.seed, "steps": n,
             "actions": counts, "action_pct": {m: 100.0 * c / n for m, c in counts.items()},
             "phi": {"mean": statistics.fmean(self.phi), "std": statistics.pstdev(self.phi),
                     "min": min(self.phi), "max": max(self.phi)},
-            "phi_band": list(PHI_BAND), "phi_in_band_pct": 100.0 * sum(lo <= p <= hi for p in self.phi) / n,
-            "reward_phi_band": [rlo, rhi],
-            "phi_in_reward_band_pct": 100.0 * sum(rlo <= p <= rhi for p in self.phi) / n,
+            "phi_band": [lo, hi], "phi_in_band_pct": 100.0 * sum(lo <= p <= hi for p in self.phi) / n,
             "c_mean": statistics.fmean(self.consciousness),
             "ppl_initial": self.initial["ppl"], "ppl_final": self.ppl[-1],
             "total_reward": sum(self.rewards),
@@ -164,10 +160,7 @@ class Adaptation:
         s = self.summary()
         mix = ", ".join(f"{m} {c} ({s['action_pct'][m]:.0f}%)" for m, c in s["actions"].items())
         phi = s["phi"]
-        band = f"in [{PHI_BAND[0]:g}, {PHI_BAND[1]:g}] on {s['phi_in_band_pct']:.0f}% of steps"
-        if tuple(s["reward_phi_band"]) != PHI_BAND:
-            rlo, rhi = s["reward_phi_band"]
-            band += f" (in the reward's band [{rlo:g}, {rhi:g}] on {s['phi_in_reward_band_pct']:.0f}%)"
+        band = f"in the reward's band [{self.band[0]:g}, {self.band[1]:g}] on {s['phi_in_band_pct']:.0f}% of steps"
         return [
             f"agent {self.agent} (PPO step {self.global_step:,}) adapted {self.base} for {s['steps']} steps "
             f"(seed {self.seed}):",
@@ -210,7 +203,7 @@ def adapt_with_agent(policy, agent_path: str, base: str | Path, steps: int, seed
     env = TextSchedulingEnv(base, env_cfg)
     obs, info = env.reset(seed=seed)
     trace = Adaptation(agent_path, policy.global_step, str(base), seed, env_cfg.mode_names,
-                       (env_cfg.reward.phi_low, env_cfg.reward.phi_high),
+                       env_cfg.reward.band,
                        {k: float(info[k]) for k in ("phi", "consciousness", "ppl")})
     done = False
     while not done:

@@ -31,7 +31,7 @@ from infinito.checkpoint import (BASE_KIND, FORMAT_VERSION, CheckpointError, ato
                                  bytes_to_tensor, load_checkpoint, rng_state, set_rng_state, tensor_to_bytes)
 from infinito.config import InfinitoConfig
 from infinito.model import Infinito
-from infinito.presets import PRESETS, BaseTrainConfig, resolve
+from infinito.presets import PRESETS, BaseTrainConfig, resolve, snapshot_name
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 from env.errors import EnvError
 from ppo.callbacks import PeriodicCallback
@@ -222,6 +222,8 @@ def run_base(args: argparse.Namespace) -> int:
         full = max_batches is None
         return {**ev, **perplexities(ev, valid_words if full else None)}
 
+    if train_cfg.snapshot_at > train_cfg.steps:
+        print(f"note: no snapshot is kept: snapshot_at {train_cfg.snapshot_at} is past the last step {train_cfg.steps}")
     stop_at = min(args.stop_at or train_cfg.steps, train_cfg.steps)
     bar = tqdm(total=train_cfg.steps, initial=step, desc="base", disable=args.quiet, dynamic_ncols=True)
     t_last, tokens_since = time.perf_counter(), 0
@@ -261,6 +263,10 @@ def run_base(args: argparse.Namespace) -> int:
                           f"phi {last_eval['phi']:.2f}, C {last_eval['consciousness']:.2f}, "
                           f"memory {last_eval['memory_util']:.2f}")
                 save(ckpt_path, last_eval)
+            if step == train_cfg.snapshot_at:
+                snap = out_dir / snapshot_name(step)
+                save(snap, run_eval(train_cfg.eval_batches or None))
+                bar.write(f"step {step}: snapshot for the RL stage -> {snap}")
         bar.close()
         save(ckpt_path, last_eval)
         if stop.requested:
@@ -300,13 +306,18 @@ CONTROL_NOTE = "control policies on the same seeds"
 
 def add_rl_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("--stage rl (defaults from --preset; on --resume, from the checkpoint)")
-    g.add_argument("--base", default=None, help="base checkpoint the agent schedules (default <out>/base.pt)")
+    g.add_argument("--base", default=None,
+                   help="base checkpoint the agent schedules (default: the preset's snapshot, <out>/base-step<N>.pt)")
     g.add_argument("--timesteps", type=int, default=None,
                    help="environment decisions to train; on --resume, counted from the resumed step")
     g.add_argument("--save-freq", type=int, default=None, help="write <out>/<step>.pt every this many steps")
     g.add_argument("--eval-freq", type=int, default=None, help="evaluate (and rewrite the report) every this many steps")
     g.add_argument("--eval-episodes", type=int, default=None, help="seeded episodes per evaluation")
-    g.add_argument("--eval-seed", type=int, default=None, help="evaluation episode k uses seed eval_seed + k")
+    g.add_argument("--eval-seed", type=int, default=None,
+                   help="evaluation episode k uses seed eval_seed + k (checkpoints are selected on these)")
+    g.add_argument("--heldout-seed", type=int, default=None,
+                   help="held-out episode k uses seed heldout_seed + k: the recommended checkpoint and the control "
+                        "policies are scored there for the report's headline")
     g.add_argument("--num-envs", type=int, default=None, help="environments stepped together")
     g.add_argument("--workers", type=int, default=None, help="threads stepping them (one torch thread each)")
     g.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
@@ -314,8 +325,9 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--early-stop", action="store_true",
                    help="stop when an evaluation is flagged as over-fitting against the best (best.pt is kept)")
     g.add_argument("--patience", type=int, default=1, help="consecutive flagged evaluations before --early-stop stops")
-    g.add_argument("--overfit-drop-pct", type=float, default=20.0, help="over-fitting: mean this %% below the baseline")
-    g.add_argument("--severe-drop-pct", type=float, default=50.0, help="severe over-fitting: mean this %% below")
+    g.add_argument("--overfit-drop", type=float, default=0.2,
+                   help="over-fitting: mean this many control spreads (best minus worst control mean) below the baseline")
+    g.add_argument("--severe-drop", type=float, default=0.5, help="severe over-fitting: mean this many control spreads below")
     g.add_argument("--overfit-std-factor", type=float, default=5.0, help="over-fitting: std this many times the baseline's")
     g.add_argument("--high-variance-factor", type=float, default=2.0, help="high variance: std this many times the baseline's")
     for name in PPO_FLAGS:
@@ -364,7 +376,7 @@ def merge_env(base: dict, overrides: dict) -> "EnvConfig":
 def runs_to_eval(runs, env_cfg, seed: int, step: int | None = None, checkpoint: str | None = None) -> dict:
     """env.PolicyRuns -> an EvalResult dict (the form reports and evaluations.json hold)."""
     from ppo import EvalResult
-    summary = runs.summary((env_cfg.reward.phi_low, env_cfg.reward.phi_high))
+    summary = runs.summary(env_cfg.reward.band)
     actions = [a for tr in runs.traces for a in tr["action"]]
     counts = [actions.count(a) for a in range(len(env_cfg.modes))]
     extra = {k: summary[k] for k in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl", "memory_util_mean")}
@@ -386,14 +398,33 @@ def evaluate_controls(envs, env_cfg, episodes: int, seed: int, quiet: bool) -> d
     return out
 
 
+def make_thresholds(args: argparse.Namespace):
+    from ppo import Thresholds
+    try:
+        return Thresholds(args.overfit_drop, args.severe_drop, args.overfit_std_factor, args.high_variance_factor)
+    except ValueError as e:
+        raise UserError(f"{e} (--overfit-drop, --severe-drop, --overfit-std-factor, --high-variance-factor)") from None
+
+
+def evaluate_heldout(envs, env_cfg, run: dict, checkpoint: Path, heldout_controls: dict) -> dict:
+    """The checkpoint's greedy policy on the held-out seeds, beside the controls' results there."""
+    from env import run_policy_parallel
+    from ppo import TrainedPolicy
+    policy = TrainedPolicy.load(str(checkpoint))
+    seed, episodes = run["heldout_seed"], run["eval_episodes"]
+    runs = run_policy_parallel(envs, policy, episodes, seed)
+    agent = runs_to_eval(runs, env_cfg, seed, policy.global_step, str(checkpoint)).to_dict()
+    return {"step": policy.global_step, "agent": agent, "controls": heldout_controls}
+
+
 def rl_report(out_dir: Path, evaluations: list, controls: dict, baseline_step: int | None, env_cfg,
-              thresholds, notes: list[str]) -> dict:
+              thresholds, notes: list[str], heldout: dict | None = None) -> dict:
     from ppo import Column, Report, write_report
-    band = f"[{env_cfg.reward.phi_low:g}, {env_cfg.reward.phi_high:g}]"
+    band = "[{:g}, {:g}]".format(*env_cfg.reward.band)
     report = Report(evaluations, controls, baseline_step, thresholds, env_cfg.mode_names,
                     [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
-                     Column("C mean", "c_mean", "{:.3f}")],
-                    title=f"RL report: {out_dir}", notes=notes)
+                     Column("C mean", "c_mean", "{:.3f}"), Column("final ppl", "final_ppl", "{:.2f}")],
+                    title=f"RL report: {out_dir}", notes=notes, heldout=heldout)
     built = report.build()
     write_report(out_dir, built, report.markdown(built))
     return built
@@ -401,10 +432,8 @@ def rl_report(out_dir: Path, evaluations: list, controls: dict, baseline_step: i
 
 def report_notes(base: str, env_cfg, run: dict, n_episodes: int, seed: int) -> list[str]:
     changed = {k: v for k, v in env_cfg.to_dict().items() if k not in ("reward", "modes", "device", "cache_dir")}
-    reward = {k: v for k, v in env_cfg.reward.to_dict().items()
-              if v != type(env_cfg.reward)().to_dict()[k]}
     return [f"Base checkpoint `{base}`; environment {', '.join(f'{k}={v}' for k, v in changed.items())}; "
-            f"reward changes from SPEC §5: {', '.join(f'{k}={v}' for k, v in reward.items()) or 'none'}.",
+            f"reward `{env_cfg.reward.describe()}` (env/reward.py).",
             f"Every row: the greedy policy over the same {n_episodes} seeded episodes (seeds {seed}..{seed + n_episodes - 1}); "
             f"mean, sample std and Student-t 95% CI of the episode return. Control policies below on the same seeds."]
 
@@ -412,8 +441,9 @@ def report_notes(base: str, env_cfg, run: dict, n_episodes: int, seed: int) -> l
 def run_rl(args: argparse.Namespace) -> int:
     from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
     from env.presets import RL_PRESETS, RUN_KEYS
-    from ppo import (PPO, EvalCallback, FunctionCallback, JsonHistoryCallback, PPOConfig,
-                     StopOnOverfit, Thresholds, TrainedPolicy, load_checkpoint as load_agent_checkpoint)
+    from ppo import (PPO, EvalCallback, FunctionCallback, JsonHistoryCallback, PPOConfig, Report,
+                     TrainedPolicy, load_checkpoint as load_agent_checkpoint)
+    from env.presets import HELDOUT_SEED
     from env import run_policy_parallel
     import ppo as ppo_pkg
 
@@ -430,10 +460,9 @@ def run_rl(args: argparse.Namespace) -> int:
     ppo_flags = {k: getattr(args, k) for k in PPO_FLAGS if getattr(args, k) is not None}
     ppo_flags.update({RL_SHARED[k]: getattr(args, k) for k in ("lr", "batch_size") if getattr(args, k) is not None})
     for k, v in run_flags.items():
-        if v < (0 if k == "eval_seed" else 1):
+        if v < (0 if k in ("eval_seed", "heldout_seed") else 1):
             raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
-    thresholds = Thresholds(args.overfit_drop_pct, args.severe_drop_pct, args.overfit_std_factor,
-                            args.high_variance_factor)
+    thresholds = make_thresholds(args)
 
     if args.resume:
         if args.preset:
@@ -475,9 +504,9 @@ def run_rl(args: argparse.Namespace) -> int:
             raise UserError("--timesteps must be >= 1")
         run = {**RL_PRESETS[preset]["run"], **run_flags, "preset": preset}
         env_cfg = merge_env(RL_PRESETS[preset]["env"], env_overrides)
-        base_path = Path(args.base) if args.base else out_dir / "base.pt"
+        base_path = Path(args.base) if args.base else out_dir / run["base_file"]
         if not base_path.is_file():
-            hint = "" if args.base else " (it defaults to <out>/base.pt)"
+            hint = "" if args.base else f" (preset {preset} starts from the base stage's snapshot {run['base_file']})"
             raise UserError(f"base checkpoint {base_path} does not exist{hint}; train one with "
                             f"`python train.py --stage base --out {base_path.parent}` or pass --base")
         extra = {}
@@ -500,14 +529,17 @@ def run_rl(args: argparse.Namespace) -> int:
     digest = extra.get("base_digest") or file_digest(base_path)
     episodes, seed = run["eval_episodes"], run["eval_seed"]
 
-    controls = extra.get("controls")
-    same_eval = (extra.get("run", {}).get("eval_episodes") == episodes and extra.get("run", {}).get("eval_seed") == seed
-                 and extra.get("env") == env_cfg.to_dict())
-    if not (controls and same_eval):
+    run.setdefault("heldout_seed", HELDOUT_SEED)
+    same_env = extra.get("env") == env_cfg.to_dict() and extra.get("run", {}).get("eval_episodes") == episodes
+    controls, heldout_controls = extra.get("controls"), extra.get("heldout_controls")
+    if not (controls and same_env and extra["run"].get("eval_seed") == seed):
         print(f"evaluating the {CONTROL_NOTE} ({episodes} episodes each)")
         controls = evaluate_controls(eval_envs, env_cfg, episodes, seed, args.quiet)
+    if not (heldout_controls and same_env and extra["run"].get("heldout_seed") == run["heldout_seed"]):
+        print(f"evaluating the control policies on the held-out seeds ({episodes} episodes each)")
+        heldout_controls = evaluate_controls(eval_envs, env_cfg, episodes, run["heldout_seed"], args.quiet)
     new_extra = {"run": run, "env": env_cfg.to_dict(), "base": str(base_path), "base_digest": digest,
-                 "controls": controls}
+                 "controls": controls, "heldout_controls": heldout_controls}
 
     log_dir = args.logdir or str(out_dir / "runs" / ("rl" if not args.resume else f"rl-resume-{start_step}"))
     if args.resume:
@@ -548,10 +580,14 @@ def run_rl(args: argparse.Namespace) -> int:
         built = rl_report(out_dir, [r.to_dict() for r in trainer.eval_history], controls, baseline_step, env_cfg,
                           thresholds, notes)
         status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)
+        flagged[0] = flagged[0] + 1 if "over-fitting" in status else 0
+        if args.early_stop and flagged[0] >= args.patience:
+            trainer.request_stop(f"over-fitting: {flagged[0]} flagged evaluation(s) in a row")
         tqdm_write(f"step {trainer.global_step:,}: eval {result.mean_reward:+.3f} ± {result.std_reward:.3f} "
                    f"(Φ in band {result.extra['phi_in_band_pct']:.0f}%, {status}); report {out_dir / 'report.md'}",
                    args.quiet)
 
+    flagged = [0]  # consecutive evaluations the report flags as over-fitting (for --early-stop)
     monitor = RolloutMonitor(env_cfg)
     with StopFlag() as stop:
         def on_step(trainer, infos) -> None:
@@ -581,8 +617,6 @@ def run_rl(args: argparse.Namespace) -> int:
         callbacks = [FunctionCallback(on_training_start=on_training_start, on_step=on_step, on_update_end=on_update_end),
                      eval_cb, StepCheckpoints(run["save_freq"], save_step),
                      JsonHistoryCallback(str(out_dir / "evaluations.json")), FunctionCallback(on_evaluation=on_evaluation)]
-        if args.early_stop:
-            callbacks.append(StopOnOverfit(args.overfit_std_factor, args.overfit_drop_pct, args.patience))
         t0 = time.time()
         try:
             agent.learn(callbacks=callbacks)
@@ -595,17 +629,19 @@ def run_rl(args: argparse.Namespace) -> int:
             agent.logger.dump(agent.global_step)
         final = save_step(agent)
         agent.close()
-    elapsed = time.time() - t0
     if interrupted:
         print(f"interrupted at step {agent.global_step:,}; checkpoint saved to {final}; continue with "
               f"--resume {final}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    report = json.loads((out_dir / "report.json").read_text())
-    rec = report["recommended"]
+    evaluations = [r.to_dict() for r in agent.eval_history]
+    rec = Report(evaluations, controls, baseline_step, thresholds).build()["recommended"]
+    print(f"scoring the recommended checkpoint (step {rec['step']:,}) on the held-out seeds")
+    heldout = evaluate_heldout(eval_envs, env_cfg, run, Path(rec["checkpoint"]), heldout_controls)
+    built = rl_report(out_dir, evaluations, controls, baseline_step, env_cfg, thresholds, notes, heldout)
     why = f" ({agent.stop_reason})" if agent.stop_reason else ""
-    print(f"done: step {agent.global_step:,} in {elapsed / 60:.1f} min{why}; best evaluation at step "
+    print(f"done: step {agent.global_step:,} in {(time.time() - t0) / 60:.1f} min{why}; best evaluation at step "
           f"{agent.best_eval.step:,} ({agent.best_eval.mean_reward:+.3f}); recommended checkpoint: step "
-          f"{rec['step']:,}; report {out_dir / 'report.md'}")
+          f"{rec['step']:,}; on held-out seeds it {built['heldout']['verdict']['text']}; report {out_dir / 'report.md'}")
     return 0
 
 
@@ -654,7 +690,8 @@ def tqdm_write(line: str, quiet: bool) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from env import TextSchedulingEnv, load_base, run_policy_parallel
-    from ppo import Thresholds, TrainedPolicy
+    from env.presets import HELDOUT_SEED
+    from ppo import Report, TrainedPolicy
 
     bad = rl_flag_problems(args)
     if bad:
@@ -699,14 +736,18 @@ def run_report(args: argparse.Namespace) -> int:
         runs = run_policy_parallel(envs, a, episodes, seed)
         evaluations.append(runs_to_eval(runs, env_cfg, seed, a.global_step, str(p)).to_dict())
     controls = evaluate_controls(envs, env_cfg, episodes, seed, args.quiet)
-    thresholds = Thresholds(args.overfit_drop_pct, args.severe_drop_pct, args.overfit_std_factor,
-                            args.high_variance_factor)
+    thresholds = make_thresholds(args)
+    run = {**run, "eval_episodes": episodes, "heldout_seed": run.get("heldout_seed", HELDOUT_SEED)}
+    heldout_controls = first.get("heldout_controls")
+    if not heldout_controls or first["run"].get("eval_episodes") != episodes:
+        heldout_controls = evaluate_controls(envs, env_cfg, episodes, run["heldout_seed"], args.quiet)
+    rec = Report(evaluations, controls, baseline_step, thresholds).build()["recommended"]
+    heldout = evaluate_heldout(envs, env_cfg, run, Path(rec["checkpoint"]), heldout_controls)
     built = rl_report(ckpt_dir, evaluations, controls, baseline_step, env_cfg, thresholds,
-                      report_notes(str(base_path), env_cfg, run, episodes, seed))
-    rec = built["recommended"]
+                      report_notes(str(base_path), env_cfg, run, episodes, seed), heldout)
     print(f"re-evaluated {len(files)} checkpoints and {len(controls)} control policies on {episodes} episodes in "
-          f"{(time.time() - t0) / 60:.1f} min; recommended: step {rec['step']:,}; "
-          f"{rec['vs_controls']['text'] if rec['vs_controls'] else ''}; report {ckpt_dir / 'report.md'}")
+          f"{(time.time() - t0) / 60:.1f} min; recommended: step {rec['step']:,}; on held-out seeds it "
+          f"{built['heldout']['verdict']['text']}; report {ckpt_dir / 'report.md'}")
     return 0
 
 

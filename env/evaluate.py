@@ -11,18 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .config import RewardConfig
-from .reward import compute_reward
 from .stats import summarize
 
-MEASURED = ("consciousness", "phi", "ppl", "memory_util")  # what the reward reads
+MEASURED = ("consciousness", "phi", "loss_text", "loss_phi", "memory_util", "ppl")  # what any reward may read
 TRACE_KEYS = ("reward", "action", "phi", "consciousness", "ppl", "loss_text", "loss_phi", "memory_util", "t_norm")
 
 
 @dataclass
 class PolicyRuns:
     """Per-episode returns and per-step traces (`traces[k][key]` is a list over the steps of
-    episode k; `traces[k]["initial"]` is the reset's measurement)."""
+    episode k; `traces[k]["initial"]` is the reset's measurement; `traces[k]["terms"]` the
+    episode's total of each reward term)."""
     name: str
     seeds: list
     returns: list = field(default_factory=list)
@@ -49,6 +48,8 @@ class PolicyRuns:
             "final_ppl": summarize([tr["ppl"][-1] for tr in self.traces])["mean"],
             "memory_util_mean": sum(flat("memory_util")) / n_steps,
             "action_mix": [actions.count(a) / max(len(actions), 1) for a in range(n_actions)],
+            "term_returns": {t: sum(tr["terms"].get(t, 0.0) for tr in self.traces) / max(len(self.traces), 1)
+                             for t in (self.traces[0]["terms"] if self.traces else {})},
             "episodes": len(self.returns),
             "mean_length": sum(self.lengths) / max(len(self.lengths), 1),
         }
@@ -66,6 +67,7 @@ def run_policy(env, policy: Callable, n_episodes: int = 20, seed: int = 0, name:
         obs, info = env.reset(seed=s)
         trace = {key: [] for key in TRACE_KEYS}
         trace["initial"] = {key: float(info[key]) for key in MEASURED}
+        trace["terms"] = {}
         total, done = 0.0, False
         while not done:
             action = policy(obs, info)
@@ -74,6 +76,8 @@ def run_policy(env, policy: Callable, n_episodes: int = 20, seed: int = 0, name:
             done = bool(terminated or truncated)
             trace["reward"].append(float(r))
             trace["action"].append(int(action))
+            for term, value in info["reward_terms"].items():
+                trace["terms"][term] = trace["terms"].get(term, 0.0) + float(value)
             for key in TRACE_KEYS[2:]:
                 trace[key].append(float(info[key]))
         runs.returns.append(total)
@@ -84,7 +88,7 @@ def run_policy(env, policy: Callable, n_episodes: int = 20, seed: int = 0, name:
     return runs
 
 
-def rescore(runs: PolicyRuns, reward: RewardConfig, name: str | None = None) -> PolicyRuns:
+def rescore(runs: PolicyRuns, reward, name: str | None = None) -> PolicyRuns:
     """The same episodes' returns under another reward config.
 
     Exact, because the reward never feeds back into the dynamics (a policy sees
@@ -93,14 +97,38 @@ def rescore(runs: PolicyRuns, reward: RewardConfig, name: str | None = None) -> 
     out = PolicyRuns(name or runs.name, list(runs.seeds), lengths=list(runs.lengths))
     for tr in runs.traces:
         prev = tr["initial"]
-        rewards = []
+        rewards, totals = [], dict.fromkeys(reward.terms, 0.0)
         for t in range(len(tr["reward"])):
             cur = {key: tr[key][t] for key in MEASURED}
-            rewards.append(compute_reward(None if (t == 0 and reward.zero_first_step) else prev, cur, reward)[0])
+            r, terms = reward(None if (t == 0 and reward.zero_first_step) else prev, cur)
+            rewards.append(r)
+            totals = {k: totals[k] + v for k, v in terms.items()}
             prev = cur
         out.returns.append(sum(rewards))
-        out.traces.append({**tr, "reward": rewards})
+        out.traces.append({**tr, "reward": rewards, "terms": totals})
     return out
+
+
+def action_independent_share(term_returns: dict) -> dict:
+    """How much of the controls' returns no decision can change, from each policy's mean episode
+    total of every reward term (`{policy: {term: total}}`, e.g. PolicyRuns.summary()["term_returns"]).
+
+    A term's action-independent part is what every policy pays (or earns) alike: the smallest
+    magnitude among the policies when all have the same sign, else 0. The share is the sum of
+    those parts over the sum of the terms' mean magnitudes: near 1, the return is a constant the
+    schedule cannot move (reward v2 on a model below its perplexity band); near 0, every term
+    depends on the decisions. Returns {"share": s, "terms": {term: (common part, mean magnitude)}}.
+    """
+    terms = {t for totals in term_returns.values() for t in totals}
+    parts, common_sum, total_sum = {}, 0.0, 0.0
+    for t in sorted(terms):
+        values = [totals.get(t, 0.0) for totals in term_returns.values()]
+        same_sign = all(v > 0 for v in values) or all(v < 0 for v in values)
+        common = min(abs(v) for v in values) if same_sign else 0.0
+        magnitude = sum(abs(v) for v in values) / len(values)
+        parts[t] = (common, magnitude)
+        common_sum, total_sum = common_sum + common, total_sum + magnitude
+    return {"share": common_sum / total_sum if total_sum > 0 else 0.0, "terms": parts}
 
 
 def run_policy_parallel(envs, policy: Callable, n_episodes: int = 20, seed: int = 0,

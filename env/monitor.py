@@ -17,7 +17,7 @@ _MEANS = (("phi", "env/phi"), ("consciousness", "env/consciousness"), ("ppl", "e
 class RolloutMonitor:
     def __init__(self, config: EnvConfig):
         self.modes = config.mode_names
-        self.band = (config.reward.phi_low, config.reward.phi_high)
+        self.band = config.reward.band
         self._reset()
 
     def _reset(self) -> None:

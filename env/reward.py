@@ -1,8 +1,19 @@
-"""Reward v2 (SPEC §5): a pure function of two consecutive measurements.
+"""Rewards: pure functions of two consecutive measurements, each a named, first-class object.
 
-A measurement is a dict with `consciousness` (C), `phi` (Φ), `ppl` (held-out
-perplexity P) and `memory_util`. Every constant comes from `RewardConfig`.
-The terms are returned one by one so they can be logged and unit-tested:
+A measurement is the dict `TextSchedulingEnv` takes on its fixed held-out batch:
+`consciousness` (C), `phi` (Φ), `loss_text`, `loss_phi`, `memory_util` and `ppl`
+(held-out perplexity P). A reward object says what it is and needs:
+
+- `name`           the key it is stored under (`reward_from_dict` rebuilds it)
+- `terms`          the names of its terms, returned one by one (logged, unit-tested)
+- `measurements`   the measurement keys it reads
+- `band`           the Φ band it calls healthy, which the monitor, the report and
+                   `generate.py --agent` report as "Φ in band"
+- `__call__(prev, cur) -> (r, terms)`; `prev` is None on a step the reward does not score
+
+Two rewards exist. Adding one is a dataclass here and a line in `REWARDS`.
+
+**`v2`** (`RewardConfig`) — SPEC §5's reward v2 of the seed study, exact; `EnvConfig()`'s default.
 
     delta_c    w_dc·(C − C_prev)
     delta_phi  w_dphi·(Φ − Φ_prev)
@@ -13,13 +24,40 @@ The terms are returned one by one so they can be logged and unit-tested:
     ppl_band   −w_ppl_below·(ppl_low − P)/ppl_below_scale below, −w_ppl_above·(P − ppl_high)/ppl_above_scale above, 0 inside
     c_band     −w_c_below·(c_low − C) below, −w_c_above·(C − c_high) above, +c_bonus inside
 
+On a model whose perplexity sits below 10, `ppl_band` and the bonuses are paid
+equally by every policy and dominate the return (README "The environment").
+
+**`progress`** (`ProgressReward`) — the presets' default: text progress against Φ's health.
+
+    text_gain  w_gain·100·ln(P_prev / P)          per cent of held-out perplexity gained this decision
+    phi_out    −w_out·d(Φ, [phi_low, phi_high])   distance of Φ outside its band, 0 inside
+
+The per-decision gains telescope, so an episode's text_gain total is
+100·w_gain·ln(P_start / P_end) — only where the model ends counts, not the
+path. With w_gain = w_out = 1, one Φ unit outside the band for one decision
+costs what a 1 % perplexity improvement earns. Neither term is paid equally
+by every policy: text training earns the gain and lets Φ drift above the
+band, Φ training brings Φ into the band at a perplexity cost, so the best
+schedule trains text while Φ is healthy and spends Φ steps only to keep it so.
+
 Band edges count as inside.
 """
 from __future__ import annotations
 
-from .config import RewardConfig
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
-TERMS = ("delta_c", "delta_phi", "ppl_gain", "memory", "jump", "phi_band", "ppl_band", "c_band")
+from .errors import EnvError
+
+
+def known_fields(cls, d: dict, what: str) -> dict:
+    """`d` without a leading "name", after checking every key is a field of dataclass `cls`."""
+    d = {k: v for k, v in d.items() if k != "name"}
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise EnvError(f"unknown {what} key(s): {', '.join(unknown)}")
+    return d
 
 
 def band(x: float, low: float, high: float, w_below: float, w_above: float, inside: float,
@@ -32,26 +70,140 @@ def band(x: float, low: float, high: float, w_below: float, w_above: float, insi
     return inside
 
 
-def reward_terms(prev: dict | None, cur: dict, cfg: RewardConfig) -> dict:
-    """Each term of the reward for moving from `prev` to `cur`; all zero when there is no `prev`."""
-    if prev is None:
-        return dict.fromkeys(TERMS, 0.0)
-    c, phi, ppl = cur["consciousness"], cur["phi"], cur["ppl"]
-    d_phi = phi - prev["phi"]
-    return {
-        "delta_c": cfg.w_dc * (c - prev["consciousness"]),
-        "delta_phi": cfg.w_dphi * d_phi,
-        "ppl_gain": cfg.w_ppl * (prev["ppl"] - ppl) / max(prev["ppl"], 1.0),
-        "memory": -cfg.w_mem * cur["memory_util"],
-        "jump": -cfg.w_jump * (abs(d_phi) - cfg.jump_limit) if abs(d_phi) > cfg.jump_limit else 0.0,
-        "phi_band": band(phi, cfg.phi_low, cfg.phi_high, cfg.w_phi_below, cfg.w_phi_above, cfg.phi_bonus),
-        "ppl_band": band(ppl, cfg.ppl_low, cfg.ppl_high, cfg.w_ppl_below, cfg.w_ppl_above, 0.0,
-                         cfg.ppl_below_scale, cfg.ppl_above_scale),
-        "c_band": band(c, cfg.c_low, cfg.c_high, cfg.w_c_below, cfg.w_c_above, cfg.c_bonus),
-    }
+class _Reward:
+    """What every reward shares: scoring, the dict form, and the one-line description."""
+    name: ClassVar[str]
+    terms: ClassVar[tuple]
+    measurements: ClassVar[tuple]
+
+    @property
+    def band(self) -> tuple:
+        return (self.phi_low, self.phi_high)
+
+    def __call__(self, prev: dict | None, cur: dict) -> tuple[float, dict]:
+        """(r, terms): r is the sum of the terms; all zero when `prev` is None."""
+        terms = dict.fromkeys(self.terms, 0.0) if prev is None else self.term_values(prev, cur)
+        return float(sum(terms.values())), terms
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return cls(**known_fields(cls, d, f"reward '{cls.name}'"))
+
+    def describe(self) -> str:
+        """'name (changed=value, ...)': the reward and its constants that differ from the defaults."""
+        default = type(self)().to_dict()
+        changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in self.to_dict().items() if v != default[k]]
+        return self.name + (f" ({', '.join(changed)})" if changed else "")
 
 
-def compute_reward(prev: dict | None, cur: dict, cfg: RewardConfig) -> tuple[float, dict]:
-    """(r, terms): r is the sum of the terms (0 when `prev` is None)."""
-    terms = reward_terms(prev, cur, cfg)
-    return float(sum(terms.values())), terms
+@dataclass
+class RewardConfig(_Reward):
+    """Reward v2 of SPEC §5 (the seed study); every constant a field, the defaults SPEC's."""
+    name: ClassVar[str] = "v2"
+    terms: ClassVar[tuple] = ("delta_c", "delta_phi", "ppl_gain", "memory", "jump", "phi_band", "ppl_band", "c_band")
+    measurements: ClassVar[tuple] = ("consciousness", "phi", "ppl", "memory_util")
+
+    w_dc: float = 1.0
+    w_dphi: float = 0.5
+    w_ppl: float = 0.1
+    w_mem: float = 0.2
+    jump_limit: float = 1.0
+    w_jump: float = 0.8
+    phi_low: float = 3.0
+    phi_high: float = 6.0
+    w_phi_below: float = 0.3
+    w_phi_above: float = 0.6
+    phi_bonus: float = 0.1
+    ppl_low: float = 10.0
+    ppl_high: float = 200.0
+    w_ppl_below: float = 2.0
+    ppl_below_scale: float = 10.0
+    w_ppl_above: float = 0.3
+    ppl_above_scale: float = 100.0
+    c_low: float = 0.3
+    c_high: float = 0.7
+    w_c_below: float = 0.2
+    w_c_above: float = 0.2
+    c_bonus: float = 0.05
+    zero_first_step: bool = True  # SPEC: "r = 0 on the first step" of an episode
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.phi_low < self.phi_high:
+            problems.append("phi_low must be < phi_high")
+        if not self.ppl_low < self.ppl_high:
+            problems.append("ppl_low must be < ppl_high")
+        if not self.c_low < self.c_high:
+            problems.append("c_low must be < c_high")
+        if not (self.ppl_below_scale > 0 and self.ppl_above_scale > 0):
+            problems.append("ppl_below_scale and ppl_above_scale must be > 0")
+        if self.jump_limit < 0:
+            problems.append("jump_limit must be >= 0")
+        if problems:
+            raise EnvError("invalid reward config: " + "; ".join(problems))
+
+    def term_values(self, prev: dict, cur: dict) -> dict:
+        c, phi, ppl = cur["consciousness"], cur["phi"], cur["ppl"]
+        d_phi = phi - prev["phi"]
+        return {
+            "delta_c": self.w_dc * (c - prev["consciousness"]),
+            "delta_phi": self.w_dphi * d_phi,
+            "ppl_gain": self.w_ppl * (prev["ppl"] - ppl) / max(prev["ppl"], 1.0),
+            "memory": -self.w_mem * cur["memory_util"],
+            "jump": -self.w_jump * (abs(d_phi) - self.jump_limit) if abs(d_phi) > self.jump_limit else 0.0,
+            "phi_band": band(phi, self.phi_low, self.phi_high, self.w_phi_below, self.w_phi_above, self.phi_bonus),
+            "ppl_band": band(ppl, self.ppl_low, self.ppl_high, self.w_ppl_below, self.w_ppl_above, 0.0,
+                             self.ppl_below_scale, self.ppl_above_scale),
+            "c_band": band(c, self.c_low, self.c_high, self.w_c_below, self.w_c_above, self.c_bonus),
+        }
+
+
+@dataclass
+class ProgressReward(_Reward):
+    """Text progress against Φ's health (module docstring); the RL presets' default."""
+    name: ClassVar[str] = "progress"
+    terms: ClassVar[tuple] = ("text_gain", "phi_out")
+    measurements: ClassVar[tuple] = ("phi", "ppl")
+
+    w_gain: float = 1.0
+    w_out: float = 1.0
+    phi_low: float = 3.0
+    phi_high: float = 6.0
+    zero_first_step: bool = False  # the reset's measurement is a real "before": score the first decision too
+
+    def __post_init__(self) -> None:
+        if not self.phi_low < self.phi_high:
+            raise EnvError("invalid reward config: phi_low must be < phi_high")
+        if self.w_gain < 0 or self.w_out < 0:
+            raise EnvError("invalid reward config: w_gain and w_out must be >= 0")
+
+    def term_values(self, prev: dict, cur: dict) -> dict:
+        gain = math.log(max(prev["ppl"], 1e-12) / max(cur["ppl"], 1e-12))
+        return {"text_gain": self.w_gain * 100.0 * gain,
+                "phi_out": band(cur["phi"], self.phi_low, self.phi_high, self.w_out, self.w_out, 0.0)}
+
+
+REWARDS = {cls.name: cls for cls in (RewardConfig, ProgressReward)}
+TERMS = RewardConfig.terms  # reward v2's terms (kept for callers of the first version)
+
+
+def reward_from_dict(d: dict):
+    """The reward a `to_dict()` describes; a dict without "name" is reward v2 (older checkpoints)."""
+    name = d.get("name", RewardConfig.name)
+    if name not in REWARDS:
+        raise EnvError(f"unknown reward '{name}' (choose from {', '.join(REWARDS)})")
+    return REWARDS[name].from_dict(d)
+
+
+def reward_terms(prev: dict | None, cur: dict, cfg) -> dict:
+    """Each term of `cfg`'s reward for moving from `prev` to `cur`; all zero when there is no `prev`."""
+    return cfg(prev, cur)[1]
+
+
+def compute_reward(prev: dict | None, cur: dict, cfg) -> tuple[float, dict]:
+    """(r, terms) of reward `cfg` (any reward object of this module)."""
+    return cfg(prev, cur)

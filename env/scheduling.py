@@ -5,15 +5,18 @@ One decision (`step`) = `inner_steps` real AdamW steps of the model on
 on a fixed held-out batch (no_grad, eval mode): C, Φ, the held-out text loss
 and Φ loss, memory use and perplexity. The observation is
 
-    [C, Φ, loss_text, loss_phi, memory_util, t_norm]   float32, clipped to [0, OBS_HIGH]
+    [C, Φ, loss_text, loss_phi, memory_util, t_norm, time_left]   float32, clipped to [0, OBS_HIGH]
 
-with t_norm = steps since C last exceeded `c_threshold`, / max_steps, capped at 1.
-The reward is reward v2 (env/reward.py) between consecutive measurements.
+with t_norm = steps since C last exceeded `c_threshold`, / max_steps, capped at 1
+(SPEC §5), and time_left = decisions left / max_steps. The reward is the
+config's reward object (env/reward.py) between consecutive measurements.
 
-The episode ends after `max_steps` decisions. That is a time limit, and the
-observation does not carry the time left, so it is reported as `truncated`
-(PPO then bootstraps from the value of the last state) unless
-`terminate_at_max_steps` asks for `terminated`.
+The episode ends after `max_steps` decisions. The observation shows the time
+left, so the end is part of the task the agent sees and is reported as
+`terminated` (PPO does not bootstrap past it; evaluation and training agree).
+C need not ever cross `c_threshold` — on the demo model it does not — and
+t_norm would then be a clock, which time_left now is openly.
+`terminate_at_max_steps=False` reports the end as `truncated` instead.
 
 Determinism: the data stream is a torch.Generator owned by the environment and
 re-seeded by `reset(seed=...)`. Dropout draws from torch's global generator, so
@@ -41,11 +44,10 @@ from infinito.training import make_optimizer, train_step
 from .base import BaseAssets, check_assets, load_base
 from .config import EnvConfig
 from .errors import EnvError
-from .reward import compute_reward
 from .spaces import Box, Discrete
 
-OBS_NAMES = ("consciousness", "phi", "loss_text", "loss_phi", "memory_util", "t_norm")
-OBS_HIGH = np.array([1.0, 10.0, 20.0, 20.0, 1.0, 1.0], dtype=np.float32)
+OBS_NAMES = ("consciousness", "phi", "loss_text", "loss_phi", "memory_util", "t_norm", "time_left")
+OBS_HIGH = np.array([1.0, 10.0, 20.0, 20.0, 1.0, 1.0, 1.0], dtype=np.float32)
 RESET_WEIGHTS = (1.0, 0.0)  # the inner step `reset` runs to produce the first observation: TEXT
 
 
@@ -120,7 +122,7 @@ class TextSchedulingEnv:
         cur = self._measure()
         rcfg = self.config.reward
         prev = None if (self._steps == 0 and rcfg.zero_first_step) else self._prev
-        reward, terms = compute_reward(prev, cur, rcfg)
+        reward, terms = rcfg(prev, cur)
         self._steps += 1
         self._since_c = 0 if cur["consciousness"] > self.config.c_threshold else self._since_c + 1
         self._history.append(a)
@@ -228,11 +230,13 @@ class TextSchedulingEnv:
         return min(self._since_c / self.config.max_steps, 1.0)
 
     def _observe(self, cur: dict) -> np.ndarray:
-        raw = [cur["consciousness"], cur["phi"], cur["loss_text"], cur["loss_phi"], cur["memory_util"], self._t_norm()]
+        raw = [cur["consciousness"], cur["phi"], cur["loss_text"], cur["loss_phi"], cur["memory_util"], self._t_norm(),
+               1.0 - self._steps / self.config.max_steps]  # time_left
         return np.clip(np.asarray(raw, dtype=np.float32), 0.0, OBS_HIGH)
 
     def _info(self, cur: dict, train: dict, terms: dict | None, mode: str) -> dict:
-        return {**cur, **train, "t_norm": self._t_norm(), "step": self._steps, "mode": mode,
+        return {**cur, **train, "t_norm": self._t_norm(), "time_left": 1.0 - self._steps / self.config.max_steps,
+                "step": self._steps, "mode": mode,
                 "action_history": tuple(self._history), "reward_terms": terms or {}}
 
     def _check_action(self, action) -> int:

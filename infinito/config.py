@@ -14,8 +14,10 @@ class InfinitoConfig:
     dropout: float = 0.1
     memory_slots: int = 128     # external memory size; 0 disables the memory
     memory_threshold: float = 3.0  # Φ-scale priority a batch needs to be written to memory
-    phi_low: float = 3.0        # Φ target band used by the Φ loss
+    memory_decay: float = 0.98  # every write attempt multiplies the stored priorities by this (1 = never forget)
+    phi_low: float = 3.0        # Φ's healthy band: the Φ loss pulls Φ into it ...
     phi_high: float = 6.0
+    phi_target: float = -1.0    # ... and, inside it, toward this point (< 0: the band's midpoint)
 
     def __post_init__(self) -> None:
         problems = []
@@ -30,8 +32,17 @@ class InfinitoConfig:
             problems.append("memory_slots must be >= 0")
         if not 0.0 <= self.phi_low < self.phi_high <= 10.0:
             problems.append("need 0 <= phi_low < phi_high <= 10")
+        elif self.phi_target >= 0 and not self.phi_low <= self.phi_target <= self.phi_high:
+            problems.append("phi_target must lie in [phi_low, phi_high] (or be < 0 for the midpoint)")
+        if not 0.0 < self.memory_decay <= 1.0:
+            problems.append("memory_decay must be in (0, 1]")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def phi_star(self) -> float:
+        """The point inside the band the Φ loss pulls toward."""
+        return self.phi_target if self.phi_target >= 0 else (self.phi_low + self.phi_high) / 2
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,11 +1,17 @@
 """External memory: fixed slots of detached batch summaries, read through a gate.
 
 Each slot holds one summary (the mean final hidden state of a training batch,
-detached) and the priority it was written with. A batch is written only when
-its priority — its Φ, on the same [0, 10] scale as the threshold — reaches
-`threshold`; a full memory replaces its lowest-priority slot, and only with a
-higher priority. Writing is explicit (`write`), never a side effect of forward,
-so a forward pass can never read anything derived from its own batch.
+detached) and a priority. A batch is written only when its priority — its Φ,
+on the same [0, 10] scale as the threshold — reaches `threshold`; a full
+memory replaces its lowest-priority slot, and only with a higher priority.
+Stored priorities decay: every write attempt (one per training step)
+multiplies them by `decay`, so a slot written k steps ago competes with
+Φ·decay^k. Without the decay a full memory would freeze on the early,
+high-Φ batches of training (Φ falls as the model learns) and stop following
+the model; with it, recent batches keep coming in (at 0.98 an old slot's
+claim halves in ~35 steps). Writing is explicit (`write`), never a side
+effect of forward, so a forward pass can never read anything derived from its
+own batch.
 
 Reading: every position attends over the used slots with learned projections,
 and a per-position sigmoid gate g decides how much of the read enters the
@@ -23,10 +29,11 @@ import torch.nn.functional as F
 
 
 class Memory(nn.Module):
-    def __init__(self, d_model: int, slots: int, threshold: float):
+    def __init__(self, d_model: int, slots: int, threshold: float, decay: float = 1.0):
         super().__init__()
         self.slots = slots
         self.threshold = threshold
+        self.decay = decay
         self.q = nn.Linear(d_model, d_model, bias=False)
         self.k = nn.Linear(d_model, d_model, bias=False)
         self.v = nn.Linear(d_model, d_model, bias=False)
@@ -78,8 +85,13 @@ class Memory(nn.Module):
 
     @torch.no_grad()
     def write(self, summary: torch.Tensor, priority: float) -> bool:
-        """Store `summary` (C,) if `priority` passes the threshold; returns whether it was written."""
-        if self.slots == 0 or not priority >= self.threshold:
+        """Store `summary` (C,) if `priority` passes the threshold; returns whether it was written.
+        Every call ages the stored priorities by `decay` first (it is one training step)."""
+        if self.slots == 0:
+            return False
+        if self.decay != 1.0:
+            self.priority.mul_(self.decay)
+        if not priority >= self.threshold:
             return False
         free = (~self.used).nonzero()
         if len(free):

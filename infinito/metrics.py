@@ -72,12 +72,18 @@ def phi_from_components(parts: dict[str, torch.Tensor]) -> torch.Tensor:
     return 10.0 * sum(WEIGHTS[k] * parts[k] for k in WEIGHTS)
 
 
-def phi_loss(phi: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Bounded penalty pulling the batch Φ into [low, high].
+def phi_loss(phi: torch.Tensor, low: float, high: float, target: float | None = None) -> torch.Tensor:
+    """Bounded penalty pulling each sequence's Φ into [low, high] and, inside it, toward `target`.
 
-    The distance d to the band (0 inside it) is at most 10, and the penalty is
-    d itself: linear, so its gradient does not vanish far from the band, and
-    bounded because Φ is. Scalar.
+    L = |Φ − Φ*| + d(Φ, band), averaged over sequences, where Φ* (`target`, default the
+    band's midpoint) lies in the band and d is the distance to the band (0 inside it).
+    Linear, so its gradient has the same size everywhere: it never vanishes — inside the
+    band it still points at Φ* — and outside the band the pull is twice as strong. Bounded
+    by 20 because Φ is in [0, 10]. Scalar.
     """
+    if target is None:
+        target = (low + high) / 2
+    if not low <= target <= high:
+        raise ValueError(f"Φ target {target} is outside the band [{low}, {high}]")
     d = F.relu(low - phi) + F.relu(phi - high)
-    return d.mean()
+    return ((phi - target).abs() + d).mean()

@@ -109,7 +109,7 @@ class Infinito(nn.Module):
         self.pos_emb = nn.Embedding(cfg.context, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.memory = Memory(cfg.d_model, cfg.memory_slots, cfg.memory_threshold)
+        self.memory = Memory(cfg.d_model, cfg.memory_slots, cfg.memory_threshold, cfg.memory_decay)
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
@@ -159,7 +159,7 @@ class Infinito(nn.Module):
             phi = phi_seq.mean()
             out.metrics = {
                 "phi": phi,
-                "loss_phi": phi_loss(phi_seq, self.cfg.phi_low, self.cfg.phi_high),
+                "loss_phi": phi_loss(phi_seq, self.cfg.phi_low, self.cfg.phi_high, self.cfg.phi_star),
                 "consciousness": consciousness,
                 "memory_util": self.memory.utilisation,
                 **{k: v.mean() for k, v in parts.items()},

@@ -23,13 +23,15 @@ class BaseTrainConfig:
     builtin_size: str = "demo"   # size of the built-in corpus when --data is not given
     precision: str = "auto"      # auto | fp32 | bf16  (auto: bf16 autocast on CUDA, fp32 on CPU)
     threads: int = 0             # torch CPU threads; 0 keeps torch's default
+    snapshot_at: int = 0         # also keep the model at this step as base-step<N>.pt (0: none): the RL
+                                 # stage's start, taken while text training still moves the model
 
     def __post_init__(self) -> None:
         problems = []
         for name in ("steps", "batch_size", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
-        for name in ("warmup", "eval_batches", "threads"):
+        for name in ("warmup", "eval_batches", "threads", "snapshot_at"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
         if not self.lr > 0:
@@ -47,17 +49,26 @@ class BaseTrainConfig:
         return asdict(self)
 
 
+SNAPSHOT_DEMO = 100  # see README "The text-scheduling environment": text training still moves this model a lot
+
+
+def snapshot_name(step: int) -> str:
+    """File name of the base stage's snapshot at `step` (beside base.pt)."""
+    return f"base-step{step}.pt"
+
+
 PRESETS: dict[str, dict[str, dict]] = {
     # seconds on 2 CPU cores; used by the tests
     "tiny": {
         "model": dict(vocab_size=384, context=64, d_model=64, n_layers=2, n_heads=2, dropout=0.0, memory_slots=32),
         "train": dict(steps=60, batch_size=8, lr=2e-3, warmup=10, eval_every=30, eval_batches=4,
-                      log_every=10, builtin_size="tiny"),
+                      log_every=10, builtin_size="tiny", snapshot_at=20),
     },
     # the default: a few minutes on 2 CPU cores, visibly learns the built-in corpus
     "demo": {
         "model": dict(vocab_size=2048, context=128, d_model=128, n_layers=4, n_heads=4, dropout=0.0),
-        "train": dict(steps=1200, batch_size=16, lr=2e-3, warmup=100, eval_every=200, eval_batches=20),
+        "train": dict(steps=1200, batch_size=16, lr=2e-3, warmup=100, eval_every=200, eval_batches=20,
+                      snapshot_at=SNAPSHOT_DEMO),
     },
     # the study's sizes
     "paper": {

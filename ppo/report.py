@@ -17,36 +17,44 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .checkpoint import _atomic_write, write_json
+from .evaluation import t_quantile_975
 
 STATUSES = ("optimal", "stable", "high variance", "over-fitting", "severe over-fitting")
 
 
 @dataclass
 class Thresholds:
-    """When a checkpoint is flagged, measured against the baseline evaluation."""
-    overfit_drop_pct: float = 20.0      # mean more than this % below the baseline mean -> over-fitting
-    severe_drop_pct: float = 50.0       # ... more than this % below -> severe over-fitting
+    """When a checkpoint is flagged against the baseline evaluation.
+
+    Drops are measured in units of `scale`: the spread between the best and the worst
+    control policy's mean when there are control policies (so a drop of 1 is the whole
+    gap between, say, random and always-TEXT), else |baseline mean| (a drop of 0.2 is
+    20 %). Units that mean something even when every return carries a large constant
+    offset, which would make a percentage of the mean tiny. A drop counts only when a
+    Welch t-test says it is significant (two-sided 5 %)."""
+    overfit_drop: float = 0.2           # mean this many scale units below the baseline (significant) -> over-fitting
+    severe_drop: float = 0.5            # ... this many -> severe over-fitting
     overfit_std_factor: float = 5.0     # std above this x the baseline std -> over-fitting
     high_variance_factor: float = 2.0   # std above this x the baseline std (and not over-fitting) -> high variance
     min_std: float = 0.0                # floor for the baseline std, so a near-constant baseline does not flag noise
 
     def __post_init__(self) -> None:
-        if not 0 <= self.overfit_drop_pct <= self.severe_drop_pct:
-            raise ValueError("invalid thresholds: need 0 <= overfit_drop_pct <= severe_drop_pct")
+        if not 0 <= self.overfit_drop <= self.severe_drop:
+            raise ValueError("invalid thresholds: need 0 <= overfit_drop <= severe_drop")
         if not 1 <= self.high_variance_factor <= self.overfit_std_factor:
             raise ValueError("invalid thresholds: need 1 <= high_variance_factor <= overfit_std_factor")
         if self.min_std < 0:
             raise ValueError("invalid thresholds: min_std must be >= 0")
 
-    def describe(self) -> list[str]:
+    def describe(self, unit: str) -> list[str]:
         return [
-            f"**severe over-fitting**: mean more than {self.severe_drop_pct:g}% below the baseline's",
-            f"**over-fitting**: mean more than {self.overfit_drop_pct:g}% below the baseline's, or std more than "
-            f"{self.overfit_std_factor:g}x the baseline's",
-            f"**high variance**: std more than {self.high_variance_factor:g}x the baseline's (mean within "
-            f"{self.overfit_drop_pct:g}%)",
+            f"**severe over-fitting**: mean more than {self.severe_drop:g} {unit} below the baseline's "
+            "(significant: Welch t-test, two-sided 5%)",
+            f"**over-fitting**: mean more than {self.overfit_drop:g} {unit} below the baseline's (significant), "
+            f"or std more than {self.overfit_std_factor:g}x the baseline's",
+            f"**high variance**: std more than {self.high_variance_factor:g}x the baseline's",
             "**optimal**: the recommended checkpoint (below); **stable**: every other checkpoint",
-            f"percentages are of |baseline mean|; the baseline std is floored at {self.min_std:g}",
+            f"the baseline std is floored at {self.min_std:g}",
         ]
 
 
@@ -54,14 +62,45 @@ def change_pct(mean: float, baseline_mean: float) -> float:
     return 100.0 * (mean - baseline_mean) / max(abs(baseline_mean), 1e-12)
 
 
-def flag(result: dict, baseline: dict, th: Thresholds) -> str:
-    """The status of one evaluation against the baseline, before "optimal" is assigned."""
-    change = change_pct(result["mean_reward"], baseline["mean_reward"])
+def welch_lower(result: dict, baseline: dict) -> bool:
+    """Is `result`'s mean significantly below `baseline`'s? Welch's t-test, two-sided 5% level
+    (degrees of freedom by Welch–Satterthwaite, rounded down: conservative)."""
+    va = baseline["std_reward"] ** 2 / baseline["n_episodes"]
+    vb = result["std_reward"] ** 2 / result["n_episodes"]
+    diff = baseline["mean_reward"] - result["mean_reward"]
+    if va + vb == 0:
+        return diff > 0
+    df = (va + vb) ** 2 / ((va ** 2 / max(baseline["n_episodes"] - 1, 1)) + (vb ** 2 / max(result["n_episodes"] - 1, 1)))
+    return diff / math.sqrt(va + vb) > t_quantile_975(max(int(df), 1))
+
+
+def control_scale(controls: dict, baseline: dict) -> tuple[float, str]:
+    """(scale, its unit's name): the best-minus-worst control spread, else |baseline mean|."""
+    means = [c["mean_reward"] for c in controls.values()]
+    if len(means) >= 2 and max(means) > min(means):
+        return max(means) - min(means), "control spreads"
+    return max(abs(baseline["mean_reward"]), 1e-12), "x |baseline mean|"
+
+
+def normalised_score(mean: float, controls: dict) -> Optional[float]:
+    """0 = the worst control policy's mean, 1 = the best one's (None without two distinct controls)."""
+    means = [c["mean_reward"] for c in controls.values()]
+    if len(means) < 2 or max(means) == min(means):
+        return None
+    return (mean - min(means)) / (max(means) - min(means))
+
+
+def flag(result: dict, baseline: dict, th: Thresholds, scale: Optional[float] = None) -> str:
+    """The status of one evaluation against the baseline, before "optimal" is assigned.
+    `scale`: the unit drops are measured in (default |baseline mean|)."""
+    scale = scale if scale is not None else max(abs(baseline["mean_reward"]), 1e-12)
+    drop = (baseline["mean_reward"] - result["mean_reward"]) / scale
+    significant = welch_lower(result, baseline)
     ref_std = max(baseline["std_reward"], th.min_std)
     ratio = result["std_reward"] / ref_std if ref_std > 0 else (math.inf if result["std_reward"] > 0 else 1.0)
-    if change < -th.severe_drop_pct:
+    if significant and drop > th.severe_drop:
         return "severe over-fitting"
-    if change < -th.overfit_drop_pct or ratio > th.overfit_std_factor:
+    if (significant and drop > th.overfit_drop) or ratio > th.overfit_std_factor:
         return "over-fitting"
     if ratio > th.high_variance_factor:
         return "high variance"
@@ -100,12 +139,14 @@ class Report:
     columns: Sequence[Column] = ()
     title: str = "RL report"
     notes: Sequence[str] = ()             # lines shown under the title (run, environment, seeds)
+    heldout: Optional[dict] = None        # {"step": S, "agent": EvalResult dict, "controls": {name: dict}} on
+    #                                       seeds the selection never saw: the report's headline numbers
 
     def build(self) -> dict:
         evals = sorted(self.evaluations, key=lambda e: e["step"])
         if not evals:
             return {"title": self.title, "notes": list(self.notes), "rows": [], "controls": [],
-                    "baseline": None, "recommended": None, "thresholds": asdict(self.thresholds)}
+                    "baseline": None, "recommended": None, "thresholds": asdict(self.thresholds), "heldout": None}
         steps = [e["step"] for e in evals]
         if self.baseline_step is None:
             b = max(range(len(evals)), key=lambda i: (evals[i]["mean_reward"], -i))
@@ -116,30 +157,22 @@ class Report:
             raise ValueError(f"no evaluation at the baseline step {self.baseline_step} (evaluated: "
                              f"{', '.join(map(str, steps))})")
         baseline = evals[b]
-        statuses = [flag(e, baseline, self.thresholds) for e in evals]
+        scale, unit = control_scale(self.controls, baseline)
+        statuses = [flag(e, baseline, self.thresholds, scale) for e in evals]
         rec = recommend(evals, statuses)
         statuses[rec] = "optimal"
         rows = [self._row(e, baseline, s, i == b) for i, (e, s) in enumerate(zip(evals, statuses))]
         controls = [self._row({**c, "step": None}, baseline, None, False, name=n) for n, c in self.controls.items()]
-        best_control = max(controls, key=lambda c: c["mean_reward"], default=None)
         chosen = rows[rec]
         reason = (f"highest lower bound of the 95% CI among the checkpoints not flagged as over-fitting "
                   f"(mean {chosen['mean_reward']:.4g}, std {chosen['std_reward']:.3g}, "
                   f"CI [{chosen['ci95_low']:.4g}, {chosen['ci95_high']:.4g}])")
-        verdict = None
-        if best_control is not None:
-            beats = chosen["ci95_low"] > best_control["ci95_high"]
-            verdict = {
-                "best_control": best_control["name"], "beats_best_control": beats,
-                "text": (f"{'beats' if beats else 'does not beat'} the best control policy "
-                         f"({best_control['name']}, {best_control['mean_reward']:.4g} "
-                         f"[{best_control['ci95_low']:.4g}, {best_control['ci95_high']:.4g}]) with "
-                         f"{'non-overlapping' if beats else 'overlapping or lower'} 95% CIs"),
-            }
         return {"title": self.title, "notes": list(self.notes), "thresholds": asdict(self.thresholds),
+                "scale": scale, "unit": unit,
                 "baseline": {"step": baseline["step"], "kind": baseline_kind}, "rows": rows, "controls": controls,
                 "recommended": {"step": chosen["step"], "checkpoint": chosen.get("checkpoint"), "reason": reason,
-                                "vs_controls": verdict}}
+                                "vs_controls": verdict(chosen, self.controls)},
+                "heldout": self._heldout()}
 
     def markdown(self, built: Optional[dict] = None) -> str:
         return render_markdown(built if built is not None else self.build(), self.action_names, self.columns)
@@ -151,34 +184,81 @@ class Report:
                "mean_reward": e["mean_reward"], "std_reward": e["std_reward"], "ci95_low": e["ci95_low"],
                "ci95_high": e["ci95_high"], "n_episodes": e["n_episodes"], "seed": e.get("seed"),
                "change_pct": None if is_baseline else change_pct(e["mean_reward"], baseline["mean_reward"]),
+               "score": normalised_score(e["mean_reward"], self.controls),
                "status": status, "is_baseline": is_baseline,
                "action_mix": [c / total for c in counts]}
         for col in self.columns:
             row[col.key] = e.get("extra", {}).get(col.key)
         return row
 
+    def _heldout(self) -> Optional[dict]:
+        if not self.heldout:
+            return None
+        agent, controls = self.heldout["agent"], self.heldout["controls"]
+        rows = [self._row({**agent, "step": self.heldout["step"]}, agent, None, True, name=f"step {self.heldout['step']:,}")]
+        rows += [self._row({**c, "step": None}, agent, None, False, name=n) for n, c in controls.items()]
+        for r, e in zip(rows, [agent, *controls.values()]):
+            r["score"] = normalised_score(e["mean_reward"], controls)
+        return {"step": self.heldout["step"], "seed": agent.get("seed"), "n_episodes": agent["n_episodes"],
+                "rows": rows, "verdict": verdict(rows[0], controls)}
+
+
+def verdict(chosen: dict, controls: dict) -> Optional[dict]:
+    """How `chosen` (a row or EvalResult dict) compares with the best control policy on the same seeds."""
+    if not controls:
+        return None
+    name, best = max(controls.items(), key=lambda kv: kv[1]["mean_reward"])
+    beats = chosen["ci95_low"] > best["ci95_high"]
+    score = normalised_score(chosen["mean_reward"], controls)
+    return {"best_control": name, "beats_best_control": beats, "score": score,
+            "text": (f"{'beats' if beats else 'does not beat'} the best control policy ({name}, "
+                     f"{best['mean_reward']:.4g} [{best['ci95_low']:.4g}, {best['ci95_high']:.4g}]) with "
+                     f"{'non-overlapping' if beats else 'overlapping or lower'} 95% CIs"
+                     + (f"; normalised score {score:.2f} (0 = worst control, 1 = best control)"
+                        if score is not None else ""))}
+
 
 def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Sequence[Column] = ()) -> str:
     """The Markdown form of ``Report.build()``'s dict."""
     th = Thresholds(**report["thresholds"])
     mix_header = " / ".join(action_names) + " %" if action_names else "action mix %"
-    head = ["Reward", "Std", "95% CI"]
+    head = ["Reward", "Std", "95% CI", "Score"]
     extra_headers = [c.header for c in columns] + [mix_header]
 
     def cells(r: dict) -> list[str]:
-        out = [f"{r['mean_reward']:+.3f}", f"±{r['std_reward']:.3f}", f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"]
-        return out
+        score = "—" if r.get("score") is None else f"{r['score']:.2f}"
+        return [f"{r['mean_reward']:+.3f}", f"±{r['std_reward']:.3f}", f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]",
+                score]
 
     def extras(r: dict) -> list[str]:
         vals = ["—" if r.get(c.key) is None else c.fmt.format(r[c.key]) for c in columns]
         return vals + [" / ".join(f"{100 * x:.0f}" for x in r["action_mix"]) or "—"]
 
+    def policy_table(rows: list[dict], vs: str) -> list[str]:
+        out = ["| Policy | " + " | ".join(head) + f" | {vs} | " + " | ".join(extra_headers) + " |",
+               "|" + "---|" * (len(head) + 2 + len(extra_headers))]
+        for c in rows:
+            change = "—" if c["change_pct"] is None else f"{c['change_pct']:+.1f}%"
+            out.append(f"| {c['name']} | " + " | ".join(cells(c)) + f" | {change} | " + " | ".join(extras(c)) + " |")
+        return out
+
     lines = [f"# {report['title']}", ""] + [f"{n}  " for n in report["notes"]]
     if not report["rows"]:
         return "\n".join(lines + ["", "No evaluations yet.", ""])
+    held = report.get("heldout")
+    if held:
+        s0 = held["seed"]
+        lines += ["", f"## Headline: held-out seeds {s0}..{s0 + held['n_episodes'] - 1}", "",
+                  f"The recommended checkpoint (step {held['step']:,}, chosen on the evaluation seeds below) and the "
+                  f"control policies, scored on {held['n_episodes']} seeded episodes that no selection saw:", ""]
+        lines += policy_table(held["rows"], f"vs step {held['step']:,}")
+        if held["verdict"]:
+            lines += ["", f"On the held-out seeds, step {held['step']:,} {held['verdict']['text']}."]
     base = report["baseline"]
     base_label = f"vs {base['step']:,}"
-    lines += ["", f"Baseline: step {base['step']:,} ({base['kind']}).", "",
+    lines += ["", "## Evaluations (the seeds checkpoints are selected on)", "",
+              f"Baseline: step {base['step']:,} ({base['kind']}). Score: 0 = the worst control policy's mean, "
+              "1 = the best one's.", "",
               "| Checkpoint | " + " | ".join(head) + f" | {base_label} | Status | " + " | ".join(extra_headers) + " |",
               "|" + "---|" * (len(head) + 3 + len(extra_headers))]
     for r in report["rows"]:
@@ -188,20 +268,17 @@ def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Seq
                      + " | ".join(extras(r)) + " |")
     n = report["rows"][0]["n_episodes"]
     seed = report["rows"][0]["seed"]
-    lines += ["", "Statuses (against the baseline):", ""] + [f"- {t}" for t in th.describe()]
+    unit = report.get("unit", "x |baseline mean|")
+    lines += ["", f"Statuses (against the baseline; one unit = {report.get('scale', 0):.4g}, {unit}):", ""]
+    lines += [f"- {t}" for t in th.describe(unit)]
     if report["controls"]:
         seeds = f", seeds {seed}..{seed + n - 1}" if seed is not None else ""
-        lines += ["", f"## Control policies (same {n} episodes{seeds})", "",
-                  "| Policy | " + " | ".join(head) + f" | {base_label} | " + " | ".join(extra_headers) + " |",
-                  "|" + "---|" * (len(head) + 2 + len(extra_headers))]
-        for c in report["controls"]:
-            lines.append(f"| {c['name']} | " + " | ".join(cells(c)) + f" | {c['change_pct']:+.1f}% | "
-                         + " | ".join(extras(c)) + " |")
+        lines += ["", f"## Control policies (same {n} episodes{seeds})", ""] + policy_table(report["controls"], base_label)
     rec = report["recommended"]
     where = f" (`{rec['checkpoint']}`)" if rec.get("checkpoint") else ""
     lines += ["", "## Recommendation", "", f"Production checkpoint: step {rec['step']:,}{where}: {rec['reason']}."]
     if rec.get("vs_controls"):
-        lines.append(f"It {rec['vs_controls']['text']}.")
+        lines.append(f"On the evaluation seeds it {rec['vs_controls']['text']}.")
     return "\n".join(lines) + "\n"
 
 

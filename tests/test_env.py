@@ -53,8 +53,8 @@ def same(a, b):
 
 def test_api_contract(base):
     env = TextSchedulingEnv(base)  # the defaults: 50 steps of 5 inner steps, batch 4 x 128 cropped to 64
-    assert env.observation_space.shape == (6,) and env.action_space.n == 3
-    assert env.observation_space.high.tolist() == [1, 10, 20, 20, 1, 1] and env.observation_space.low.sum() == 0
+    assert env.observation_space.shape == (7,) and env.action_space.n == 3
+    assert env.observation_space.high.tolist() == [1, 10, 20, 20, 1, 1, 1] and env.observation_space.low.sum() == 0
     assert env.assets.seq_len == 64 and env.config.max_steps == 50 and env.config.inner_steps == 5
     check_env(env, seed=3)
     obs, info = env.reset(seed=1)
@@ -63,7 +63,8 @@ def test_api_contract(base):
     obs, r, term, trunc, info = env.step(PHI)
     assert info["mode"] == "PHI" and info["action_history"] == (PHI,) and info["step"] == 1
     assert obs.tolist() == pytest.approx([info[k] for k in ("consciousness", "phi", "loss_text", "loss_phi",
-                                                            "memory_util", "t_norm")])
+                                                            "memory_util", "t_norm", "time_left")])
+    assert info["time_left"] == pytest.approx(49 / 50)
 
 
 def test_check_env_lists_every_problem():
@@ -116,16 +117,18 @@ def test_reset_restores_the_base_model_and_empties_memory(assets):
     assert env.model.memory.utilisation == 1 / 32  # emptied, then the reset's single inner step wrote once
 
 
-def test_episode_ends_at_max_steps_as_truncation(assets):
+def test_episode_end_is_a_termination_the_observation_sees(assets):
     env = make(assets, max_steps=3)
-    env.reset(seed=0)
-    flags = [env.step(TEXT)[2:4] for _ in range(3)]
-    assert flags == [(False, False), (False, False), (False, True)]
+    obs, _ = env.reset(seed=0)
+    assert obs[6] == 1.0  # time_left
+    steps = [env.step(TEXT) for _ in range(3)]
+    assert [s[2:4] for s in steps] == [(False, False), (False, False), (True, False)]
+    assert [float(s[0][6]) for s in steps] == pytest.approx([2 / 3, 1 / 3, 0.0])
     with pytest.raises(EnvError, match="after the episode ended"):
         env.step(TEXT)
-    env = make(assets, max_steps=2, terminate_at_max_steps=True)
+    env = make(assets, max_steps=2, terminate_at_max_steps=False)  # the old time-limit reading
     env.reset(seed=0)
-    assert [env.step(TEXT)[2:4] for _ in range(2)] == [(False, False), (True, False)]
+    assert [env.step(TEXT)[2:4] for _ in range(2)] == [(False, False), (False, True)]
 
 
 def test_first_step_reward_is_zero_then_reward_v2(assets):
@@ -196,14 +199,14 @@ def test_vector_env_auto_resets_and_reports_final_observation(assets):
     single = make(assets, max_steps=2)
     obs, infos = vec.reset(seed=10)
     ref = [single.reset(seed=11)[0]]
-    assert obs.shape == (2, 6) and obs.dtype == np.float32 and np.array_equal(obs[1], ref[0])  # env i: seed + i
+    assert obs.shape == (2, 7) and obs.dtype == np.float32 and np.array_equal(obs[1], ref[0])  # env i: seed + i
     actions = np.array([[TEXT, PHI], [TEXT, TEXT]])
     obs, r, term, trunc, infos = vec.step(actions[0])
     ref.append(single.step(PHI)[0])
     assert "final_observation" not in infos and not (term | trunc).any()
     obs, r, term, trunc, infos = vec.step(actions[1])
     last = single.step(TEXT)
-    assert trunc.tolist() == [True, True] and not term.any()
+    assert term.tolist() == [True, True] and not trunc.any()  # the observation shows the time left
     assert np.array_equal(infos["final_observation"][1], last[0])
     assert infos["final_info"][1]["action_history"] == (PHI, TEXT)
     assert [i["step"] for i in infos["env_infos"]] == [0, 0]  # rows are the next episodes' first observations

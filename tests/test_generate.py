@@ -301,7 +301,7 @@ def test_cli_agent_compare_prints_statistics_and_both_texts(base_dir, rl_dir, ca
     assert run_cli("--ckpt", base_dir / "base.pt", "--agent", rl_dir / "64.pt", "--agent-steps", 4, "--compare",
                    *common) == 0
     out = capsys.readouterr().out
-    for piece in ("actions", "Φ", "mean", "std", "range", "in [3, 6]", "C ", "perplexity", "reward",
+    for piece in ("actions", "Φ", "mean", "std", "range", "reward's band [3, 6]", "C ", "perplexity", "reward",
                   "seed 1337, adapted model ---\nThe", "seed 1337, base model (unadapted) ---\nThe"):
         assert piece in out, piece
     assert out.index("adapted model ---") < out.index("base model (unadapted) ---")

@@ -72,11 +72,32 @@ def test_phi_loss_sends_gradient_into_parameters():
     assert model.tok_emb.weight.grad is not None and model.tok_emb.weight.grad.abs().sum() > 0
 
 
-def test_phi_loss_is_bounded_and_zero_in_band():
-    phi = torch.tensor([0.0, 4.5, 10.0])
-    assert float(phi_loss(phi[1:2], 3, 6)) == 0.0
-    assert float(phi_loss(phi[:1], 3, 6)) == 3.0
-    assert float(phi_loss(phi[2:], 3, 6)) == 4.0
+def test_phi_loss_values_target_and_bound():
+    phi = torch.tensor([0.0, 4.5, 5.5, 10.0])
+    assert float(phi_loss(phi[1:2], 3, 6)) == 0.0           # at the target (the band's midpoint)
+    assert float(phi_loss(phi[2:3], 3, 6)) == 1.0           # inside the band, 1 from the target
+    assert float(phi_loss(phi[:1], 3, 6)) == 4.5 + 3.0      # below: distance to target + to band
+    assert float(phi_loss(phi[3:], 3, 6)) == 5.5 + 4.0
+    assert float(phi_loss(phi[2:3], 3, 6, target=5.5)) == 0.0
+    with pytest.raises(ValueError, match="outside the band"):
+        phi_loss(phi, 3, 6, target=7.0)
+
+
+@pytest.mark.parametrize("phi_value", [2.0, 4.0, 5.0, 7.0])
+def test_phi_loss_has_gradient_everywhere_pointing_at_the_target(phi_value):
+    """Inside the band too: the pull toward Φ* is what makes the PHI mode act while Φ is healthy."""
+    phi = torch.tensor([phi_value], requires_grad=True)
+    phi_loss(phi, 3.0, 6.0, target=4.5).backward()
+    assert phi.grad.abs().item() >= 1.0
+    assert torch.sign(phi.grad).item() == (1.0 if phi_value > 4.5 else -1.0)  # descent moves Φ toward 4.5
+
+
+def test_phi_loss_inside_the_band_reaches_the_parameters():
+    model = small_model(phi_low=0.0, phi_high=10.0, phi_target=9.0)  # a fresh model is in this band
+    m = model(torch.randint(0, 50, (2, 32)), metrics=True).metrics
+    assert 0.0 < m["phi"].item() < 10.0 and m["loss_phi"].item() > 0
+    m["loss_phi"].backward()
+    assert model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 
 
 def test_phi_training_moves_phi():
@@ -102,13 +123,49 @@ def test_memory_is_written_during_training_and_respects_threshold():
 
 
 def test_full_memory_replaces_lowest_priority_only():
-    model = small_model(memory_slots=2)
+    model = small_model(memory_slots=2, memory_decay=1.0)
     mem = model.memory
     v = torch.ones(32)
     assert mem.write(v, 4.0) and mem.write(v * 2, 5.0)
     assert not mem.write(v * 3, 3.5)        # lower than both: dropped
     assert mem.write(v * 4, 6.0)            # replaces the 4.0 slot
     assert sorted(mem.priority.tolist()) == [5.0, 6.0]
+
+
+def test_priority_decay_lets_recent_batches_into_a_full_memory():
+    mem = small_model(memory_slots=2, memory_decay=0.9).memory
+    v = torch.ones(32)
+    assert mem.write(v, 8.0) and mem.write(v * 2, 8.0)  # full of high-priority early batches
+    assert not mem.write(v * 3, 5.0)                     # 8·0.9^k has not yet fallen under 5
+    accepted = [mem.write(v * 4, 5.0) for _ in range(6)]
+    assert any(accepted)                                 # ... a few steps later it has
+    assert mem.priority.max().item() < 8.0
+
+
+def test_memory_keeps_accepting_writes_late_in_training():
+    """The memory follows the model: long after it filled up (and while Φ falls, as training
+    lowers it), new batches still replace old slots."""
+    model = small_model(memory_slots=4, memory_threshold=0.0)
+    opt = make_optimizer(model, 1e-2)
+    g = torch.Generator().manual_seed(1)
+    written = []
+    for step in range(60):
+        x = torch.randint(0, 50, (4, 32), generator=g)
+        before = model.memory.keys.clone()
+        train_step(model, opt, x, x.roll(-1, 1))
+        written.append(not torch.equal(before, model.memory.keys))
+    assert model.memory.utilisation == 1.0
+    assert sum(written[-20:]) >= 5                      # still writing in the last third
+    frozen = small_model(memory_slots=4, memory_threshold=0.0, memory_decay=1.0)
+    opt = make_optimizer(frozen, 1e-2)
+    g = torch.Generator().manual_seed(1)
+    late = []
+    for step in range(60):
+        x = torch.randint(0, 50, (4, 32), generator=g)
+        before = frozen.memory.keys.clone()
+        train_step(frozen, opt, x, x.roll(-1, 1))
+        late.append(not torch.equal(before, frozen.memory.keys))
+    assert sum(late[-20:]) < sum(written[-20:])         # without decay it accepts fewer (the old rule)
 
 
 def test_train_step_changes_parameters():

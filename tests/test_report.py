@@ -6,7 +6,7 @@ import pytest
 
 from ppo import Column, Report, Thresholds
 from ppo.evaluation import t_quantile_975
-from ppo.report import flag, recommend, write_report
+from ppo.report import flag, normalised_score, recommend, welch_lower, write_report
 
 
 def ev(step, mean, std, n=20, counts=(10, 5, 5), **extra):
@@ -28,34 +28,74 @@ def test_the_spec_table_is_reproduced():
     assert built["baseline"] == {"step": 30_000, "kind": "resumed-from checkpoint"}
 
 
-@pytest.mark.parametrize("mean,std,status", [
-    (10.0, 1.0, "stable"),          # same as the baseline
-    (8.5, 1.0, "stable"),           # 15% below: within the 20% limit
-    (7.9, 1.0, "over-fitting"),     # 21% below
-    (4.9, 1.0, "severe over-fitting"),  # 51% below
-    (10.0, 2.5, "high variance"),   # std 2.5x
-    (10.0, 5.5, "over-fitting"),    # std 5.5x
-    (12.0, 1.9, "stable"),          # better, std 1.9x
+def controls_spread(worst: float = 0.0, best: float = 8.0, offset: float = 0.0) -> dict:
+    return {"always A": ev(None, worst + offset, 1.0), "always B": ev(None, best + offset, 1.0)}
+
+
+@pytest.mark.parametrize("mean,std,n,status", [
+    (10.0, 1.0, 20, "stable"),               # same as the baseline
+    (8.5, 1.0, 20, "stable"),                # 0.19 control spreads below: within the 0.2 limit
+    (8.3, 1.0, 20, "over-fitting"),          # 0.21 spreads below, significant
+    (5.9, 1.0, 20, "severe over-fitting"),   # 0.51 spreads below
+    (8.0, 1.0, 3, "stable"),                 # 0.25 spreads below, but 3 episodes cannot tell it from noise
+    (10.0, 2.5, 20, "high variance"),        # std 2.5x
+    (10.0, 5.5, 20, "over-fitting"),         # std 5.5x
+    (12.0, 1.9, 20, "optimal"),              # better (std 1.9x): it becomes the recommended one
 ])
-def test_each_status_at_its_threshold(mean, std, status):
-    assert flag(ev(2, mean, std), ev(1, 10.0, 1.0), Thresholds()) == status
+@pytest.mark.parametrize("offset", [0.0, -1000.0])
+def test_each_status_at_its_threshold_in_control_spreads(mean, std, n, status, offset):
+    """Drops are measured in units of the controls' spread (best 8, worst 0 here), so a constant
+    offset on every return — the action-independent part of a reward — changes nothing."""
+    base = ev(1, 10.0 + offset, 1.0, n=n)
+    built = Report([base, ev(2, mean + offset, std, n=n)], controls_spread(offset=offset), baseline_step=1).build()
+    assert built["unit"] == "control spreads" and built["scale"] == pytest.approx(8.0)
+    assert built["rows"][1]["status"] == status
+    assert built["rows"][0]["score"] == pytest.approx(10.0 / 8.0)  # 0 = worst control, 1 = best
 
 
-def test_negative_baselines_use_the_magnitude():
+def test_without_controls_drops_are_fractions_of_the_baseline_mean():
     base = ev(1, -10.0, 1.0)
     assert flag(ev(2, -12.5, 1.0), base, Thresholds()) == "over-fitting"   # 25% lower
     assert flag(ev(2, -8.0, 1.0), base, Thresholds()) == "stable"          # 20% higher
 
 
 def test_thresholds_are_configurable_and_validated():
-    th = Thresholds(overfit_drop_pct=5, severe_drop_pct=10, overfit_std_factor=3, high_variance_factor=1.5)
-    assert flag(ev(2, 9.4, 1.0), ev(1, 10.0, 1.0), th) == "over-fitting"
+    th = Thresholds(overfit_drop=0.05, severe_drop=0.1, overfit_std_factor=3, high_variance_factor=1.5)
+    assert flag(ev(2, 9.2, 1.0), ev(1, 10.0, 1.0), th) == "over-fitting"
     assert flag(ev(2, 10.0, 1.6), ev(1, 10.0, 1.0), th) == "high variance"
     assert flag(ev(2, 10.0, 1.6), ev(1, 10.0, 0.0), Thresholds(min_std=1.0)) == "stable"  # floored baseline std
     with pytest.raises(ValueError, match="invalid thresholds"):
-        Thresholds(overfit_drop_pct=60, severe_drop_pct=50)
+        Thresholds(overfit_drop=0.6, severe_drop=0.5)
     with pytest.raises(ValueError, match="invalid thresholds"):
         Thresholds(high_variance_factor=6, overfit_std_factor=5)
+
+
+def test_welch_test_needs_a_real_difference():
+    base = ev(1, 10.0, 1.0, n=30)
+    assert welch_lower(ev(2, 9.0, 1.0, n=30), base)        # t ≈ 3.9
+    assert not welch_lower(ev(2, 9.7, 1.0, n=30), base)    # t ≈ 1.2
+    assert not welch_lower(ev(2, 11.0, 1.0, n=30), base)   # higher, not lower
+
+
+def test_normalised_score():
+    controls = controls_spread(worst=-40.0, best=-30.0)
+    assert normalised_score(-30.0, controls) == 1.0 and normalised_score(-40.0, controls) == 0.0
+    assert normalised_score(-28.0, controls) == pytest.approx(1.2)
+    assert normalised_score(1.0, {"only": ev(None, 1.0, 0.1)}) is None
+
+
+def test_heldout_seeds_make_the_headline():
+    history = [ev(1000, 5.0, 0.2), ev(2000, 6.0, 0.2)]
+    heldout = {"step": 2000, "agent": {**ev(2000, 5.5, 0.3), "seed": 20_000},
+               "controls": {"random": ev(None, 3.0, 1.0), "always B": ev(None, 5.0, 0.2)}}
+    report = Report(history, controls_spread(), heldout=heldout)
+    built = report.build()
+    held = built["heldout"]
+    assert held["step"] == 2000 and held["seed"] == 20_000 and held["verdict"]["beats_best_control"]
+    assert held["verdict"]["score"] == pytest.approx(1.25)   # (5.5 - 3) / (5 - 3), held-out controls
+    md = report.markdown(built)
+    assert md.index("## Headline: held-out seeds 20000..20019") < md.index("## Evaluations")
+    assert "| step 2,000 | +5.500 | ±0.300 |" in md and "normalised score 1.25" in md
 
 
 def test_recommendation_prefers_a_consistent_checkpoint_over_a_lucky_one():
@@ -86,11 +126,14 @@ def test_controls_verdict_and_markdown(tmp_path):
     verdict = built["recommended"]["vs_controls"]
     assert verdict["best_control"] == "always PHI" and not verdict["beats_best_control"]  # CIs overlap
     assert [c["change_pct"] for c in built["controls"]] == pytest.approx([-50.0, -100 / 60])
+    assert [c["score"] for c in built["controls"]] == [0.0, 1.0]
     md = report.markdown(built)
     assert "| 2,000 (baseline) | +6.000 | ±0.200 |" in md and "| optimal | 95% | 50 / 25 / 25 |" in md
+    assert "| 1.03 | — | optimal |" in md  # (6 - 3) / (5.9 - 3): above the best control's mean
     assert "| 1,000 | +5.000 |" in md and "-16.7%" in md
     assert "| always PHI | +5.900 |" in md and "| 0 / 100 / 0 |" in md
     assert "std more than 5x the baseline's" in md  # thresholds are written in the report
+    assert "more than 0.2 control spreads below" in md
     assert "does not beat the best control policy" in md
     controls["always PHI"] = ev(None, 5.0, 0.2)
     assert Report(history, controls).build()["recommended"]["vs_controls"]["beats_best_control"]

@@ -163,7 +163,8 @@ def test_bad_input(capsys, tiny_rl, base_dir, tmp_path):
     expect_error(capsys, rl("--resume", bad), "corrupt")
     bad.unlink()
     # a missing base
-    expect_error(capsys, rl("--out", tmp_path / "empty"), "base.pt", "does not exist", "--stage base")
+    expect_error(capsys, rl("--out", tmp_path / "empty"), "base-step100.pt", "does not exist", "snapshot",
+                 "--stage base")
     expect_error(capsys, rl("--base", tmp_path / "nope.pt", "--out", tmp_path / "x"), "does not exist")
     # an incompatible configuration: other actions than the agent was trained with
     expect_error(capsys, rl("--resume", out / "64.pt", "--timesteps", 32,
@@ -220,7 +221,7 @@ def test_early_stop_on_over_fitting_keeps_the_best(base_dir, tmp_path, monkeypat
         runs = real(envs, policy, n_episodes, seed, name)
         if isinstance(policy, TrainedPolicy):
             calls["agent"] += 1
-            runs.returns = [r - 10.0 * (calls["agent"] - 1) for r in runs.returns]  # each evaluation 10 lower
+            runs.returns = [r - 1000.0 * (calls["agent"] - 1) for r in runs.returns]  # far below every control
         return runs
 
     monkeypatch.setattr(env, "run_policy_parallel", worsening)
