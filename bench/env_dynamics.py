@@ -1,23 +1,28 @@
-"""What the environment rewards: control policies and a hand-written adaptive one, same seeds.
+"""What the environment rewards, and what each mode does: controls and a hand-written adaptive
+policy on the same seeds, and one decision per mode from the same state at three Φ levels.
 
-    python bench/env_dynamics.py [--base ckpt/base.pt] [--episodes 20] [--workers 2]
+    python bench/env_dynamics.py [--base ckpt/base-step100.pt] [--preset demo] [--episodes 20] [--workers 2]
 
-Each policy plays `--episodes` full episodes (seeds seed, seed+1, ...: every
-policy meets the same data streams). Reported per policy: the episode return,
-mean ± 95% CI (Student t) and std, under the SPEC reward (the defaults) and,
-re-scored on the very same episodes, under a second reward config
-(`--rescore`, default `phi_low=5.5`: the Φ window [5.5, 6], see docs/env.md);
-over all steps: mean Φ, % of steps with Φ in each band, mean C, mean
-memory_util; the held-out perplexity at the end of the episode; the action
-mix. Episodes run in `--workers` processes with one torch thread each. The
-Markdown table goes to stdout and into docs/env.md, the raw numbers to
-bench/out/env_dynamics.json.
+Part 1 — policies. Each plays `--episodes` episodes (seeds seed, seed+1, ...: every policy meets
+the same data streams) in the RL preset's environment. Per policy: the return, mean ± 95% CI
+(Student t) and std, under the preset's reward and, re-scored on the very same episodes, under
+SPEC §5's reward v2; Φ in the reward's band (% of decisions), held-out perplexity at the end of
+the episode, mean C, the action mix. Over the four control policies: the share of the return
+that no decision changes (`env.action_independent_share`), for both rewards.
+
+Part 2 — what each mode does. From states with Φ below, inside and above the band (reached by
+training on the Φ loss toward a level; `env/dynamics.py`), one decision of each mode over
+`--mode-seeds` data seeds: the change in held-out Φ and in held-out perplexity (%), mean ± s.e.
+
+Episodes run in `--workers` processes with one torch thread each. Markdown to stdout and into
+README.md's marked section; raw numbers to bench/out/env_dynamics.json. Prints the CPU model.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing as mp
+import platform
 import sys
 import time
 from pathlib import Path
@@ -27,15 +32,25 @@ import torch  # noqa: E402
 
 from doc_sections import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
-                 control_policies, rescore, run_policy, summarize)
+                 action_independent_share, control_policies, rescore, run_policy, summarize)
+from env.dynamics import mode_effects, state_at_phi  # noqa: E402
+from env.presets import RL_PRESETS  # noqa: E402
 
 START, END = "<!-- env_dynamics:start -->", "<!-- env_dynamics:end -->"
+ADAPTIVE = "adaptive (PHI while Φ is outside the band, else TEXT)"
 _ENV = None  # one environment per worker process
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def policies(cfg: EnvConfig) -> dict:
-    # the Φ loss acts outside the model's band [3, 6]: PHI while Φ is out there, TEXT otherwise
-    return {**control_policies(len(cfg.modes), cfg.mode_names), "adaptive": BandPolicy(3.0, 6.0)}
+    low, high = cfg.reward.band
+    return {**control_policies(len(cfg.modes), cfg.mode_names), ADAPTIVE: BandPolicy(low, high)}
 
 
 def _init(base: str, cfg_dict: dict) -> None:
@@ -50,96 +65,114 @@ def _run(task: tuple) -> tuple:
     return name, seed, runs.returns, runs.lengths, runs.traces
 
 
-def fmt_return(ret: dict) -> str:
+def _effects(task: tuple) -> tuple:
+    level, seeds = task
+    low = _ENV.config.reward.band[0]
+    try:  # below the band: aim well under it and stop once Φ is 0.3 under its edge
+        state = state_at_phi(_ENV, seed=99, level=level, tolerance=0.2, max_inner_steps=600,
+                             stop_below=low - 0.3 if level is not None and level < low else None)
+    except RuntimeError as e:
+        return level, {"error": str(e)}
+    return level, mode_effects(_ENV, state, seeds)
+
+
+def fmt_ci(ret: dict) -> str:
     return f"{ret['mean']:+.2f} ± {ret['ci95_high'] - ret['mean']:.2f} (std {ret['std']:.2f})"
 
 
-def table(rows: list[tuple], cfg: EnvConfig, alt: RewardConfig) -> str:
-    """rows: (summary under cfg.reward, summary of the same episodes under `alt`)."""
-    r, names = cfg.reward, cfg.mode_names
-    band, alt_band = f"[{r.phi_low:g}, {r.phi_high:g}]", f"[{alt.phi_low:g}, {alt.phi_high:g}]"
-    out = [f"| policy | return, SPEC reward (mean ± 95% CI) | return, Φ window {alt_band} | Φ mean | "
-           f"Φ in {band} | Φ in {alt_band} | C mean | final ppl | memory_util | {' / '.join(names)} % |",
-           "|" + "---|" * 10]
-    for s, a in rows:
+def policy_table(rows: list, cfg: EnvConfig) -> list[str]:
+    names = cfg.mode_names
+    band = "[{:g}, {:g}]".format(*cfg.reward.band)
+    out = [f"| policy | return, `{cfg.reward.describe()}` (mean ± 95% CI) | return, SPEC reward v2 | "
+           f"Φ in {band} | final ppl | C mean | {' / '.join(names)} % |", "|" + "---|" * 7]
+    for s, v2 in rows:
         mix = " / ".join(f"{100 * x:.0f}" for x in (s["action_mix"] + [0.0] * len(names))[:len(names)])
-        out.append(f"| {s['name']} | {fmt_return(s['return'])} | {fmt_return(a['return'])} | {s['phi_mean']:.2f} | "
-                   f"{s['phi_in_band_pct']:.0f}% | {a['phi_in_band_pct']:.0f}% | {s['c_mean']:.3f} | "
-                   f"{s['final_ppl']:.3f} | {s['memory_util_mean']:.2f} | {mix} |")
-    return "\n".join(out)
+        out.append(f"| {s['name']} | {fmt_ci(s['return'])} | {fmt_ci(v2['return'])} | {s['phi_in_band_pct']:.0f}% | "
+                   f"{s['final_ppl']:.2f} | {s['c_mean']:.3f} | {mix} |")
+    return out
 
 
-def phi_curve(runs: PolicyRuns, at=(1, 5, 10, 25, 50)) -> list:
-    return [summarize([tr["phi"][t - 1] for tr in runs.traces])["mean"] for t in at if t <= min(runs.lengths)]
+def effects_table(effects: dict, cfg: EnvConfig) -> list[str]:
+    out = ["| Φ level (start Φ, ppl) | " + " | ".join(f"{m}: ΔΦ / Δppl %" for m in cfg.mode_names) + " |",
+           "|" + "---|" * (1 + len(cfg.mode_names))]
+    for label, e in effects.items():
+        if "error" in e:
+            out.append(f"| {label} | not reached: {e['error']} |" + " |" * (len(cfg.mode_names) - 1))
+            continue
+        cells = []
+        for m in cfg.mode_names:
+            dphi, dppl = summarize(e[m]["dphi"]), summarize(e[m]["dppl_pct"])
+            n = dphi["n"] ** 0.5
+            cells.append(f"{dphi['mean']:+.3f} ± {dphi['std'] / n:.3f} / {dppl['mean']:+.1f} ± {dppl['std'] / n:.1f}")
+        out.append(f"| {label} ({e['start']['phi']:.2f}, {e['start']['ppl']:.1f}) | " + " | ".join(cells) + " |")
+    return out
+
+
+def gather(parts: list, name: str) -> PolicyRuns:
+    runs = PolicyRuns(name, [])
+    for seed, returns, lengths, traces in sorted(parts, key=lambda x: x[0]):
+        runs.seeds += list(range(seed, seed + len(returns)))
+        runs.returns += returns
+        runs.lengths += lengths
+        runs.traces += traces
+    return runs
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", default="ckpt/base.pt")
+    p.add_argument("--base", default="ckpt/base-step100.pt", help="the RL stage's start snapshot")
+    p.add_argument("--preset", default="demo", help="RL preset whose environment is measured")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=1000, help="episode k of every policy uses seed + k")
+    p.add_argument("--mode-seeds", type=int, default=6, help="data seeds per mode in part 2")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--chunk", type=int, default=4, help="episodes per task")
-    p.add_argument("--policies", nargs="+", default=None, help="subset of: random, 'always TEXT', ..., adaptive")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="env config overrides, e.g. max_steps=10 or reward.w_phi_above=1.0")
-    p.add_argument("--rescore", nargs="*", default=["phi_low=5.5"], metavar="KEY=VALUE",
-                   help="reward config for the second returns column (same episodes, re-scored)")
-    p.add_argument("--doc", default="docs/env.md", help="write the table into this file ('' to skip)")
+    p.add_argument("--chunk", type=int, default=5, help="episodes per task")
+    p.add_argument("--doc", default="README.md", help="write the tables into this file ('' to skip)")
     p.add_argument("--json", default="bench/out/env_dynamics.json")
     args = p.parse_args()
 
-    d = EnvConfig().to_dict()
-    for kv in args.set:
-        key, value = kv.split("=", 1)
-        target, key = (d["reward"], key[7:]) if key.startswith("reward.") else (d, key)
-        target[key] = type(target[key])(json.loads(value) if not isinstance(target[key], str) else value)
-    cfg = EnvConfig.from_dict(d)
-    alt = cfg.reward.to_dict()
-    for kv in args.rescore:
-        key, value = kv.split("=", 1)
-        alt[key] = type(alt[key])(json.loads(value))
-    alt = RewardConfig.from_dict(alt)
-    names = args.policies or list(policies(cfg))
+    cfg = EnvConfig.from_dict({**EnvConfig().to_dict(), **RL_PRESETS[args.preset]["env"]})
+    names = list(policies(cfg))
     tasks = [(n, args.seed + k, min(args.chunk, args.episodes - k)) for n in names
              for k in range(0, args.episodes, args.chunk)]
+    levels = {"below the band": cfg.reward.band[0] - 1.5, "inside the band": sum(cfg.reward.band) / 2,
+              "above the band (the snapshot)": None}
     t0 = time.time()
     parts: dict = {n: [] for n in names}
     with mp.get_context("fork").Pool(args.workers, _init, (args.base, cfg.to_dict())) as pool:
+        effects_async = [pool.apply_async(_effects, ((lv, list(range(args.mode_seeds))),)) for lv in levels.values()]
         for i, (name, seed, returns, lengths, traces) in enumerate(pool.imap_unordered(_run, tasks), 1):
             parts[name].append((seed, returns, lengths, traces))
             print(f"[{time.time() - t0:6.0f}s] {i}/{len(tasks)} {name} seeds {seed}..{seed + len(returns) - 1}: "
-                  f"returns {', '.join(f'{r:+.2f}' for r in returns)}", flush=True)
-    rows, curves = [], {}
+                  f"returns {', '.join(f'{r:+.1f}' for r in returns)}", flush=True)
+        effects = {label: r.get()[1] for label, r in zip(levels, effects_async)}
+    v2 = RewardConfig()
+    rows, shares = [], {}
     for n in names:
-        runs = PolicyRuns(n, [])
-        for seed, returns, lengths, traces in sorted(parts[n], key=lambda x: x[0]):
-            runs.seeds += list(range(seed, seed + len(returns)))
-            runs.returns += returns
-            runs.lengths += lengths
-            runs.traces += traces
-        rows.append((runs.summary((cfg.reward.phi_low, cfg.reward.phi_high)),
-                     rescore(runs, alt).summary((alt.phi_low, alt.phi_high))))
-        curves[n] = phi_curve(runs)
+        runs = gather(parts[n], n)
+        rows.append((runs.summary(cfg.reward.band), rescore(runs, v2).summary(cfg.reward.band)))
+    controls = [i for i, n in enumerate(names) if n != ADAPTIVE]
+    for key, idx in (("preset", 0), ("v2", 1)):
+        shares[key] = action_independent_share({names[i]: rows[i][idx]["term_returns"] for i in controls})
     elapsed = time.time() - t0
-    changed = {k: v for k, v in cfg.to_dict().items() if v != EnvConfig().to_dict()[k] and k != "reward"}
-    changed.update({f"reward.{k}": v for k, v in cfg.reward.to_dict().items() if v != EnvConfig().reward.to_dict()[k]})
     body = "\n".join([
-        f"Base `{args.base}`, {args.episodes} episodes per policy (seeds {args.seed}..{args.seed + args.episodes - 1}), "
-        f"{cfg.max_steps} steps x {cfg.inner_steps} inner steps; config changes from the defaults: "
-        f"{', '.join(f'`{k}={v}`' for k, v in changed.items()) or 'none'}. {elapsed / 60:.1f} min with "
-        f"{args.workers} worker processes. Second returns column: the same episodes re-scored with "
-        f"{', '.join(f'`{kv}`' for kv in args.rescore)}.", "",
-        table(rows, cfg, alt), "",
-        "Mean Φ after step 1 / 5 / 10 / 25 / 50:", "",
-        *[f"- {n}: {' / '.join(f'{v:.2f}' for v in c)}" for n, c in curves.items()]])
+        f"Base `{args.base}`, environment of the `{args.preset}` RL preset ({cfg.max_steps} decisions of "
+        f"{cfg.inner_steps} inner AdamW steps on {cfg.batch_size} × {cfg.seq_len} tokens, lr {cfg.lr:g}); "
+        f"{args.episodes} episodes per policy (seeds {args.seed}..{args.seed + args.episodes - 1}); "
+        f"{elapsed / 60:.1f} min with {args.workers} worker processes on {cpu_model()}.", "",
+        *policy_table(rows, cfg), "",
+        f"Action-independent share of the control policies' returns (the part every control pays or earns "
+        f"alike): **{100 * shares['preset']['share']:.0f} %** under `{cfg.reward.name}`, "
+        f"**{100 * shares['v2']['share']:.0f} %** under reward v2 on the same episodes.", "",
+        f"What one decision of each mode does, from the same state ({args.mode_seeds} data seeds; mean ± s.e.; "
+        "Δppl in % of the held-out perplexity):", "",
+        *effects_table(effects, cfg)])
     print(body)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"config": cfg.to_dict(), "rescore": alt.to_dict(),
-                                               "summaries": [s for s, _ in rows], "rescored": [a for _, a in rows],
-                                               "phi_curves": curves,
-                                               "elapsed_s": elapsed}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"config": cfg.to_dict(), "summaries": [s for s, _ in rows],
+                                               "v2": [v for _, v in rows], "shares": shares, "effects": effects,
+                                               "elapsed_s": elapsed, "cpu": cpu_model()}, indent=2) + "\n")
     if args.doc:
         write_section(Path(args.doc), START, END, body)
 

@@ -1,7 +1,17 @@
 """Fixtures shared by the test modules: a tiny base checkpoint and a tiny RL run over it (seconds each)."""
 import pytest
+import torch
 
 import train
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Environments run one torch thread each in the RL stage; tests of them do too (and are faster for it)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,7 @@ from infinito.checkpoint import CheckpointError
 SHORT = EnvConfig(max_steps=4, inner_steps=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -144,3 +144,32 @@ def test_controls_verdict_and_markdown(tmp_path):
 def test_empty_history_renders():
     report = Report([])
     assert "No evaluations yet" in report.markdown()
+
+
+def test_the_detector_fires_on_a_deliberately_degraded_agent(tmp_path):
+    """A cart-pole agent trained well, then continued with a destructive setting (learning rate
+    x100, no entropy bonus): the report, with control policies on the same seeds, flags it."""
+    from cartpole import CartPoleVecEnv
+    from ppo import PPO, PPOConfig
+    from ppo.evaluation import ConstantPolicy, RandomPolicy, evaluate_policy
+
+    cfg = PPOConfig(total_timesteps=24_576, n_steps=256, batch_size=512, n_epochs=4, progress_bar=False, seed=1)
+    agent = PPO(CartPoleVecEnv(8), cfg).learn()
+    episodes = dict(n_episodes=16, seed=500)
+    good = agent.evaluate(CartPoleVecEnv(8), **episodes)
+    good.step = agent.global_step
+    agent.save(str(tmp_path / "good.pt"))
+    degraded = PPO.load(str(tmp_path / "good.pt"), CartPoleVecEnv(8),
+                        overrides={"learning_rate": 100 * cfg.learning_rate, "ent_coef": 0.0,
+                                   "total_timesteps": agent.global_step + 8192})
+    degraded.learn()
+    bad = degraded.evaluate(CartPoleVecEnv(8), **episodes)
+    bad.step = degraded.global_step
+    controls = {"random": evaluate_policy(RandomPolicy(2), CartPoleVecEnv(8), deterministic=False, **episodes),
+                **{f"always {a}": evaluate_policy(ConstantPolicy(a), CartPoleVecEnv(8), **episodes) for a in (0, 1)}}
+    built = Report([good.to_dict(), bad.to_dict()], {k: v.to_dict() for k, v in controls.items()},
+                   baseline_step=good.step).build()
+    rows = {r["step"]: r for r in built["rows"]}
+    assert rows[good.step]["status"] == "optimal" and rows[good.step]["score"] > 1
+    assert rows[bad.step]["status"] in ("over-fitting", "severe over-fitting"), rows[bad.step]
+    assert built["recommended"]["step"] == good.step
