@@ -11,7 +11,13 @@ override any of them.
 """
 from __future__ import annotations
 
-from infinito.presets import SNAPSHOT_DEMO, snapshot_name
+from infinito.presets import PRESETS as BASE_PRESETS
+from infinito.presets import snapshot_name
+
+
+def _snapshot(preset: str) -> str:
+    """The file the base stage's preset of the same name keeps as the RL stage's start."""
+    return snapshot_name(BASE_PRESETS[preset]["train"]["snapshot_at"])
 
 # The presets' reward: text progress against Φ's health (env/reward.py, `progress`). SPEC §5's
 # reward v2 stays selectable with --env reward.name=v2.
@@ -23,7 +29,7 @@ RL_PRESETS: dict[str, dict[str, dict]] = {
         "env": dict(max_steps=6, inner_steps=1, batch_size=2, seq_len=32, eval_batch_size=2, reward=PROGRESS),
         "ppo": dict(n_steps=8, batch_size=16, n_epochs=2),
         "run": dict(timesteps=64, save_freq=32, eval_freq=32, eval_episodes=2, eval_seed=10_000,
-                    heldout_seed=20_000, num_envs=2, workers=2, base_file=snapshot_name(20)),
+                    heldout_seed=20_000, num_envs=2, workers=2, base_file=_snapshot("tiny")),
     },
     # the demo study on the built-in corpus (README "The study at demo scale"): ~45 minutes on 2 CPU
     # cores. The environment starts from the base stage's snapshot at step 100 (held-out perplexity
@@ -35,7 +41,7 @@ RL_PRESETS: dict[str, dict[str, dict]] = {
         "env": dict(max_steps=25, inner_steps=3, batch_size=4, seq_len=64, lr=6e-4, reward=PROGRESS),
         "ppo": dict(n_steps=32, batch_size=64, n_epochs=10, gamma=0.9),
         "run": dict(timesteps=10_240, save_freq=1024, eval_freq=1024, eval_episodes=30, eval_seed=10_000,
-                    heldout_seed=20_000, num_envs=8, workers=2, base_file=snapshot_name(SNAPSHOT_DEMO)),
+                    heldout_seed=20_000, num_envs=8, workers=2, base_file=_snapshot("demo")),
     },
     # the study's setup: SPEC §6 PPO defaults, SPEC §5 environment (5 inner steps, 50-step
     # episodes, batch 4 x 128 tokens), checkpoints and evaluations every 2,000 steps
@@ -43,7 +49,7 @@ RL_PRESETS: dict[str, dict[str, dict]] = {
         "env": dict(reward=PROGRESS),
         "ppo": dict(),
         "run": dict(timesteps=40_000, save_freq=2000, eval_freq=2000, eval_episodes=5, eval_seed=10_000,
-                    heldout_seed=20_000, num_envs=1, workers=1, base_file=snapshot_name(SNAPSHOT_DEMO)),
+                    heldout_seed=20_000, num_envs=1, workers=1, base_file=_snapshot("paper")),
     },
 }
 RUN_KEYS = ("timesteps", "save_freq", "eval_freq", "eval_episodes", "eval_seed", "heldout_seed", "num_envs", "workers")
