@@ -68,9 +68,11 @@ def _run(task: tuple) -> tuple:
 def _effects(task: tuple) -> tuple:
     level, seeds = task
     low = _ENV.config.reward.band[0]
-    try:  # below the band: aim well under it and stop once Φ is 0.3 under its edge
+    below = level is not None and level < low
+    try:  # below the band: the Φ loss alone, aiming well under the band; inside: text and Φ (MIXED's
+        #  weights), so the model keeps what it knows — the way an agent brings Φ into the band
         state = state_at_phi(_ENV, seed=99, level=level, tolerance=0.2, max_inner_steps=600,
-                             stop_below=low - 0.3 if level is not None and level < low else None)
+                             stop_below=low - 0.3 if below else None, weights=(0.0, 1.0) if below else (0.5, 0.5))
     except RuntimeError as e:
         return level, {"error": str(e)}
     return level, mode_effects(_ENV, state, seeds)
@@ -135,7 +137,7 @@ def main() -> None:
     names = list(policies(cfg))
     tasks = [(n, args.seed + k, min(args.chunk, args.episodes - k)) for n in names
              for k in range(0, args.episodes, args.chunk)]
-    levels = {"below the band": cfg.reward.band[0] - 1.5, "inside the band": sum(cfg.reward.band) / 2,
+    levels = {"below the band": cfg.reward.band[0] - 1.5, "inside the band": cfg.reward.band[1] - 1.0,
               "above the band (the snapshot)": None}
     t0 = time.time()
     parts: dict = {n: [] for n in names}

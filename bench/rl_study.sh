@@ -1,7 +1,7 @@
 #!/bin/bash
-# The demo-scale study of README "The study at demo scale": base model, RL with periodic
+# The demo-scale study of README "The study at demo scale": base model and its snapshot, RL with periodic
 # evaluation, then continuing from the recommended checkpoint for five more evaluations.
-#   bash bench/rl_study.sh [OUT]        (default OUT=ckpt-study; about 40 minutes on 2 CPU cores)
+#   bash bench/rl_study.sh [OUT]        (default OUT=ckpt-study; about 55 minutes on 2 idle CPU cores)
 set -euo pipefail
 OUT=${1:-ckpt-study}
 T0=$(date +%s)

@@ -13,11 +13,12 @@ from .stats import summarize
 
 
 def state_at_phi(env, seed: int, level: float | None, tolerance: float = 0.3, max_inner_steps: int = 300,
-                 stop_below: float | None = None) -> dict:
-    """Reset with `seed`, then (unless `level` is None) take inner steps on the Φ loss alone, with
-    the model's Φ target moved to `level`, until the held-out Φ is within `tolerance` of it (or,
-    with `stop_below`, as soon as it is under that). Returns the environment state there; raises
-    RuntimeError when Φ does not get there."""
+                 stop_below: float | None = None, weights: tuple = (0.0, 1.0)) -> dict:
+    """Reset with `seed`, then (unless `level` is None) take inner steps with loss weights
+    `weights` (w_text, w_phi; default the Φ loss alone), with the model's Φ target moved to
+    `level`, until the held-out Φ is within `tolerance` of it (or, with `stop_below`, as soon as
+    it is under that). Returns the environment state there; raises RuntimeError when Φ does not
+    get there."""
     env.reset(seed=seed)
     if level is not None:
         def arrived(phi: float) -> bool:
@@ -30,7 +31,7 @@ def state_at_phi(env, seed: int, level: float | None, tolerance: float = 0.3, ma
             for _ in range(max_inner_steps):
                 if arrived(env._measure()["phi"]):
                     break
-                env._train(0.0, 1.0, n=1)
+                env._train(*weights, n=1)
         finally:
             cfg.phi_low, cfg.phi_high, cfg.phi_target = saved
         phi = env._measure()["phi"]
