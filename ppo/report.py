@@ -26,12 +26,13 @@ STATUSES = ("optimal", "stable", "high variance", "over-fitting", "severe over-f
 class Thresholds:
     """When a checkpoint is flagged against the baseline evaluation.
 
-    Drops are measured in units of `scale`: the spread between the best and the worst
-    control policy's mean when there are control policies (so a drop of 1 is the whole
-    gap between, say, random and always-TEXT), else |baseline mean| (a drop of 0.2 is
-    20 %). Units that mean something even when every return carries a large constant
-    offset, which would make a percentage of the mean tiny. A drop counts only when a
-    Welch t-test says it is significant (two-sided 5 %)."""
+    Drops are measured in units of `scale` (`drop_scale`): the baseline's lead over the best
+    control policy when it has one — a drop of 1 gives back everything the schedule gained
+    over the best constant or random policy — else the spread between the best and the worst
+    control, else |baseline mean| (a drop of 0.2 is then 20 %). Units that keep their meaning
+    when every return carries a large constant offset, where a percentage of the mean would
+    be tiny. A drop counts only when it is significant (two-sided 5 %): a paired t-test over
+    the episodes when both evaluations played the same seeds, else Welch's t-test."""
     overfit_drop: float = 0.2           # mean this many scale units below the baseline (significant) -> over-fitting
     severe_drop: float = 0.5            # ... this many -> severe over-fitting
     overfit_std_factor: float = 5.0     # std above this x the baseline std -> over-fitting
@@ -49,7 +50,7 @@ class Thresholds:
     def describe(self, unit: str) -> list[str]:
         return [
             f"**severe over-fitting**: mean more than {self.severe_drop:g} {unit} below the baseline's "
-            "(significant: Welch t-test, two-sided 5%)",
+            "(significant: paired t-test over the same seeded episodes, else Welch's; two-sided 5%)",
             f"**over-fitting**: mean more than {self.overfit_drop:g} {unit} below the baseline's (significant), "
             f"or std more than {self.overfit_std_factor:g}x the baseline's",
             f"**high variance**: std more than {self.high_variance_factor:g}x the baseline's",
@@ -62,9 +63,19 @@ def change_pct(mean: float, baseline_mean: float) -> float:
     return 100.0 * (mean - baseline_mean) / max(abs(baseline_mean), 1e-12)
 
 
-def welch_lower(result: dict, baseline: dict) -> bool:
-    """Is `result`'s mean significantly below `baseline`'s? Welch's t-test, two-sided 5% level
-    (degrees of freedom by Welch–Satterthwaite, rounded down: conservative)."""
+def significantly_lower(result: dict, baseline: dict) -> bool:
+    """Is `result`'s mean significantly below `baseline`'s (two-sided 5 %)? Paired t-test on the
+    per-episode differences when both played the same seeded episodes (the noise the seeds share
+    cancels), else Welch's t-test (degrees of freedom by Welch–Satterthwaite, rounded down)."""
+    a, b = baseline.get("episode_returns"), result.get("episode_returns")
+    paired = (a is not None and b is not None and len(a) == len(b) > 1
+              and baseline.get("seed") is not None and baseline.get("seed") == result.get("seed"))
+    if paired:
+        d = [x - y for x, y in zip(a, b)]
+        n = len(d)
+        mean = sum(d) / n
+        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+        return mean > 0 if sd == 0 else mean / (sd / math.sqrt(n)) > t_quantile_975(n - 1)
     va = baseline["std_reward"] ** 2 / baseline["n_episodes"]
     vb = result["std_reward"] ** 2 / result["n_episodes"]
     diff = baseline["mean_reward"] - result["mean_reward"]
@@ -74,9 +85,12 @@ def welch_lower(result: dict, baseline: dict) -> bool:
     return diff / math.sqrt(va + vb) > t_quantile_975(max(int(df), 1))
 
 
-def control_scale(controls: dict, baseline: dict) -> tuple[float, str]:
-    """(scale, its unit's name): the best-minus-worst control spread, else |baseline mean|."""
+def drop_scale(controls: dict, baseline: dict) -> tuple[float, str]:
+    """(scale, its unit's name) drops are measured in: the baseline's lead over the best control
+    policy, else the best-minus-worst control spread, else |baseline mean|."""
     means = [c["mean_reward"] for c in controls.values()]
+    if means and baseline["mean_reward"] > max(means):
+        return baseline["mean_reward"] - max(means), "x the baseline's lead over the best control"
     if len(means) >= 2 and max(means) > min(means):
         return max(means) - min(means), "control spreads"
     return max(abs(baseline["mean_reward"]), 1e-12), "x |baseline mean|"
@@ -95,7 +109,7 @@ def flag(result: dict, baseline: dict, th: Thresholds, scale: Optional[float] = 
     `scale`: the unit drops are measured in (default |baseline mean|)."""
     scale = scale if scale is not None else max(abs(baseline["mean_reward"]), 1e-12)
     drop = (baseline["mean_reward"] - result["mean_reward"]) / scale
-    significant = welch_lower(result, baseline)
+    significant = significantly_lower(result, baseline)
     ref_std = max(baseline["std_reward"], th.min_std)
     ratio = result["std_reward"] / ref_std if ref_std > 0 else (math.inf if result["std_reward"] > 0 else 1.0)
     if significant and drop > th.severe_drop:
@@ -157,7 +171,7 @@ class Report:
             raise ValueError(f"no evaluation at the baseline step {self.baseline_step} (evaluated: "
                              f"{', '.join(map(str, steps))})")
         baseline = evals[b]
-        scale, unit = control_scale(self.controls, baseline)
+        scale, unit = drop_scale(self.controls, baseline)
         statuses = [flag(e, baseline, self.thresholds, scale) for e in evals]
         rec = recommend(evals, statuses)
         statuses[rec] = "optimal"
