@@ -439,7 +439,7 @@ def report_notes(base: str, env_cfg, run: dict, n_episodes: int, seed: int) -> l
 
 
 def run_rl(args: argparse.Namespace) -> int:
-    from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
+    from env import RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
     from env.presets import RL_PRESETS, RUN_KEYS
     from ppo import (PPO, EvalCallback, FunctionCallback, JsonHistoryCallback, PPOConfig, Report,
                      TrainedPolicy, load_checkpoint as load_agent_checkpoint)

@@ -5,7 +5,7 @@ PPO checkpoint's `extra` and rebuild the same environment later.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from .errors import EnvError
 from .reward import RewardConfig, known_fields, reward_from_dict

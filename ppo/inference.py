@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 from .checkpoint import AGENT_KIND, CheckpointError, load_checkpoint
 from .config import PPOConfig

@@ -142,30 +142,28 @@ def test_priority_decay_lets_recent_batches_into_a_full_memory():
     assert mem.priority.max().item() < 8.0
 
 
-def test_memory_keeps_accepting_writes_late_in_training():
-    """The memory follows the model: long after it filled up (and while Φ falls, as training
-    lowers it), new batches still replace old slots."""
-    model = small_model(memory_slots=4, memory_threshold=0.0)
+def memory_writes_per_step(model, steps=60) -> list[bool]:
+    """Train on random tokens; for each step, whether the memory's contents changed."""
     opt = make_optimizer(model, 1e-2)
     g = torch.Generator().manual_seed(1)
     written = []
-    for step in range(60):
+    for _ in range(steps):
         x = torch.randint(0, 50, (4, 32), generator=g)
         before = model.memory.keys.clone()
         train_step(model, opt, x, x.roll(-1, 1))
         written.append(not torch.equal(before, model.memory.keys))
+    return written
+
+
+def test_memory_keeps_accepting_writes_late_in_training():
+    """The memory follows the model: long after it filled up (and while Φ falls, as training
+    lowers it), new batches still replace old slots."""
+    model = small_model(memory_slots=4, memory_threshold=0.0)
+    written = memory_writes_per_step(model)
     assert model.memory.utilisation == 1.0
     assert sum(written[-20:]) >= 5                      # still writing in the last third
-    frozen = small_model(memory_slots=4, memory_threshold=0.0, memory_decay=1.0)
-    opt = make_optimizer(frozen, 1e-2)
-    g = torch.Generator().manual_seed(1)
-    late = []
-    for step in range(60):
-        x = torch.randint(0, 50, (4, 32), generator=g)
-        before = frozen.memory.keys.clone()
-        train_step(frozen, opt, x, x.roll(-1, 1))
-        late.append(not torch.equal(before, frozen.memory.keys))
-    assert sum(late[-20:]) < sum(written[-20:])         # without decay it accepts fewer (the old rule)
+    frozen = memory_writes_per_step(small_model(memory_slots=4, memory_threshold=0.0, memory_decay=1.0))
+    assert sum(frozen[-20:]) < sum(written[-20:])       # without decay it accepts fewer (the old rule)
 
 
 def test_train_step_changes_parameters():
