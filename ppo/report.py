@@ -214,7 +214,8 @@ class Report:
         for r, e in zip(rows, [agent, *controls.values()]):
             r["score"] = normalised_score(e["mean_reward"], controls)
         return {"step": self.heldout["step"], "seed": agent.get("seed"), "n_episodes": agent["n_episodes"],
-                "rows": rows, "verdict": verdict(rows[0], controls)}
+                "rows": rows, "verdict": verdict(rows[0], controls),
+                "source": dict(self.heldout)}  # the EvalResult dicts: Report(heldout=source) rebuilds this
 
 
 def verdict(chosen: dict, controls: dict) -> Optional[dict]:

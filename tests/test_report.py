@@ -121,6 +121,8 @@ def test_heldout_seeds_make_the_headline():
     md = report.markdown(built)
     assert md.index("## Headline: held-out seeds 20000..20019") < md.index("## Evaluations")
     assert "| step 2,000 | +5.500 | ±0.300 |" in md and "normalised score 1.25" in md
+    stored = json.loads(json.dumps(built))  # report.json is enough to rebuild the headline
+    assert Report(history, controls_spread(), heldout=stored["heldout"]["source"]).build()["heldout"] == stored["heldout"]
 
 
 def test_recommendation_prefers_a_consistent_checkpoint_over_a_lucky_one():
