@@ -1,6 +1,7 @@
 """Generation speed with and without the key/value cache: tokens/s at 64, 256 and 512 new tokens.
 
     python bench/generate_speed.py                       # demo-size model with random weights
+    python bench/generate_speed.py --preset paper        # the paper size (context 256, d_model 512), random weights
     python bench/generate_speed.py --ckpt ckpt/base.pt   # a trained base checkpoint instead
     python bench/generate_speed.py --quick               # smoke run: 16 and 140 tokens, one repetition
 
@@ -9,16 +10,16 @@ prompt (16 tokens), sampling settings (the CLI defaults: temperature 0.8,
 top-k 40, top-p 0.9) and seed:
 
 * **cache** — `infinito.generation.generate(use_cache=True)`: one
-  single-position forward per token. The demo context is 128 tokens, so at 256
-  and 512 new tokens the window fills up and restarts on its last 64 tokens
-  (`window jumps`): the cache is re-primed by one 64-token forward.
+  single-position forward per token. When the text outgrows the context (128
+  tokens for demo, 256 for paper) the window restarts on its last half
+  (`window jumps`): the cache is re-primed by one forward over that half.
 * **no cache, same windows** — `generate(use_cache=False)`: the same window
-  policy, but every token re-runs the whole current window (64 to 128
-  tokens). It computes exactly what the cached path computes (the table checks
+  policy, but every token re-runs the whole current window (half a context
+  to a full one). It computes exactly what the cached path computes (the table checks
   that the tokens are identical), so this ratio is the cache's saving alone.
 * **no cache, sliding** — the usual no-cache loop (nanoGPT): every token
   re-runs the last `context` tokens, cropped, so once the text is longer than
-  the context each token costs a full 128-token forward. This is what one
+  the context each token costs a full-context forward. This is what one
   would run without a cache (a sliding window is only affordable without
   one: with learned absolute positions, sliding renumbers every cached
   position), and it is the baseline for the ≥ 6x target at 256 tokens.
@@ -27,13 +28,14 @@ Sampling costs the same in all three and is included (it is part of
 generating). Timing: wall clock (`time.perf_counter`), one warm-up run, then
 the best of `--reps` runs per cell (the least disturbed by other jobs);
 tokens/s = new tokens / seconds. Threads: torch's default unless `--threads`.
-Writes bench/out/generate_speed.json (`--quick`: generate_speed_quick.json)
-beside printing a Markdown table.
+Writes bench/out/generate_speed[_<preset>].json (`--quick`: ..._quick.json)
+beside printing the CPU model and a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -52,11 +54,22 @@ from infinito.sampling import SamplingConfig, sample_next, seen_mask  # noqa: E4
 PROMPT_TOKENS = 16
 
 
-def load_model(ckpt: str | None) -> tuple[Infinito, str]:
+def load_model(ckpt: str | None, preset: str) -> tuple[Infinito, str]:
     if ckpt:
         return build_model(load_checkpoint(ckpt, kind="infinito-base")).eval(), ckpt
     torch.manual_seed(0)
-    return Infinito(InfinitoConfig(**PRESETS["demo"]["model"])).eval(), "demo preset, random weights"
+    return Infinito(InfinitoConfig(**PRESETS[preset]["model"])).eval(), f"{preset} preset, random weights"
+
+
+def cpu_model() -> str:
+    """The CPU's model name: speeds are only comparable on the same processor."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 @torch.no_grad()
@@ -88,7 +101,8 @@ def timed(run, reps: int, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default=None, help="base checkpoint (default: the demo shape with random weights)")
+    p.add_argument("--ckpt", default=None, help="base checkpoint (default: the preset's shape with random weights)")
+    p.add_argument("--preset", default="demo", choices=list(PRESETS), help="model size without --ckpt (default demo)")
     p.add_argument("--tokens", type=int, nargs="+", default=[64, 256, 512], help="new-token counts")
     p.add_argument("--reps", type=int, default=3, help="timed runs per cell, best kept (default 3)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -99,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.tokens, args.reps = [16, 140], 1
     if args.out is None:
-        args.out = str(ROOT / "bench" / "out" / f"generate_speed{'_quick' if args.quick else ''}.json")
+        suffix = ("" if args.preset == "demo" or args.ckpt else f"_{args.preset}") + ("_quick" if args.quick else "")
+        args.out = str(ROOT / "bench" / "out" / f"generate_speed{suffix}.json")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, source = load_model(args.ckpt)
+    model, source = load_model(args.ckpt, args.preset)
     prompt = torch.randint(0, model.cfg.vocab_size, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(1))
     cfg = SamplingConfig()
     rows = []
@@ -117,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                      "speedup_vs_sliding": t_slide / t_cache, "speedup_vs_same_windows": t_same / t_cache,
                      "same_tokens": bool(torch.equal(same.tokens, cached.tokens))})
 
-    print(f"model: {source}; {model.num_params() / 1e6:.2f} M params, context {model.cfg.context}; "
-          f"prompt {PROMPT_TOKENS} tokens; {torch.get_num_threads()} torch threads; best of {args.reps}")
+    cpu = cpu_model()
+    print(f"model: {source}; {model.num_params() / 1e6:.2f} M params, context {model.cfg.context}, "
+          f"d_model {model.cfg.d_model}; prompt {PROMPT_TOKENS} tokens; best of {args.reps}")
+    print(f"CPU: {cpu}; {torch.get_num_threads()} torch threads")
     print()
     print("| new tokens | window jumps | no cache, sliding (tok/s) | no cache, same windows (tok/s) | cache (tok/s) "
           "| speed-up vs sliding | speed-up vs same windows | cache = same-window tokens |")
@@ -129,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {'yes' if r['same_tokens'] else 'NO'} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": source, "threads": torch.get_num_threads(), "reps": args.reps,
+    out.write_text(json.dumps({"model": source, "cpu": cpu, "threads": torch.get_num_threads(), "reps": args.reps,
                                "prompt_tokens": PROMPT_TOKENS, "rows": rows}, indent=2))
     return 0
 

@@ -2,6 +2,7 @@
 
     python bench/ppo_classic.py            # everything (~3-5 minutes on 2 cores)
     python bench/ppo_classic.py --quick    # one seed, shorter throughput runs
+    python bench/ppo_classic.py --throughput-only --repeats 5   # part 2 alone (before/after a change)
 
 1. Learning: the default config (n_steps 2048, minibatch 64, 10 epochs, lr 3e-4,
    1 environment) for 100k steps on 3 seeds, evaluated deterministically every
@@ -42,8 +43,8 @@ def load() -> str:
 def learning_run(seed: int, total: int) -> dict:
     cfg = PPOConfig(total_timesteps=total, seed=seed, progress_bar=False)
     agent = PPO([CartPoleEnv], cfg)
-    evaluator = EvalCallback(CartPoleVecEnv(10), every=cfg.n_steps, n_episodes=10, deterministic=True,
-                             seed=10_000)
+    evaluator = EvalCallback([CartPoleEnv() for _ in range(2)], every=cfg.n_steps, n_episodes=10,
+                             deterministic=True, seed=10_000)
     start = time.perf_counter()
     agent.learn(callbacks=[evaluator])
     wall = time.perf_counter() - start
@@ -80,12 +81,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--total", type=int, default=100_000)
     parser.add_argument("--skip-learning", action="store_true")
+    parser.add_argument("--throughput-only", action="store_true", help="part 2 only")
+    parser.add_argument("--repeats", type=int, default=None, help="throughput runs per setting (default 3, quick 1)")
     args = parser.parse_args()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    repeats = 1 if args.quick else 3
+    repeats = args.repeats or (1 if args.quick else 3)
     print(f"cpu cores: {os.cpu_count()}   {load()}", flush=True)
 
-    if not args.skip_learning:
+    if not (args.skip_learning or args.throughput_only):
         print(f"\n1. learning: default config, 1 environment, {args.total} steps, deterministic eval of 10 "
               "episodes after every rollout", flush=True)
         results = [learning_run(seed, args.total) for seed in seeds]
@@ -104,6 +107,8 @@ def main() -> None:
     throughput("defaults, 1 env (numpy vector env)", lambda: CartPoleVecEnv(1), default, repeats)
     throughput("8 envs, 4 epochs x 4 minibatches", lambda: [CartPoleEnv] * 8, light, repeats)
     throughput("8 envs (numpy vector env), same settings", lambda: CartPoleVecEnv(8), light, repeats)
+    if args.throughput_only:
+        return
 
     # Whole runs with two threads can take minutes on a busy machine, so this part
     # times the two hot paths directly: sampling actions for one observation, and
@@ -122,7 +127,7 @@ def main() -> None:
             agent.policy.act(obs, rng=agent.rng)
         act_us = (time.perf_counter() - start) / 500 * 1e6
         start = time.perf_counter()
-        agent._update(batch, 3e-4, 0.2)  # 32 minibatches of 64
+        agent._update(batch, 0.2)  # 32 minibatches of 64
         mb_ms = (time.perf_counter() - start) / 32 * 1e3
         print(f"  {threads} thread(s): act {act_us:8.1f} us/step, update {mb_ms:7.2f} ms/minibatch   [{load()}]",
               flush=True)

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .tokenizer import Tokenizer, atomic_write_bytes, encode_lines
+from common.files import write_bytes
+
+from .tokenizer import Tokenizer, encode_lines
 
 # Bump when the encoding scheme changes, so old caches miss instead of lying.
 _CACHE_FORMAT = 1
@@ -57,7 +59,7 @@ def encode_cached(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: 
     buf = io.BytesIO()
     np.save(buf, ids, allow_pickle=False)
     try:
-        atomic_write_bytes(path, buf.getvalue())
+        write_bytes(path, buf.getvalue())
     except OSError as e:
         print(f"note: could not write token cache {path} ({e.strerror or e}); continuing without it",
               file=sys.stderr)

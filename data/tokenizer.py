@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
+
+from common.files import write_bytes
 
 from .errors import DataError
 
@@ -89,7 +89,7 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write the ``.model`` file atomically."""
-        atomic_write_bytes(Path(path), self._blob)
+        write_bytes(path, self._blob)
 
     def encode(self, text: str) -> list[int]:
         return encode_lines(self, text.split("\n"))
@@ -171,21 +171,3 @@ def train_tokenizer(text: str, model_path: str | Path, vocab_size: int) -> Token
                       f"the tokenizer has {tok.vocab_size} pieces", stacklevel=2)
     tok.save(model_path)
     return tok
-
-
-def atomic_write_bytes(path: Path, blob: bytes) -> None:
-    """Write to a temp file in the same directory, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

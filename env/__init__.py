@@ -1,24 +1,23 @@
 """The text-scheduling environment: an agent picks how INFINITO trains next.
 
 Joins `infinito/` (the model and its training step) and `data/` (corpus,
-tokenizer, batches); knows nothing of PPO beyond the duck-typed vector-env
-contract of docs/ppo.md. See docs/env.md.
+tokenizer, batches), on the foundation `common/` (spaces, policy protocol,
+episode runner, vector env); knows nothing of PPO. See docs/env.md.
 """
 from .base import BaseAssets, load_base
 from .check import check_env
 from .config import MIXED, MODES, PHI, TEXT, EnvConfig
 from .errors import EnvError
-from .evaluate import PolicyRuns, action_independent_share, rescore, run_policy, run_policy_parallel
+from .evaluate import PolicyRuns, action_independent_share, rescore, run_policy
 from .monitor import RolloutMonitor
-from .policies import BandPolicy, ConstantPolicy, RandomPolicy, control_policies
+from .policies import BandPolicy, control_policies
 from .reward import REWARDS, TERMS, ProgressReward, RewardConfig, compute_reward, reward_from_dict, reward_terms
 from .scheduling import OBS_HIGH, OBS_NAMES, TextSchedulingEnv
-from .stats import summarize, t975
 from .vector import VectorEnv, make_vec_env
 
 __all__ = [
-    "BandPolicy", "BaseAssets", "action_independent_share", "ConstantPolicy", "EnvConfig", "EnvError", "MIXED", "MODES", "OBS_HIGH",
-    "OBS_NAMES", "PHI", "ProgressReward", "REWARDS", "reward_from_dict", "PolicyRuns", "RandomPolicy", "RewardConfig", "TERMS", "TEXT", "TextSchedulingEnv",
+    "BandPolicy", "BaseAssets", "action_independent_share", "EnvConfig", "EnvError", "MIXED", "MODES", "OBS_HIGH",
+    "OBS_NAMES", "PHI", "ProgressReward", "REWARDS", "reward_from_dict", "PolicyRuns", "RewardConfig", "TERMS", "TEXT", "TextSchedulingEnv",
     "VectorEnv", "check_env", "compute_reward", "control_policies", "load_base", "make_vec_env",
-    "reward_terms", "rescore", "run_policy", "run_policy_parallel", "RolloutMonitor", "summarize", "t975",
+    "reward_terms", "rescore", "run_policy", "RolloutMonitor",
 ]

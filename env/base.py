@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from data import DataError, Tokenizer, encode_cached, load_corpus, random_batch
-from infinito.checkpoint import BASE_KIND, build_model, load_checkpoint, tensor_to_bytes
-from infinito.config import InfinitoConfig
+from infinito.checkpoint import BASE_KIND, check_weights, load_checkpoint, tensor_to_bytes
 
 from .config import EnvConfig
 from .errors import EnvError
@@ -53,8 +52,7 @@ def load_base(path: str | Path, config: EnvConfig) -> BaseAssets:
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EnvError("env config asks for device cuda but CUDA is not available; use device 'cpu'")
-    build_model(ckpt, "cpu")  # raises CheckpointError now if the weights do not fit the stored config
-    cfg = InfinitoConfig.from_dict(ckpt["model_config"])
+    cfg = check_weights(ckpt)  # CheckpointError now if the weights do not fit the stored config
     seq_len = min(config.seq_len, cfg.context)
     info = ckpt.get("data") or {}
     try:

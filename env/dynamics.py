@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .stats import summarize
+from common.stats import summarize
 
 
 def state_at_phi(env, seed: int, level: float | None, tolerance: float = 0.3, max_inner_steps: int = 300,

@@ -6,5 +6,5 @@ class EnvError(ValueError):
     unusable base checkpoint or corpus, an invalid config value.
 
     The message is one line saying what is wrong and what to do. Checkpoint
-    problems found while loading may also arrive as `infinito.checkpoint.CheckpointError`.
+    problems found while loading may also arrive as `common.files.CheckpointError`.
     """

@@ -1,17 +1,18 @@
-"""Run any policy over seeded episodes and summarise returns and metric traces.
+"""Policies over seeded episodes of the scheduling environment: returns and metric traces.
 
-Episode k starts from `env.reset(seed=seed + k)`, so every policy evaluated
-with the same `seed` meets the same data streams: differences between
-policies are differences of schedule, not of luck.
+Episodes are played by the one runner (`common.episodes.run_episodes`): episode k
+starts from `env.reset(seed=seed + k)`, so every policy evaluated with the same
+`seed` meets the same data streams, and differences between policies are
+differences of schedule, not of luck. This module turns the episodes into the
+traces and summaries the environment's reports read.
 """
 from __future__ import annotations
 
-import copy
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .stats import summarize
+from common.episodes import Episode, run_episodes
+from common.stats import summarize
 
 MEASURED = ("consciousness", "phi", "loss_text", "loss_phi", "memory_util", "ppl")  # what any reward may read
 TRACE_KEYS = ("reward", "action", "phi", "consciousness", "ppl", "loss_text", "loss_phi", "memory_util", "t_norm")
@@ -55,37 +56,28 @@ class PolicyRuns:
         }
 
 
-def run_policy(env, policy: Callable, n_episodes: int = 20, seed: int = 0, name: str | None = None,
-               on_episode: Callable[[int, float], None] | None = None) -> PolicyRuns:
-    """Evaluate `policy(obs, info) -> action` on `n_episodes` episodes seeded seed, seed+1, ..."""
-    if n_episodes < 1:
-        raise ValueError("n_episodes must be >= 1")
-    runs = PolicyRuns(name or getattr(policy, "name", type(policy).__name__), [seed + k for k in range(n_episodes)])
-    for k, s in enumerate(runs.seeds):
-        if hasattr(policy, "reset"):
-            policy.reset(s)
-        obs, info = env.reset(seed=s)
-        trace = {key: [] for key in TRACE_KEYS}
-        trace["initial"] = {key: float(info[key]) for key in MEASURED}
-        trace["terms"] = {}
-        total, done = 0.0, False
-        while not done:
-            action = policy(obs, info)
-            obs, r, terminated, truncated, info = env.step(action)
-            total += float(r)
-            done = bool(terminated or truncated)
-            trace["reward"].append(float(r))
-            trace["action"].append(int(action))
-            for term, value in info["reward_terms"].items():
-                trace["terms"][term] = trace["terms"].get(term, 0.0) + float(value)
-            for key in TRACE_KEYS[2:]:
-                trace[key].append(float(info[key]))
-        runs.returns.append(total)
-        runs.lengths.append(len(trace["reward"]))
-        runs.traces.append(trace)
-        if on_episode is not None:
-            on_episode(k, total)
-    return runs
+def trace_of(ep: Episode) -> dict:
+    """One episode as lists over its steps (`TRACE_KEYS`), the reset's measurement (`initial`)
+    and the episode's total of each reward term (`terms`)."""
+    trace = {"reward": list(ep.rewards), "action": list(ep.actions)}
+    for key in TRACE_KEYS[2:]:
+        trace[key] = [float(info[key]) for info in ep.infos]
+    trace["initial"] = {key: float(ep.first_info[key]) for key in MEASURED}
+    trace["terms"] = {}
+    for info in ep.infos:
+        for term, value in info["reward_terms"].items():
+            trace["terms"][term] = trace["terms"].get(term, 0.0) + float(value)
+    return trace
+
+
+def run_policy(envs, policy: Callable, n_episodes: int = 20, seed: int = 0, name: str | None = None) -> PolicyRuns:
+    """`policy(obs, info) -> action` on `n_episodes` episodes seeded seed, seed+1, ... of one
+    environment or a list of them (stepped on threads: same result, sooner; each environment
+    owns its model, one torch thread each as in docs/env.md)."""
+    episodes = run_episodes(envs, policy, n_episodes, seed)
+    return PolicyRuns(name or getattr(policy, "name", type(policy).__name__), [ep.seed for ep in episodes],
+                      [ep.total_reward for ep in episodes], [ep.length for ep in episodes],
+                      [trace_of(ep) for ep in episodes])
 
 
 def rescore(runs: PolicyRuns, reward, name: str | None = None) -> PolicyRuns:
@@ -129,34 +121,3 @@ def action_independent_share(term_returns: dict) -> dict:
         parts[t] = (common, magnitude)
         common_sum, total_sum = common_sum + common, total_sum + magnitude
     return {"share": common_sum / total_sum if total_sum > 0 else 0.0, "terms": parts}
-
-
-def run_policy_parallel(envs, policy: Callable, n_episodes: int = 20, seed: int = 0,
-                        name: str | None = None) -> PolicyRuns:
-    """`run_policy` with the episodes split over several environments stepped on threads.
-
-    Episode k still starts from `reset(seed=seed + k)`, so the result equals
-    `run_policy(env, policy, n_episodes, seed)` on one environment, only faster
-    (each environment owns its model; one torch thread each, as in docs/env.md).
-    Every thread gets its own deep copy of `policy` (a policy may hold state,
-    e.g. a random generator).
-    """
-    if n_episodes < 1:
-        raise ValueError("n_episodes must be >= 1")
-    envs = list(envs)[:n_episodes]
-    if len(envs) == 1 or any(getattr(e, "uses_global_rng", True) for e in envs):
-        return run_policy(envs[0], policy, n_episodes, seed, name)
-    per, rest = divmod(n_episodes, len(envs))
-    chunks, start = [], seed
-    for i in range(len(envs)):
-        count = per + (i < rest)
-        chunks.append((start, count))
-        start += count
-    with ThreadPoolExecutor(len(envs)) as pool:
-        parts = list(pool.map(lambda e, c: run_policy(e, copy.deepcopy(policy), c[1], c[0], name), envs, chunks))
-    out = PolicyRuns(parts[0].name, [s for p in parts for s in p.seeds])
-    for p in parts:
-        out.returns += p.returns
-        out.lengths += p.lengths
-        out.traces += p.traces
-    return out

@@ -1,39 +1,12 @@
-"""Control policies and a hand-written adaptive one. A policy is any callable
-`policy(obs, info) -> action`; one with a `reset(seed)` method is re-seeded at
-the start of every evaluation episode, so it meets the same seeds every time.
+"""The scheduling environment's policies: the controls with mode names, and a hand-written adaptive one.
+
+Policies follow `common.policies`' protocol: `policy(obs, info) -> action`.
 """
 from __future__ import annotations
 
-import numpy as np
+from common.policies import control_policies as _controls
 
 from .config import MODES, PHI, TEXT
-
-
-class ConstantPolicy:
-    """Always the same action ("always TEXT", ...)."""
-
-    def __init__(self, action: int, name: str | None = None):
-        self.action = int(action)
-        self.name = name or f"always {MODES[self.action][0] if self.action < len(MODES) else self.action}"
-
-    def __call__(self, obs, info) -> int:
-        return self.action
-
-
-class RandomPolicy:
-    """Uniform over the actions, from its own generator (re-seeded per episode by the runner)."""
-
-    name = "random"
-
-    def __init__(self, n_actions: int = len(MODES), seed: int = 0):
-        self.n_actions = int(n_actions)
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self, obs, info) -> int:
-        return int(self.rng.integers(self.n_actions))
 
 
 class BandPolicy:
@@ -54,8 +27,5 @@ class BandPolicy:
 
 
 def control_policies(n_actions: int = len(MODES), names=tuple(m[0] for m in MODES), seed: int = 0) -> dict:
-    """The SPEC's controls: random, and one constant policy per action."""
-    out = {"random": RandomPolicy(n_actions, seed)}
-    for a in range(n_actions):
-        out[f"always {names[a]}"] = ConstantPolicy(a, f"always {names[a]}")
-    return out
+    """The SPEC's controls named by mode: random, always TEXT, always PHI, always MIXED, ..."""
+    return _controls(n_actions, names, seed)

@@ -44,7 +44,7 @@ from infinito.training import make_optimizer, train_step
 from .base import BaseAssets, check_assets, load_base
 from .config import EnvConfig
 from .errors import EnvError
-from .spaces import Box, Discrete
+from common.spaces import Box, Discrete
 
 OBS_NAMES = ("consciousness", "phi", "loss_text", "loss_phi", "memory_util", "t_norm", "time_left")
 OBS_HIGH = np.array([1.0, 10.0, 20.0, 20.0, 1.0, 1.0, 1.0], dtype=np.float32)

@@ -56,7 +56,7 @@ class Memory(nn.Module):
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h: (B, T, C) -> (h with the gated read added, C score as a 0-dim tensor)."""
-        kv = self._slot_kv(h.dtype)
+        kv = self._slot_kv(h)
         if kv is None:
             return h, h.new_zeros(())
         q, (k, v) = self.q(h), kv                                    # (B, T, C), (S, C), (S, C)
@@ -64,20 +64,24 @@ class Memory(nn.Module):
         g = torch.sigmoid(self.gate(h))                              # (B, T, 1)
         return h + g * self.out(att @ v), g.float().mean()
 
-    def _slot_kv(self, dtype: torch.dtype):
+    def _slot_kv(self, h: torch.Tensor):
         """Keys and values of the used slots, (S_used, C) each, or None when the memory is empty.
 
         Without autograd (measuring, generating) they are kept until the slots or the k/v
         projections change — tensors' version counters tell, an optimiser step or a write
-        bumps them — so decoding one token at a time does not re-project every slot."""
+        bumps them — so decoding one token at a time does not re-project every slot. The
+        projections' output dtype depends on h's dtype and on autocast, so both are part of
+        the key: a bf16-autocast forward must not hand its bf16 projections to an fp32 one."""
+        dev = h.device.type
+        autocast = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
         tensors = (self.keys, self.used, self.k.weight, self.v.weight)
-        stamp = (dtype,) + tuple((t.data_ptr(), t._version) for t in tensors)
+        stamp = (h.dtype, h.device, autocast) + tuple((t.data_ptr(), t._version) for t in tensors)
         if not torch.is_grad_enabled() and self._kv_stamp == stamp:
             return self._kv
         if self.slots == 0 or not bool(self.used.any()):
             kv = None
         else:
-            mem = self.keys[self.used].to(dtype)                     # (S_used, C)
+            mem = self.keys[self.used].to(h.dtype)                   # (S_used, C)
             kv = (self.k(mem), self.v(mem))
         if not torch.is_grad_enabled():
             self._kv, self._kv_stamp = kv, stamp

@@ -5,8 +5,9 @@ attention probabilities on the current batch. It is bounded in [0, 10],
 differentiable, and batch-size invariant (computed per sequence, then averaged
 over the batch, so duplicating a batch leaves it unchanged).
 
-Components, each in [0, 1], computed per sequence on the final residual stream
-h (T, C) after the memory read:
+Components, each in [0, 1] by construction (nothing clamps them: a clamp would
+hide a wrong formula and cut the gradient at the edges), computed per sequence
+on the final residual stream h (T, C) after the memory read:
 
 - coherence:   mean over t of (1 + cos(h̃_t, h̃_{t+1})) / 2, where h̃ is h with
                its per-sequence mean removed (centering stops the shared
@@ -18,7 +19,11 @@ h (T, C) after the memory read:
 - complexity:  1 - ||mean_t u_t||² with u_t = h_t / ||h_t|| (how spread the
                directions of the hidden states are; 0 when all align).
 - diversity:   normalised entropy of the last layer's attention rows,
-               H(p_t) / log(t + 1), averaged over heads and rows t >= 1.
+               H(p_t) / log(n_t), averaged over heads and the rows with n_t >= 2,
+               where n_t is the number of keys query t may see: t + 1, or
+               P + t + 1 when the queries follow P cached positions. p_t is
+               renormalised over those keys, so H(p_t) <= log(n_t) holds for any
+               input, also one that (wrongly) puts mass on future keys.
 
 Φ = 10 · (0.3·coherence + 0.3·integration + 0.2·complexity + 0.2·diversity).
 """
@@ -34,7 +39,8 @@ _EPS = 1e-6
 def phi_components(h: torch.Tensor, attn: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Per-sequence components, each (B,) in [0, 1].
 
-    h: (B, T, C) hidden states; attn: (B, H, T, T) causal attention probabilities or None.
+    h: (B, T, C) hidden states; attn: (B, H, T, S) causal attention probabilities (S >= T:
+    the queries are the last T of S positions) or None.
     """
     B, T, C = h.shape
     h = h.float()
@@ -51,20 +57,30 @@ def phi_components(h: torch.Tensor, attn: torch.Tensor | None) -> dict[str, torc
                 for i, a in enumerate(quarters) for b in quarters[i + 1:]]
     integration = torch.stack(pair_cos).mean(dim=0) if pair_cos else h.new_ones(B)
 
-    u = F.normalize(h, dim=-1, eps=_EPS)
+    u = F.normalize(h, dim=-1, eps=_EPS)  # ||u_t|| <= 1, so ||mean_t u_t|| <= 1
     complexity = 1 - u.mean(dim=1).pow(2).sum(dim=-1)  # (B,)
 
-    if attn is not None and T > 1:
-        a = attn.float()[:, :, 1:, :]  # row 0 attends to one key: entropy 0 by necessity
-        ent = -(a * torch.log(a.clamp_min(1e-12))).sum(dim=-1)  # (B, H, T-1)
-        n_keys = torch.arange(2, T + 1, device=h.device, dtype=h.dtype)
-        diversity = (ent / torch.log(n_keys)).mean(dim=(1, 2))
-    else:
+    diversity = _diversity(attn) if attn is not None else None
+    if diversity is None:
         diversity = h.new_full((B,), 0.5)
+    return {"coherence": coherence, "integration": integration,
+            "complexity": complexity, "diversity": diversity}
 
-    parts = {"coherence": coherence, "integration": integration,
-             "complexity": complexity, "diversity": diversity}
-    return {k: v.clamp(0.0, 1.0) for k, v in parts.items()}
+
+def _diversity(attn: torch.Tensor) -> torch.Tensor | None:
+    """(B, H, T, S) attention -> (B,) mean normalised row entropy, or None when no row can spread."""
+    T, S = attn.shape[-2:]
+    n_visible = torch.arange(S - T + 1, S + 1, device=attn.device)  # (T,) keys query t may see
+    rows = n_visible >= 2  # a row with a single key has entropy 0 by necessity, not by choice
+    if not bool(rows.any()):
+        return None
+    n = n_visible[rows]                                              # (R,)
+    visible = torch.arange(S, device=attn.device) < n[:, None]       # (R, S)
+    a = attn.float()[:, :, rows] * visible                           # (B, H, R, S)
+    # renormalising over the visible keys is what bounds the entropy by log(n)
+    a = a / a.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    ent = -(a * torch.log(a.clamp_min(1e-12))).sum(dim=-1)          # (B, H, R); the clamp guards log(0)
+    return (ent / torch.log(n.float())).mean(dim=(1, 2))
 
 
 def phi_from_components(parts: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -3,7 +3,9 @@
 Pre-LayerNorm blocks, GELU MLP, learned absolute positions, tied input/output
 embeddings, dropout, a gated external memory read before the final norm.
 `forward(idx, targets, metrics=True)` also returns the integration metrics;
-`forward(idx, cache=...)` decodes incrementally with a key/value cache.
+`forward(idx, cache=...)` decodes incrementally with a key/value cache. There is
+one forward path: a cached decoding step is the same blocks run on fewer
+positions, reading earlier keys and values from the cache.
 """
 from __future__ import annotations
 
@@ -18,13 +20,42 @@ from .config import InfinitoConfig
 from .memory import Memory
 from .metrics import phi_components, phi_from_components, phi_loss
 
-KVCache = list  # one (k, v) pair per layer, each (B, H, T_past, head_dim)
+class KVCache:
+    """Keys and values of every layer, preallocated for the whole context window.
+
+    k[i], v[i]: (B, H, capacity, head_dim) for layer i, filled on [0, length). A forward
+    pass writes its positions in place and then advances `length`, so the cache is
+    continued, never copied: appending with torch.cat would re-copy every earlier
+    position at every token. In place also means that continuing a cache consumes it;
+    to try two continuations of one prefix, prime two caches.
+    """
+
+    def __init__(self, n_layers: int, capacity: int):
+        self.capacity, self.length = capacity, 0
+        self.k: list[torch.Tensor | None] = [None] * n_layers
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this call's (B, H, T, hd) keys and values of `layer` after the cached ones;
+        returns views of all of them, (B, H, length + T, hd). `length` moves on in `advance`."""
+        end = self.length + k.size(2)
+        if self.k[layer] is None:  # allocated on first use: batch size and dtype (autocast) come from k
+            B, H, _, hd = k.shape
+            self.k[layer] = k.new_empty(B, H, self.capacity, hd)
+            self.v[layer] = v.new_empty(B, H, self.capacity, hd)
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: InfinitoConfig):
+    def __init__(self, cfg: InfinitoConfig, layer: int = 0):
         super().__init__()
         self.n_heads = cfg.n_heads
+        self.layer = layer  # this layer's slot in a KVCache
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.attn_drop = nn.Dropout(cfg.dropout)
@@ -36,18 +67,17 @@ class CausalSelfAttention(nn.Module):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
         return F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
 
-    def forward(self, x, past=None, need_probs=False, probs_grad=True):
-        """x: (B, T, C); past: (k, v) of earlier positions or None.
+    def forward(self, x, cache: KVCache | None = None, need_probs=False, probs_grad=True):
+        """x: (B, T, C), the positions after the `cache`'s (if any), which this call extends.
 
-        Returns (y, probs or None, (k, v) including this call's positions).
+        Returns (y, probs (B, H, T, S) or None).
         """
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
-        S = k.size(2)  # keys visible: earlier positions + this call's
+        if cache is not None:
+            k, v = cache.extend(self.layer, k, v)  # (B, H, S, hd): cached positions + this call's
+        S = k.size(2)
         # query i of this call sits at absolute position S - T + i and may see keys 0..S-T+i
         mask = None
         if need_probs or 1 < T < S:  # S == T is plain causal; T == 1 (a cached decoding step) sees every key
@@ -64,7 +94,7 @@ class CausalSelfAttention(nn.Module):
                 with torch.no_grad():
                     probs = self._probs(q, k, mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_drop(self.proj(y)), probs, (k, v)
+        return self.resid_drop(self.proj(y)), probs
 
 
 class MLP(nn.Module):
@@ -79,17 +109,17 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: InfinitoConfig):
+    def __init__(self, cfg: InfinitoConfig, layer: int = 0):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(cfg, layer)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, past=None, need_probs=False, probs_grad=True):
-        a, probs, kv = self.attn(self.ln1(x), past, need_probs, probs_grad)
+    def forward(self, x, cache=None, need_probs=False, probs_grad=True):
+        a, probs = self.attn(self.ln1(x), cache, need_probs, probs_grad)
         x = x + a
-        return x + self.mlp(self.ln2(x)), probs, kv
+        return x + self.mlp(self.ln2(x)), probs
 
 
 @dataclass
@@ -108,7 +138,7 @@ class Infinito(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.context, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.memory = Memory(cfg.d_model, cfg.memory_slots, cfg.memory_threshold, cfg.memory_decay)
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.apply(self._init_weights)
@@ -130,26 +160,29 @@ class Infinito(nn.Module):
 
     def forward(self, idx, targets=None, metrics=False, cache: KVCache | None = None, use_cache=False,
                 phi_grad=True):
-        """idx: (B, T) token ids. With `cache`, idx continues the cached positions.
+        """idx: (B, T) token ids. With `cache`, idx continues the cached positions and the cache
+        is extended in place; use_cache=True without one starts a cache. Either way out.cache
+        holds it.
 
         metrics=True adds Φ, L_phi, C and memory use; phi_grad=False measures them
         without building their graph (cheaper when the Φ loss is not trained on).
         """
         B, T = idx.shape
-        start = cache[0][0].size(2) if cache else 0
+        start = cache.length if cache is not None else 0
         if start + T > self.cfg.context:
             raise ValueError(f"sequence of {start + T} tokens exceeds the context window ({self.cfg.context})")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
-        new_cache, probs = [], None
+        if cache is None and use_cache:
+            cache = KVCache(len(self.blocks), self.cfg.context)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb.weight[start:start + T])  # (B, T, C)
+        probs, last = None, len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x, p, kv = block(x, cache[i] if cache else None, metrics and i == len(self.blocks) - 1, phi_grad)
+            x, p = block(x, cache, metrics and i == last, phi_grad)
             probs = p if p is not None else probs
-            if use_cache:
-                new_cache.append(kv)
+        if cache is not None:
+            cache.advance(T)
         h, consciousness = self.memory(x)  # (B, T, C)
         logits = F.linear(self.ln_f(h), self.tok_emb.weight)  # tied embeddings
-        out = Output(logits=logits, cache=new_cache if use_cache else None)
+        out = Output(logits=logits, cache=cache)
         if targets is not None:
             out.loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         if metrics:

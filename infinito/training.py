@@ -11,13 +11,19 @@ from .model import Infinito
 
 
 def make_optimizer(model: nn.Module, lr: float, betas=(0.9, 0.95), weight_decay: float = 0.1) -> torch.optim.AdamW:
-    """AdamW with decay on weight matrices only (not on biases, norms, embeddings or memory gate bias)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_matrix = p.dim() >= 2 and "emb" not in name
-        (decay if is_matrix else no_decay).append(p)
+    """AdamW with decay on nn.Linear weights only: never on embeddings, norms or biases.
+
+    Chosen by module type, not by parameter name, so renaming a module cannot move it into the
+    wrong group. A parameter owned by anything else (a bare nn.Parameter) is not decayed. A
+    parameter shared by several modules is listed once, and decayed only if every owner is a
+    Linear using it as its weight: an output head tied to an embedding stays undecayed."""
+    owners: dict[int, tuple[nn.Parameter, bool]] = {}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            decays = isinstance(module, nn.Linear) and name == "weight"
+            owners[id(p)] = (p, decays and owners.get(id(p), (p, True))[1])
+    decay = [p for p, d in owners.values() if d and p.requires_grad]
+    no_decay = [p for p, d in owners.values() if not d and p.requires_grad]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
@@ -43,12 +49,15 @@ def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tenso
                bf16: bool = False, metrics: bool = True) -> dict:
     """One real optimiser step on loss = w_text·CE + w_phi·L_phi; writes the batch to memory.
 
-    Returns plain floats: loss, loss_text, loss_phi, phi, consciousness, memory_util, grad_norm.
+    Returns plain floats: loss, loss_text, grad_norm and, with `metrics`, loss_phi, phi,
+    consciousness, memory_util. `metrics` only chooses what is reported: Φ is the memory's
+    write priority, so it is computed whenever the model has a memory, and the model
+    evolves the same either way.
     """
     model.train()
-    need_metrics = metrics or w_phi > 0
+    need_phi = metrics or w_phi > 0 or model.memory.slots > 0
     with autocast(x.device, bf16):
-        out = model(x, y, metrics=need_metrics, phi_grad=w_phi > 0)
+        out = model(x, y, metrics=need_phi, phi_grad=w_phi > 0)
     loss = w_text * out.loss
     if w_phi > 0:
         loss = loss + w_phi * out.metrics["loss_phi"]
@@ -59,10 +68,11 @@ def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tenso
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     stats = {"loss": loss.item(), "loss_text": out.loss.item(), "grad_norm": grad_norm.item()}
-    if need_metrics:
-        m = out.metrics
-        phi = m["phi"].item()
+    if need_phi:
+        phi = out.metrics["phi"].item()
         model.memory.write(out.summary, phi)
+    if metrics:
+        m = out.metrics
         stats.update(loss_phi=m["loss_phi"].item(), phi=phi, consciousness=m["consciousness"].item(),
                      memory_util=model.memory.utilisation)
     return stats

@@ -43,6 +43,8 @@ class RolloutBuffer:
         self.n_steps, self.num_envs = T, N
         self.obs = np.zeros((T, N, *obs_shape), np.float32)  # normalised, as the policy saw them
         self.actions = np.zeros((T, N), np.int64)
+        self.logprobs = np.zeros((T, N), np.float32)  # log pi_old(action|obs) of the acting policy
+        self.values = np.zeros((T, N), np.float32)  # V_old(obs), as the acting policy saw it
         self.rewards = np.zeros((T, N), np.float32)  # after reward scaling
         self.terminated = np.zeros((T, N), bool)
         self.truncated = np.zeros((T, N), bool)

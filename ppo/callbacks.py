@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from .checkpoint import write_json
-from .evaluation import EvalResult, compare_to_best
-from .vec_env import is_env_factory
+from common.files import write_json
+
+from .evaluation import EvalResult
+from .report import Report, Thresholds
 
 
 class Callback:
@@ -73,48 +74,55 @@ class PeriodicCallback(Callback):
 
 
 class CheckpointCallback(PeriodicCallback):
-    """Save ``path.format(step=global_step)`` every ``every`` steps, e.g. ``ckpt/{step}.pt``."""
+    """Save ``path.format(step=global_step)`` every ``every`` steps, e.g. ``ckpt/{step}.pt``; with
+    ``on_evaluation=True`` also at every evaluated step (so every evaluation has its checkpoint,
+    with that evaluation in it). One file per step, written once per state: a periodic save and
+    an evaluation on the same step write it once, or twice if the periodic save ran first."""
 
-    def __init__(self, every: int, path: str = "ckpt/{step}.pt"):
+    def __init__(self, every: int, path: str = "ckpt/{step}.pt", on_evaluation: bool = False):
         super().__init__(every)
-        self.path = path
-        self.saved: list[str] = []
+        self.path, self.at_evaluations = path, on_evaluation
+        self.saved: dict[int, str] = {}  # step -> path
+        self._evaluations_in: dict[int, int] = {}  # step -> len(eval_history) when that file was written
+
+    def save(self, trainer) -> str:
+        # A periodic save can run before an evaluation of the same step (callback order):
+        # that file lacks the evaluation, so it is written again; an unchanged state is not.
+        step, n_evaluations = trainer.global_step, len(trainer.eval_history)
+        if self._evaluations_in.get(step) != n_evaluations:
+            self.saved[step] = self.path.format(step=step)
+            trainer.save(self.saved[step])
+            self._evaluations_in[step] = n_evaluations
+        return self.saved[step]
 
     def fire(self, trainer) -> None:
-        path = self.path.format(step=trainer.global_step)
-        trainer.save(path)
-        self.saved.append(path)
+        self.save(trainer)
+
+    def on_evaluation(self, trainer, result: EvalResult) -> None:
+        if self.at_evaluations:
+            self.save(trainer)
 
 
 class EvalCallback(PeriodicCallback):
     """Evaluate every ``every`` steps; record eval/* tags; keep the best in ``best_path``.
 
-    ``env``: single env, env factory or vector env (see ``evaluate_policy``); a factory
-    is called once and the env reused. ``step_hook`` is passed to ``evaluate_policy``.
-    ``evaluator(trainer) -> EvalResult``, if given, replaces ``trainer.evaluate`` (e.g.
-    an environment's own seeded runner that also measures environment statistics into
-    ``result.extra``); ``env`` is then unused.
-    After saving ``best_path`` (if this is the new best), every callback's
-    ``on_evaluation`` runs with the ``EvalResult`` (``result.is_best`` tells).
+    ``evaluate(trainer) -> EvalResult`` plays the episodes: by default ``trainer.evaluate(envs,
+    n_episodes, deterministic, seed)`` (envs: one environment or a list, see
+    ``common.episodes.run_episodes``); an application passes its own to add environment
+    statistics to ``result.extra``. After saving ``best_path`` (if this is the new best), every
+    callback's ``on_evaluation`` runs with the result (``result.is_best`` tells).
     """
 
-    def __init__(self, env: Any, every: int, n_episodes: int = 10, deterministic: bool = True, seed: int = 0,
+    def __init__(self, envs: Any, every: int, n_episodes: int = 10, deterministic: bool = True, seed: int = 0,
                  best_path: Optional[str] = None, eval_at_end: bool = False,
-                 step_hook: Optional[Callable[[dict], None]] = None,
-                 evaluator: Optional[Callable[[Any], EvalResult]] = None):
+                 evaluate: Optional[Callable[[Any], EvalResult]] = None):
         super().__init__(every)
-        self.env, self.n_episodes, self.deterministic, self.seed = env, n_episodes, deterministic, seed
-        self.evaluator = evaluator
-        self.best_path, self.eval_at_end, self.step_hook = best_path, eval_at_end, step_hook
+        self.evaluate = evaluate or (lambda trainer: trainer.evaluate(envs, n_episodes, deterministic, seed))
+        self.best_path, self.eval_at_end = best_path, eval_at_end
         self._last_step: Optional[int] = None
 
     def fire(self, trainer) -> None:
-        if self.evaluator is not None:
-            result = self.evaluator(trainer)
-        else:
-            if is_env_factory(self.env):
-                self.env = self.env()
-            result = trainer.evaluate(self.env, self.n_episodes, self.deterministic, self.seed, self.step_hook)
+        result = self.evaluate(trainer)
         trainer.add_evaluation(result)
         if result.is_best and self.best_path is not None:
             trainer.save(self.best_path)
@@ -179,30 +187,29 @@ class StopOnNoImprovement(Callback):
 
 
 class StopOnOverfit(Callback):
-    """Stop when ``patience`` consecutive evaluations are flagged by ``compare_to_best``
-    (std > std_factor x best std, or mean more than drop_pct % below the best)."""
+    """Stop when the over-fitting report (``ppo.report``) flags ``patience`` consecutive
+    evaluations, the latest included, as over-fitting or severe over-fitting against the
+    baseline (default: the best evaluation so far), beside ``controls`` (name -> EvalResult
+    dict on the same seeds; they set the unit of a drop, see ``Thresholds``)."""
 
-    def __init__(self, std_factor: float = 5.0, drop_pct: float = 20.0, patience: int = 1, min_std: float = 0.0):
+    def __init__(self, thresholds: Optional[Thresholds] = None, patience: int = 1, controls: Optional[dict] = None,
+                 baseline_step: Optional[int] = None):
         if patience < 1:
             raise ValueError("patience must be >= 1")
-        self.std_factor, self.drop_pct, self.patience, self.min_std = std_factor, drop_pct, int(patience), min_std
-
-    def flags(self, result: EvalResult, best: EvalResult) -> dict:
-        return compare_to_best(result, best, self.std_factor, self.drop_pct, self.min_std)
+        self.thresholds, self.patience = thresholds or Thresholds(), int(patience)
+        self.controls, self.baseline_step = dict(controls or {}), baseline_step
+        self.streak = 0
 
     def on_evaluation(self, trainer, result: EvalResult) -> None:
-        # Each entry is judged against the best *at its time* (``is_best`` was set when
-        # it was added), not against today's best.
-        streak, best, last_reasons = 0, None, []
-        for r in trainer.eval_history:
-            if r.is_best or best is None:
-                best, streak = r, 0
-                continue
-            verdict = self.flags(r, best)
-            streak = streak + 1 if verdict["overfit"] else 0
-            last_reasons = verdict["reasons"]
-        if streak >= self.patience:
-            trainer.request_stop(f"over-fitting: {'; '.join(last_reasons)} (best at step {best.step})")
+        if self.baseline_step is not None and all(r.step != self.baseline_step for r in trainer.eval_history):
+            return  # nothing to compare with until the baseline step has been evaluated
+        built = Report([r.to_dict() for r in trainer.eval_history], self.controls, self.baseline_step,
+                       self.thresholds).build()
+        flagged = [("over-fitting" in r["status"]) for r in built["rows"]]
+        self.streak = next((i for i, f in enumerate(reversed(flagged)) if not f), len(flagged))
+        if self.streak >= self.patience:
+            trainer.request_stop(f"over-fitting: {self.streak} flagged evaluation(s) in a row "
+                                 f"(baseline: step {built['baseline']['step']})")
 
 
 __all__ = ["Callback", "FunctionCallback", "PeriodicCallback", "CheckpointCallback", "EvalCallback",

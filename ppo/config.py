@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 
+# Fields older checkpoints hold that no longer mean anything: masks always come from
+# info["action_mask"] (the vector-env contract of common/vector.py).
+RETIRED = ("action_mask_key",)
+
+
 @dataclass
 class PPOConfig:
     # --- run length and schedules -------------------------------------------------
@@ -51,11 +56,6 @@ class PPOConfig:
     normalize_reward: bool = False  # divide rewards by running std of discounted return
     reward_clip: float = 10.0
     norm_eps: float = 1e-8
-
-    # --- environment contract ------------------------------------------------------
-    # Info key holding a boolean [n_actions] (or [num_envs, n_actions]) mask of legal
-    # actions; None switches masking off even if the env provides one.
-    action_mask_key: Optional[str] = "action_mask"
 
     # --- reproducibility / runtime -------------------------------------------------
     seed: int = 0
@@ -111,6 +111,7 @@ class PPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOConfig":
+        d = {k: v for k, v in d.items() if k not in RETIRED}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -12,14 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import AGENT_KIND, CheckpointError, load_checkpoint
+from common.files import CheckpointError
+from common.policies import MASK_KEY
+
+from .checkpoint import load_agent_checkpoint
 from .config import PPOConfig
 from .normalize import ObsNormalizer
 from .policy import ActorCritic
 
 
 class TrainedPolicy:
-    """``policy(obs, info) -> action`` for one raw observation (greedy by default);
+    """``policy(obs, info) -> action`` for one raw observation (the protocol of
+    ``common.policies``; greedy by default, legal actions from ``info["action_mask"]``);
     ``act(obs_batch)`` for a batch. Attributes from the checkpoint: ``config``,
     ``global_step``, ``extra``, ``evaluations`` (list of EvalResult dicts)."""
 
@@ -40,8 +44,7 @@ class TrainedPolicy:
     @classmethod
     def load(cls, path: str, deterministic: bool = True) -> "TrainedPolicy":
         """Read a ``PPO.save`` checkpoint (weights_only); every failure is a CheckpointError."""
-        ckpt = load_checkpoint(path, AGENT_KIND, map_location="cpu",
-                               required=("config", "obs_shape", "n_actions", "policy", "obs_normalizer"))
+        ckpt = load_agent_checkpoint(path, required=("config", "obs_shape", "n_actions", "policy", "obs_normalizer"))
         try:
             cfg = PPOConfig.from_dict(ckpt["config"]).replace(device="cpu")
             shape = tuple(int(s) for s in ckpt["obs_shape"])
@@ -62,10 +65,16 @@ class TrainedPolicy:
     def n_actions(self) -> int:
         return self.policy.n_actions
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """Raw observations [B, *S] -> int64 actions [B]."""
+    def reset(self, seed: int) -> None:
+        """Called by the episode runner before each episode: sampled actions follow the seed."""
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Raw observations [B, *S] (legal actions bool [B, A]) -> int64 actions [B]."""
         x = self.obs_normalizer(np.asarray(obs, np.float32).reshape(len(obs), -1), update=False)
-        return self.policy.act(x, None, self.deterministic, self.rng)
+        return self.policy.act(x, mask, self.deterministic, self.rng)[0]
 
     def __call__(self, obs: np.ndarray, info: Any = None) -> int:
-        return int(self.act(np.asarray(obs, np.float32)[None])[0])
+        mask = (info or {}).get(MASK_KEY)
+        mask = None if mask is None else np.asarray(mask, bool)[None]
+        return int(self.act(np.asarray(obs, np.float32)[None], mask)[0])

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .checkpoint import _atomic_write, write_json
-from .evaluation import t_quantile_975
+from common.files import write_json, write_text
+from common.stats import t975
 
 STATUSES = ("optimal", "stable", "high variance", "over-fitting", "severe over-fitting")
 
@@ -75,14 +75,14 @@ def significantly_lower(result: dict, baseline: dict) -> bool:
         n = len(d)
         mean = sum(d) / n
         sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-        return mean > 0 if sd == 0 else mean / (sd / math.sqrt(n)) > t_quantile_975(n - 1)
+        return mean > 0 if sd == 0 else mean / (sd / math.sqrt(n)) > t975(n - 1)
     va = baseline["std_reward"] ** 2 / baseline["n_episodes"]
     vb = result["std_reward"] ** 2 / result["n_episodes"]
     diff = baseline["mean_reward"] - result["mean_reward"]
     if va + vb == 0:
         return diff > 0
     df = (va + vb) ** 2 / ((va ** 2 / max(baseline["n_episodes"] - 1, 1)) + (vb ** 2 / max(result["n_episodes"] - 1, 1)))
-    return diff / math.sqrt(va + vb) > t_quantile_975(max(int(df), 1))
+    return diff / math.sqrt(va + vb) > t975(max(int(df), 1))
 
 
 def drop_scale(controls: dict, baseline: dict) -> tuple[float, str]:
@@ -301,7 +301,7 @@ def write_report(directory: str | Path, report: dict, markdown: str, stem: str =
     """``<directory>/report.md`` and ``report.json``, each written atomically."""
     directory = Path(directory)
     md, js = directory / f"{stem}.md", directory / f"{stem}.json"
-    _atomic_write(md, lambda f: f.write(markdown.encode()), "file")
+    write_text(md, markdown)
     write_json(str(js), report)
     return md, js
 

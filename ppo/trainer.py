@@ -1,8 +1,9 @@
 """PPO (Schulman et al. 2017, clipped surrogate) for discrete actions.
 
-One iteration of ``PPO.learn`` reads top to bottom:
-  1. collect ``n_steps`` x ``num_envs`` transitions with the current policy,
-  2. compute values, old log-probs and GAE advantages for the whole rollout,
+One iteration of ``PPO.learn`` reads top to bottom (the loop of CleanRL's ppo.py):
+  1. collect ``n_steps`` x ``num_envs`` transitions with the current policy, keeping
+     each action's log-probability and the state's value from acting time,
+  2. value the states the rollout ends in, then GAE advantages and returns,
   3. run ``n_epochs`` passes of minibatch updates on the clipped objective,
   4. log, run callbacks, write all scalars at the new global step.
 
@@ -14,57 +15,57 @@ import math
 import random
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
+
+from common.episodes import run_episodes
+from common.files import FORMAT_VERSION, CheckpointError, save_checkpoint
+from common.logger import Logger
+from common.policies import MASK_KEY
+from common.rng import capture_global_rng, generator_state, restore_generator, restore_global_rng
+from common.vector import as_vec_env, is_env_factory
 
 from .buffer import RolloutBuffer, compute_gae
 from .callbacks import Callback
-from .checkpoint import (AGENT_KIND, FORMAT_VERSION, CheckpointError, capture_global_rng, generator_state,
-                         load_checkpoint, restore_generator, restore_global_rng, save_checkpoint)
+from .checkpoint import AGENT_KIND, load_agent_checkpoint
 from .config import PPOConfig
-from .evaluation import EvalResult, evaluate_policy
-from .logger import Logger
+from .evaluation import EvalResult
+from .inference import TrainedPolicy
 from .losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
 from .normalize import ObsNormalizer, RewardScaler
-from .policy import ActorCritic, bind_flat_grads, flatten_parameters
-from .vec_env import as_vec_env
+from .policy import ActorCritic
 
 # Fields that define the trained network or the meaning of its inputs/targets; they
 # cannot change when resuming (the weights would no longer fit them).
 FROZEN_ON_RESUME = ("pi_hidden", "vf_hidden", "activation", "normalize_obs", "obs_clip",
                     "normalize_reward", "reward_clip", "norm_eps")
-
-
-def _make_adam(params: Iterable[torch.nn.Parameter], lr: float, eps: float) -> torch.optim.Optimizer:
-    # The fused kernel updates all parameters in one call: ~20% faster per minibatch
-    # than the per-tensor loop on CPU for these small networks.
-    try:
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
-    except (RuntimeError, TypeError):  # older torch, or a device without a fused Adam
-        return torch.optim.Adam(params, lr=lr, eps=eps)
+# Fields that shape the annealing line; changing one starts a new line at the current step.
+SCHEDULE_FIELDS = ("total_timesteps", "anneal_lr", "anneal_clip_range")
 
 
 class PPO:
     """Train a categorical actor-critic with PPO on a Gymnasium-style environment.
 
-    ``env``: a vector env (see ``ppo.vec_env``), a list of env factories (stepped
-    together in-process with auto-reset), one factory or one env. ``log_dir``: where
-    TensorBoard scalars go (None: in-memory ``logger`` only). ``extra``: plain-typed
-    dict saved in every checkpoint (e.g. the environment's config).
+    ``env``: a vector env (the contract of ``common.vector``), a list of environments or
+    env factories (stepped together in-process with auto-reset), one factory or one env.
+    ``log_dir``: where TensorBoard scalars go (None: in-memory only), or pass a whole
+    ``logger`` (``common.logger.Logger``: TensorBoard, JSONL, console). ``extra``:
+    plain-typed dict saved in every checkpoint (e.g. the environment's config).
     """
 
     def __init__(self, env: Any, config: Optional[PPOConfig] = None, *, log_dir: Optional[str] = None,
-                 extra: Optional[dict] = None):
+                 extra: Optional[dict] = None, logger: Optional[Logger] = None):
         self.config = cfg = config if config is not None else PPOConfig()
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.env = as_vec_env(env, cfg.action_mask_key)
+        self.env = as_vec_env(env)
         self.num_envs = int(self.env.num_envs)
         self.obs_shape = tuple(int(s) for s in self.env.observation_space.shape)
         self.n_actions = int(self.env.action_space.n)
@@ -73,19 +74,21 @@ class PPO:
         init_gen = torch.Generator().manual_seed(cfg.seed)
         self.policy = ActorCritic(math.prod(self.obs_shape), self.n_actions, cfg.pi_hidden, cfg.vf_hidden,
                                   cfg.activation, generator=init_gen).to(self.device)
-        self._flat_params = flatten_parameters(self.policy)
-        self.optimizer = _make_adam([self._flat_params], cfg.learning_rate, cfg.adam_eps)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
         self.obs_normalizer = ObsNormalizer(self.obs_shape, cfg.obs_clip, cfg.norm_eps, cfg.normalize_obs)
         self.reward_scaler = RewardScaler(self.num_envs, cfg.gamma, cfg.reward_clip, cfg.norm_eps,
                                           cfg.normalize_reward)
         # Our own stream for action sampling and minibatch order: evaluations and
         # user code can use the global RNGs without changing the training run.
         self.rng = np.random.default_rng(cfg.seed)
-        self.logger = Logger(log_dir)
+        self.logger = logger if logger is not None else Logger(log_dir)
         self.extra = dict(extra or {})
 
         self.global_step = 0  # env steps over all environments
         self.n_updates = 0
+        # Where the annealing line starts: (step, lr fraction, clip fraction); it falls
+        # linearly from there to 0 at total_timesteps (see current_schedule).
+        self.schedule_start: tuple[int, float, float] = (0, 1.0, 1.0)
         self.eval_history: list[EvalResult] = []
         self.best_eval: Optional[EvalResult] = None
         self.stop_reason: Optional[str] = None
@@ -101,14 +104,27 @@ class PPO:
         self._predict_rng = np.random.default_rng(cfg.seed + 1)
 
     # ------------------------------------------------------------------ schedule
+    def _fractions(self, cfg: PPOConfig) -> tuple[float, float]:
+        """(lr fraction, clip fraction) at the global step on the line that starts at
+        ``schedule_start`` and reaches 0 at ``cfg.total_timesteps``; 1 where not annealed."""
+        step0, lr0, clip0 = self.schedule_start
+        span = cfg.total_timesteps - step0
+        left = max(0.0, 1.0 - (self.global_step - step0) / span) if span > 0 else 0.0
+        return (lr0 * left if cfg.anneal_lr else 1.0), (clip0 * left if cfg.anneal_clip_range else 1.0)
+
     def current_schedule(self) -> tuple[float, float]:
-        """(learning rate, clip range) at the current global step. Computed from the
-        step over the planned total, so resuming continues the same line."""
-        cfg = self.config
-        remaining = max(0.0, 1.0 - self.global_step / cfg.total_timesteps)
-        lr = cfg.learning_rate * (remaining if cfg.anneal_lr else 1.0)
-        clip = cfg.clip_range * (remaining if cfg.anneal_clip_range else 1.0)
-        return lr, clip
+        """(learning rate, clip range) at the current global step."""
+        lr_fraction, clip_fraction = self._fractions(self.config)
+        return self.config.learning_rate * lr_fraction, self.config.clip_range * clip_fraction
+
+    def _set_config(self, config: PPOConfig, previous: Optional[PPOConfig] = None) -> None:
+        """Use ``config`` from now on. A new horizon or annealing flag would re-stretch the
+        line and make the learning rate jump, so the line restarts here from the fractions
+        reached under ``previous`` (default: the config in use)."""
+        previous = previous or self.config
+        if any(getattr(previous, f) != getattr(config, f) for f in SCHEDULE_FIELDS):
+            self.schedule_start = (self.global_step, *self._fractions(previous))
+        self.config = config
 
     def _apply_schedule(self) -> tuple[float, float]:
         lr, clip = self.current_schedule()
@@ -119,10 +135,10 @@ class PPO:
     # ------------------------------------------------------------------ training
     def learn(self, total_timesteps: Optional[int] = None, callbacks: Sequence[Callback] = ()) -> "PPO":
         """Train until ``global_step`` reaches ``total_timesteps`` (default: the config's;
-        a given value replaces it, and with it the annealing horizon)."""
-        cfg = self.config
+        a given value replaces it, and the annealing continues from where it is to 0 there)."""
         if total_timesteps is not None:
-            self.config = cfg = cfg.replace(total_timesteps=int(total_timesteps))
+            self._set_config(self.config.replace(total_timesteps=int(total_timesteps)))
+        cfg = self.config
         self.callbacks = list(callbacks)
         # Only callbacks that do something per step are called per step (hot loop).
         step_hooks = [cb for cb in self.callbacks if getattr(cb.on_step, "__func__", None) is not Callback.on_step]
@@ -130,38 +146,43 @@ class PPO:
         if self._obs is None:
             self._reset_envs(cfg.seed)
         buf = RolloutBuffer(cfg.n_steps, self.num_envs, self.obs_shape, self.n_actions, self._use_masks)
-        start_step, start_time = self.global_step, time.perf_counter()
+        start = (self.global_step, time.perf_counter())
         bar = tqdm(total=cfg.total_timesteps, initial=min(self.global_step, cfg.total_timesteps), unit="step",
                    disable=not cfg.progress_bar, dynamic_ncols=True)
         try:
             self.dispatch("on_training_start")
             while self.global_step < cfg.total_timesteps and self.stop_reason is None:
-                lr, clip = self._apply_schedule()
+                _, clip = self._apply_schedule()
                 self._collect_rollout(buf, step_hooks)
                 self.dispatch("on_rollout_end")
                 batch = self._compute_advantages(buf)
-                self._update(batch, lr, clip)
+                self._update(batch, clip)
                 self.n_updates += 1
-
-                if self.recent_episodes:
-                    self.logger.record("rollout/ep_rew_mean", np.mean([e[0] for e in self.recent_episodes]))
-                    self.logger.record("rollout/ep_len_mean", np.mean([e[1] for e in self.recent_episodes]))
-                self.logger.record("time/fps", (self.global_step - start_step) / (time.perf_counter() - start_time))
+                self._record_progress(*start)
                 self.dispatch("on_update_end")
                 self.logger.dump(self.global_step)
-                bar.update(min(self.global_step, cfg.total_timesteps) - bar.n)  # the last rollout may overshoot
-                latest = self.logger.latest
-                postfix = {"fps": f"{latest['time/fps']:.3g}"}
-                if "rollout/ep_rew_mean" in latest:
-                    postfix["ep_rew_mean"] = f"{latest['rollout/ep_rew_mean']:.3g}"
-                if self.eval_history:
-                    last = self.eval_history[-1]
-                    postfix["last_eval"] = f"{last.mean_reward:.4g}±{last.std_reward:.2g}@{last.step}"
-                bar.set_postfix(postfix, refresh=False)
+                self._show_progress(bar)
             self.dispatch("on_training_end")
         finally:
             bar.close()
         return self
+
+    def _record_progress(self, start_step: int, start_time: float) -> None:
+        if self.recent_episodes:
+            self.logger.record("rollout/ep_rew_mean", np.mean([e[0] for e in self.recent_episodes]))
+            self.logger.record("rollout/ep_len_mean", np.mean([e[1] for e in self.recent_episodes]))
+        self.logger.record("time/fps", (self.global_step - start_step) / (time.perf_counter() - start_time))
+
+    def _show_progress(self, bar: tqdm) -> None:
+        bar.update(min(self.global_step, bar.total) - bar.n)  # the last rollout may overshoot
+        latest = self.logger.latest
+        postfix = {"fps": f"{latest['time/fps']:.3g}"}
+        if "rollout/ep_rew_mean" in latest:
+            postfix["ep_rew_mean"] = f"{latest['rollout/ep_rew_mean']:.3g}"
+        if self.eval_history:
+            last = self.eval_history[-1]
+            postfix["last_eval"] = f"{last.mean_reward:.4g}±{last.std_reward:.2g}@{last.step}"
+        bar.set_postfix(postfix, refresh=False)
 
     def _reset_envs(self, seed: Optional[int]) -> None:
         self._obs, infos = self.env.reset(seed=seed)
@@ -171,36 +192,23 @@ class PPO:
         self._ep_length[:] = 0
 
     def _mask_from(self, infos: dict) -> Optional[np.ndarray]:
-        key = self.config.action_mask_key
-        return None if key is None or key not in infos else np.asarray(infos[key], bool)
+        return None if MASK_KEY not in infos else np.asarray(infos[MASK_KEY], bool)
 
     # 1. collect -------------------------------------------------------------
     def _collect_rollout(self, buf: RolloutBuffer, step_hooks: list) -> None:
         buf.clear()
-        with torch.inference_mode():  # once here, not per step: entering costs ~1.5 us
+        with torch.inference_mode():
             for t in range(buf.n_steps):
                 obs = self.obs_normalizer(self._obs, update=True)  # [N, *S]
-                buf.obs[t] = obs
+                actions, logprobs, values = self.policy.act(obs, self._mask, rng=self.rng)  # [N] each
+                next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
+
+                buf.obs[t], buf.actions[t], buf.logprobs[t], buf.values[t] = obs, actions, logprobs, values
                 if buf.masks is not None:
                     buf.masks[t] = True if self._mask is None else self._mask
-                actions = self.policy.act(obs, self._mask, rng=self.rng)  # [N]
-                next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
-                ended = terminated | truncated
-
-                buf.actions[t] = actions
-                buf.rewards[t] = self.reward_scaler(rewards, ended)
+                buf.rewards[t] = self.reward_scaler(rewards, terminated | truncated)
                 buf.terminated[t], buf.truncated[t] = terminated, truncated
-                self._ep_return += rewards
-                self._ep_length += 1
-                if ended.any():  # rare: keep the per-step path to the cheap test above
-                    # A time limit cut the episode short: its last state still had a
-                    # future, so GAE bootstraps from its value. Not for termination.
-                    for i in np.flatnonzero(truncated & ~terminated):
-                        final = self.obs_normalizer(infos["final_observation"][i:i + 1], update=False)[0]
-                        buf.truncation_obs.append((t, int(i), final))
-                    for i in np.flatnonzero(ended):
-                        self.recent_episodes.append((float(self._ep_return[i]), int(self._ep_length[i])))
-                    self._ep_return[ended], self._ep_length[ended] = 0.0, 0
+                self._end_episodes(buf, t, rewards, terminated, truncated, infos)
 
                 self._obs = next_obs
                 if self._use_masks:
@@ -210,76 +218,89 @@ class PPO:
                 for cb in step_hooks:
                     cb.on_step(self, infos)
 
+    def _end_episodes(self, buf: RolloutBuffer, t: int, rewards: np.ndarray, terminated: np.ndarray,
+                      truncated: np.ndarray, infos: dict) -> None:
+        self._ep_return += rewards
+        self._ep_length += 1
+        ended = terminated | truncated
+        if not ended.any():
+            return
+        # A time limit cut the episode short: its last state still had a future, so
+        # GAE bootstraps from its value (computed after the rollout). Not for termination.
+        for i in np.flatnonzero(truncated & ~terminated):
+            final = self.obs_normalizer(infos["final_observation"][i:i + 1], update=False)[0]
+            buf.truncation_obs.append((t, int(i), final))
+        for i in np.flatnonzero(ended):
+            self.recent_episodes.append((float(self._ep_return[i]), int(self._ep_length[i])))
+        self._ep_return[ended], self._ep_length[ended] = 0.0, 0
+
     # 2. advantages ----------------------------------------------------------
     def _compute_advantages(self, buf: RolloutBuffer) -> dict:
         T, N = buf.n_steps, self.num_envs
-        obs = torch.from_numpy(buf.obs.reshape(T * N, *self.obs_shape)).to(self.device)
-        actions = torch.from_numpy(buf.actions.reshape(T * N)).to(self.device)
-        masks = None if buf.masks is None else torch.from_numpy(buf.masks.reshape(T * N, -1)).to(self.device)
-        # One batched forward for the whole rollout instead of one per step: the
-        # policy did not change during collection, so these equal the per-step values.
-        extra_obs = [self.obs_normalizer(self._obs, update=False)] + [o[None] for _, _, o in buf.truncation_obs]
+        # Values of the states reached after the rollout and of truncated episodes' final
+        # states: the bootstrap targets that acting never saw.
+        boot_obs = [self.obs_normalizer(self._obs, update=False)] + [o[None] for _, _, o in buf.truncation_obs]
         with torch.inference_mode():
-            # The same function the update calls, so the first minibatch's ratio is 1.
-            old_logp, _, values = self.policy.evaluate_actions(obs, actions, masks)  # [B], [B]
-            extra_values = self.policy.value(torch.from_numpy(np.concatenate(extra_obs)).to(self.device))
-        values_np = values.cpu().numpy().reshape(T, N)
-        extra_np = extra_values.cpu().numpy()
-        next_values = buf.next_values(values_np, last_values=extra_np[:N], truncation_values=extra_np[N:])
-        advantages, returns = compute_gae(buf.rewards, values_np, next_values, buf.terminated | buf.truncated,
+            boot = self.policy.value(torch.from_numpy(np.concatenate(boot_obs)).to(self.device)).cpu().numpy()
+        next_values = buf.next_values(buf.values, last_values=boot[:N], truncation_values=boot[N:])
+        advantages, returns = compute_gae(buf.rewards, buf.values, next_values, buf.terminated | buf.truncated,
                                           self.config.gamma, self.config.gae_lambda)
         var_returns = returns.var()
         self.logger.record("train/explained_variance",
-                           float("nan") if var_returns == 0 else 1.0 - (returns - values_np).var() / var_returns)
-        as_t = lambda a: torch.from_numpy(a.reshape(T * N)).to(self.device)  # noqa: E731
-        return {"obs": obs, "actions": actions, "masks": masks, "old_logp": old_logp.clone(),
-                "old_values": values.clone(), "advantages": as_t(advantages), "returns": as_t(returns)}
+                           float("nan") if var_returns == 0 else 1.0 - (returns - buf.values).var() / var_returns)
+
+        def flat(a: np.ndarray) -> torch.Tensor:  # [T, N, ...] -> [B, ...]
+            return torch.from_numpy(a.reshape(T * N, *a.shape[2:])).to(self.device)
+
+        return {"obs": flat(buf.obs), "actions": flat(buf.actions),
+                "masks": None if buf.masks is None else flat(buf.masks),
+                "old_logp": flat(buf.logprobs), "old_values": flat(buf.values),
+                "advantages": flat(advantages), "returns": flat(returns)}
 
     # 3. update ----------------------------------------------------------------
-    def _update(self, batch: dict, lr: float, clip: float) -> None:
+    def _update(self, batch: dict, clip: float) -> None:
         cfg = self.config
-        B, mb = len(batch["obs"]), cfg.batch_size
-        flat = self._flat_params
-        bind_flat_grads(self.policy, flat)
-        losses = []  # per applied minibatch: [pg_loss, value_loss, entropy, loss]
-        log_ratios = []  # per applied minibatch: log(pi_new / pi_old) [mb], for KL and clip stats
+        B = len(batch["obs"])
+        terms, log_ratios = [], []  # per applied minibatch: [pg, value, entropy, loss]; log(pi/pi_old) [mb]
         kl_stop = False
-        for epoch in range(cfg.n_epochs):
-            # Shuffle once per epoch; minibatches are then cheap contiguous slices.
-            perm = torch.from_numpy(self.rng.permutation(B)).to(self.device)
-            shuffled = {k: (None if v is None else v[perm]) for k, v in batch.items()}
-            for start in range(0, B, mb):
-                d = {k: (None if v is None else v[start:start + mb]) for k, v in shuffled.items()}
-                logp, entropy, values = self.policy.evaluate_actions(d["obs"], d["actions"], d["masks"])
-                log_ratio = logp - d["old_logp"]
-                ratio = log_ratio.exp()
-                adv = d["advantages"]
-                if cfg.normalize_advantage and adv.shape[0] > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg_loss = clipped_surrogate_loss(ratio, adv, clip)
-                v_loss = value_loss(values, d["old_values"], d["returns"], cfg.clip_range_vf)
-                entropy = entropy.mean()
-                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
-
-                if cfg.target_kl is not None and approx_kl(log_ratio.detach()).item() > cfg.target_kl:
+        for _ in range(cfg.n_epochs):
+            order = torch.from_numpy(self.rng.permutation(B)).to(self.device)
+            for start in range(0, B, cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                loss, mb_terms, log_ratio = self._minibatch_loss({k: None if v is None else v[idx]
+                                                                  for k, v in batch.items()}, clip)
+                if cfg.target_kl is not None and approx_kl(log_ratio).item() > cfg.target_kl:
                     kl_stop = True  # the policy moved too far: this minibatch is not applied
                     break
-                flat.grad.zero_()
+                self.optimizer.zero_grad()
                 loss.backward()
                 if cfg.max_grad_norm > 0:
-                    # Global-norm clipping, as clip_grad_norm_ does it (same 1e-6), on
-                    # the one flat gradient.
-                    grad_norm = torch.linalg.vector_norm(flat.grad)
-                    flat.grad.mul_((cfg.max_grad_norm / (grad_norm + 1e-6)).clamp_(max=1.0))
+                    nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
-                losses.append(torch.stack([pg_loss, v_loss, entropy, loss]).detach())
-                log_ratios.append(log_ratio.detach())
+                terms.append(mb_terms)
+                log_ratios.append(log_ratio)
             if kl_stop:
                 break
+        self._record_update(terms, log_ratios, clip, kl_stop)
 
+    def _minibatch_loss(self, mb: dict, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (loss to minimise, detached [pg_loss, value_loss, entropy, loss], detached log(pi/pi_old))."""
+        cfg = self.config
+        logp, entropy, values = self.policy.evaluate_actions(mb["obs"], mb["actions"], mb["masks"])
+        log_ratio = logp - mb["old_logp"]
+        adv = mb["advantages"]
+        if cfg.normalize_advantage and adv.shape[0] > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg_loss = clipped_surrogate_loss(log_ratio.exp(), adv, clip)
+        v_loss = value_loss(values, mb["old_values"], mb["returns"], cfg.clip_range_vf)
+        entropy = entropy.mean()
+        loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+        return loss, torch.stack([pg_loss, v_loss, entropy, loss]).detach(), log_ratio.detach()
+
+    def _record_update(self, terms: list, log_ratios: list, clip: float, kl_stop: bool) -> None:
         log = self.logger.record
-        if losses:  # means over all applied minibatches (diagnostics computed once, here)
-            pg, vl, ent, total = torch.stack(losses).mean(0).tolist()
+        if terms:  # means over all applied minibatches
+            pg, vl, ent, total = torch.stack(terms).mean(0).tolist()
             if not math.isfinite(total):
                 raise FloatingPointError(f"PPO loss is {total} at update {self.n_updates + 1} (step "
                                          f"{self.global_step}); lower learning_rate or check the environment "
@@ -293,9 +314,9 @@ class PPO:
             log("train/clip_fraction", clip_fraction(log_ratio, clip).item())
         log("train/learning_rate", self.optimizer.param_groups[0]["lr"])
         log("train/clip_range", clip)
-        if cfg.clip_range_vf is not None:
-            log("train/clip_range_vf", cfg.clip_range_vf)
-        log("train/n_minibatch_updates", len(losses))
+        if self.config.clip_range_vf is not None:
+            log("train/clip_range_vf", self.config.clip_range_vf)
+        log("train/n_minibatch_updates", len(terms))
         log("train/kl_early_stop", float(kl_stop))
         log("train/n_updates", self.n_updates + 1)
 
@@ -310,12 +331,13 @@ class PPO:
             self.stop_reason = reason
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, env: Any, n_episodes: int = 10, deterministic: bool = True, seed: int = 0,
-                 step_hook: Optional[Callable[[dict], None]] = None) -> EvalResult:
-        """Evaluate with the frozen observation normaliser; training state is untouched.
-        See ``evaluate_policy`` for ``env`` and ``step_hook``."""
-        return evaluate_policy(self.policy, env, n_episodes, deterministic, seed, self.obs_normalizer,
-                               self.config.action_mask_key, step_hook)
+    def evaluate(self, envs: Any, n_episodes: int = 10, deterministic: bool = True, seed: int = 0) -> EvalResult:
+        """The current policy (frozen normaliser, a snapshot) on ``n_episodes`` episodes seeded
+        seed, seed+1, ... of ``envs`` (one env, a factory, or a list: see
+        ``common.episodes.run_episodes``); training state is untouched."""
+        envs = [e() if is_env_factory(e) else e for e in (envs if isinstance(envs, (list, tuple)) else [envs])]
+        episodes = run_episodes(envs, TrainedPolicy.from_agent(self, deterministic), n_episodes, seed)
+        return EvalResult.from_episodes(episodes, self.n_actions, seed, deterministic)
 
     def add_evaluation(self, result: EvalResult) -> bool:
         """Stamp ``result`` with the step, keep it in ``eval_history``, track the best,
@@ -334,12 +356,14 @@ class PPO:
                 rng: Optional[np.random.Generator] = None) -> np.ndarray:
         """Actions for raw observations [N, *S] (frozen normaliser) -> int64 [N]."""
         obs = self.obs_normalizer(np.asarray(obs, np.float32).reshape(-1, *self.obs_shape), update=False)
-        return self.policy.act(obs, mask, deterministic, rng or self._predict_rng)
+        return self.policy.act(obs, mask, deterministic, rng or self._predict_rng)[0]
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue exactly, as plain types and tensors."""
         env_state = self.env.get_state() if hasattr(self.env, "get_state") else None
+        lr, clip = self.current_schedule()
+        start_step, start_lr_fraction, start_clip_fraction = self.schedule_start
         return {
             "format_version": FORMAT_VERSION,
             "kind": AGENT_KIND,
@@ -353,9 +377,9 @@ class PPO:
             "rng": {**capture_global_rng(), "trainer": generator_state(self.rng)},
             "global_step": self.global_step,
             "n_updates": self.n_updates,
-            "schedule": dict(zip(("learning_rate", "clip_range"), self.current_schedule()),
-                             progress=self.global_step / self.config.total_timesteps,
-                             total_timesteps=self.config.total_timesteps),
+            "schedule": {"learning_rate": lr, "clip_range": clip, "total_timesteps": self.config.total_timesteps,
+                         "progress": self.global_step / self.config.total_timesteps, "start_step": start_step,
+                         "start_lr_fraction": start_lr_fraction, "start_clip_fraction": start_clip_fraction},
             "rollout": None if self._obs is None else {
                 "num_envs": self.num_envs,
                 "obs": torch.from_numpy(np.array(self._obs, np.float32)),
@@ -379,7 +403,7 @@ class PPO:
 
     @classmethod
     def load(cls, path: str, env: Any, *, overrides: Optional[dict] = None, log_dir: Optional[str] = None,
-             map_location: Any = None) -> "PPO":
+             map_location: Any = None, logger: Optional[Logger] = None) -> "PPO":
         """Rebuild an agent from a checkpoint to continue training or to evaluate.
 
         ``overrides``: config fields to change (e.g. learning_rate, clip_range,
@@ -393,16 +417,17 @@ class PPO:
         if frozen:
             raise ValueError(f"cannot override {', '.join(frozen)} when loading: they are fixed by the trained "
                              "network; start a new run instead")
-        ckpt = load_checkpoint(path, AGENT_KIND, map_location=map_location or "cpu",
-                               required=("config", "obs_shape", "n_actions", "policy", "optimizer",
-                                         "obs_normalizer", "reward_scaler", "rng", "global_step"))
+        ckpt = load_agent_checkpoint(path, map_location=map_location or "cpu",
+                                     required=("config", "obs_shape", "n_actions", "policy", "optimizer",
+                                               "obs_normalizer", "reward_scaler", "rng", "global_step"))
         try:
-            config = PPOConfig.from_dict(ckpt["config"]).replace(**overrides)
+            saved_config = PPOConfig.from_dict(ckpt["config"])
+            config = saved_config.replace(**overrides)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: config cannot be used ({e}); fix the overrides or the file") from e
         if map_location is not None:
             config = config.replace(device=str(map_location))
-        agent = cls(env, config, log_dir=log_dir, extra=ckpt.get("extra"))
+        agent = cls(env, config, log_dir=log_dir, extra=ckpt.get("extra"), logger=logger)
         if [*agent.obs_shape] != list(ckpt["obs_shape"]) or agent.n_actions != ckpt["n_actions"]:
             raise CheckpointError(f"{path} was trained with observations {tuple(ckpt['obs_shape'])} and "
                                   f"{ckpt['n_actions']} actions, the environment has {agent.obs_shape} and "
@@ -418,12 +443,14 @@ class PPO:
             restore_global_rng(ckpt["rng"])
             restore_generator(agent.rng, ckpt["rng"]["trainer"])
             agent._restore_rollout(ckpt.get("rollout"))
+            agent.schedule_start = _schedule_start(ckpt.get("schedule"))
         except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{path} does not fit this agent ({type(e).__name__}: {msg}); the file is "
                                   "damaged or from a different network") from e
         best = [r for r in agent.eval_history if r.is_best]
         agent.best_eval = best[-1] if best else None
+        agent._set_config(config, previous=saved_config)  # a new horizon continues the line from here
         agent._apply_schedule()  # overridden lr is in the optimiser right away
         return agent
 
@@ -445,3 +472,11 @@ class PPO:
         self.logger.close()
         if hasattr(self.env, "close"):
             self.env.close()
+
+
+def _schedule_start(schedule: Optional[dict]) -> tuple[int, float, float]:
+    """The annealing line's start from a checkpoint; checkpoints written before it was stored
+    annealed from the run's first step (fractions 1), which is the same line."""
+    schedule = schedule or {}
+    return (int(schedule.get("start_step", 0)), float(schedule.get("start_lr_fraction", 1.0)),
+            float(schedule.get("start_clip_fraction", 1.0)))

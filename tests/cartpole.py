@@ -8,7 +8,8 @@ state uniform in [-0.05, 0.05]^4. The equations of motion are those of Florian
 friction.
 
 ``CartPoleEnv`` is one Gymnasium-style environment; ``CartPoleVecEnv`` steps N of
-them with one set of numpy operations and follows the ``ppo.vec_env`` contract.
+them with one set of numpy operations and follows the vector-env contract of
+``common.vector`` (training only: evaluation plays single environments).
 Both share ``cartpole_step`` (floats with ``math`` for one cart, numpy arrays for
 N) and seed env i with ``seed + i`` the same way, so their trajectories agree (to
 the last bit unless numpy's vectorised sin/cos differ from libm's by an ulp).
@@ -21,7 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ppo.spaces import Box, Discrete
+from common.spaces import Box, Discrete
 
 GRAVITY, CART_MASS, POLE_MASS, HALF_LENGTH, FORCE, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
 TOTAL_MASS = CART_MASS + POLE_MASS
@@ -60,6 +61,8 @@ class CartPoleEnv:
     """One cart-pole, Gymnasium-style: ``reset(seed)`` -> (obs, info), ``step(a)`` ->
     (obs, 1.0, terminated, truncated, info). ``masked_action`` (test aid): if set,
     that action is reported illegal in ``info["action_mask"]``."""
+
+    uses_global_rng = False  # its own generator: safe to step on threads (common.vector, common.episodes)
 
     def __init__(self, max_episode_steps: int = MAX_EPISODE_STEPS, masked_action: Optional[int] = None):
         self.observation_space = Box(-_HIGH, _HIGH)
@@ -117,7 +120,7 @@ class CartPoleVecEnv:
             self._rngs = [np.random.default_rng(seed + i) for i in range(self.num_envs)]
         self._state = np.stack([_initial_state(rng) for rng in self._rngs], axis=1)
         self._steps[:] = 0
-        return self._state.T.astype(np.float32), {}
+        return self._state.T.astype(np.float32), {"env_infos": [{} for _ in range(self.num_envs)]}
 
     def step(self, actions: np.ndarray):
         new, terminated = cartpole_step(self._state, np.asarray(actions) == 1, np.sin, np.cos)
@@ -125,7 +128,7 @@ class CartPoleVecEnv:
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps
         obs = self._state.T.astype(np.float32)  # [N, 4]
-        infos: dict = {}
+        infos: dict = {"env_infos": [{} for _ in range(self.num_envs)]}
         ended = terminated | truncated
         if ended.any():
             infos["final_observation"] = obs.copy()

@@ -16,9 +16,11 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory):
-    """`train.py --stage base --preset tiny --steps 30`: base.pt, tokenizer, token cache."""
+    """`train.py --stage base --preset tiny --steps 30 --log-every 1`: base.pt, its step-20 snapshot, tokenizer,
+    token cache, logs. The one base training of the suite: read-only, copy to modify."""
     out = tmp_path_factory.mktemp("tinybase")
-    assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out), "--steps", "30"]) == 0
+    assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out), "--steps", "30",
+                       "--log-every", "1"]) == 0
     return out
 
 

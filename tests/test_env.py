@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import train
-from env import (PHI, TEXT, BandPolicy, ConstantPolicy, EnvConfig, EnvError, RandomPolicy, RewardConfig,
+from common.policies import ConstantPolicy, RandomPolicy
+from env import (PHI, TEXT, BandPolicy, EnvConfig, EnvError, RewardConfig,
                  TextSchedulingEnv, check_env, control_policies, load_base, make_vec_env, rescore, run_policy)
 from infinito.checkpoint import CheckpointError
 
@@ -18,10 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    out = tmp_path_factory.mktemp("env_base")
-    assert train.main(["--stage", "base", "--preset", "tiny", "--out", str(out), "--quiet"]) == 0
-    return out / "base.pt"
+def base(base_dir):
+    return base_dir / "base.pt"  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +204,7 @@ def test_vector_env_auto_resets_and_reports_final_observation(assets):
     assert infos["final_info"][1]["action_history"] == (PHI, TEXT)
     assert [i["step"] for i in infos["env_infos"]] == [0, 0]  # rows are the next episodes' first observations
     assert obs[1][5] == 0.0 and infos["env_infos"][1]["action_history"] == ()
-    with pytest.raises(EnvError, match="2 environments"):
+    with pytest.raises(ValueError, match="2 environments"):
         vec.step([TEXT])
 
 
@@ -255,8 +253,8 @@ def test_runner_and_control_policies(assets):
     assert runs.seeds == [7, 8, 9] and runs.lengths == [3, 3, 3] and s["action_mix"] == [0.0, 1.0]
     assert s["return"]["ci95_low"] <= s["return"]["mean"] <= s["return"]["ci95_high"]
     assert runs.returns == pytest.approx([sum(t["reward"]) for t in runs.traces])
-    r1 = run_policy(env, RandomPolicy(seed=0), n_episodes=2, seed=1)
-    r2 = run_policy(env, RandomPolicy(seed=99), n_episodes=2, seed=1)  # re-seeded per episode by the runner
+    r1 = run_policy(env, RandomPolicy(3, seed=0), n_episodes=2, seed=1)
+    r2 = run_policy(env, RandomPolicy(3, seed=99), n_episodes=2, seed=1)  # re-seeded per episode by the runner
     assert [t["action"] for t in r1.traces] == [t["action"] for t in r2.traces] and r1.returns == r2.returns
     # re-scoring the same episodes under another reward equals running them under it
     assert rescore(runs, env.config.reward).returns == runs.returns
@@ -265,20 +263,19 @@ def test_runner_and_control_policies(assets):
     assert rescore(runs, window).returns == pytest.approx(direct.returns, abs=1e-12)
     band = BandPolicy(3.0, 6.0)
     assert band(np.array([0.4, 6.5, 0, 0, 0, 0]), {}) == PHI and band(np.array([0.4, 5.0, 0, 0, 0, 0]), {}) == TEXT
-    assert ConstantPolicy(2).name == "always MIXED"
+    assert controls["always MIXED"].action == 2
 
 
 def test_parallel_runner_equals_the_sequential_one(assets):
-    from env import run_policy_parallel
     envs = [make(assets, max_steps=3) for _ in range(2)]
-    for policy in (RandomPolicy(seed=0), BandPolicy(3.0, 6.0)):
+    for policy in (RandomPolicy(3, seed=0), BandPolicy(3.0, 6.0)):
         one = run_policy(envs[0], policy, n_episodes=5, seed=11)
-        two = run_policy_parallel(envs, policy, n_episodes=5, seed=11)
+        two = run_policy(envs, policy, n_episodes=5, seed=11)
         assert two.seeds == one.seeds == [11, 12, 13, 14, 15]
         assert two.returns == one.returns and two.lengths == one.lengths
         assert [t["action"] for t in two.traces] == [t["action"] for t in one.traces]
         assert [t["phi"] for t in two.traces] == [t["phi"] for t in one.traces]
-    assert run_policy_parallel(envs, ConstantPolicy(0), n_episodes=1, seed=3).seeds == [3]
+    assert run_policy(envs, ConstantPolicy(0), n_episodes=1, seed=3).seeds == [3]
 
 
 def test_rollout_monitor_means_and_action_fractions(assets):

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from env import EnvConfig, EnvError, RewardConfig, compute_reward, reward_terms, summarize, t975
+from common.stats import summarize, t975
+from env import EnvConfig, EnvError, RewardConfig, compute_reward, reward_terms
 
 CFG = RewardConfig()
 

@@ -8,7 +8,9 @@ import torch
 import torch.nn as nn
 
 import generate as cli
-import train
+import stages.adapt as adapt
+import stages.sampling as sampling
+from stages.cli import file_digest
 from infinito.config import InfinitoConfig
 from infinito.generation import default_keep, generate
 from infinito.model import Infinito
@@ -25,7 +27,7 @@ NEG = float("-inf")
 
 @pytest.fixture(scope="module")
 def base_model(base_dir):
-    model, tok = cli.load_base_model(base_dir / "base.pt", torch.device("cpu"))
+    model, tok = sampling.load_base_model(base_dir / "base.pt", torch.device("cpu"))
     return model, tok
 
 
@@ -210,28 +212,6 @@ def tiny_model(seed=0, context=32, spread=40.0):
     return model
 
 
-def test_greedy_identical_with_and_without_cache_across_window_jumps(base_model):
-    model, tok = base_model
-    greedy = SamplingConfig(temperature=0)
-    prompt = tok.encode("The river")
-    a = generate(model, prompt, 40, greedy, use_cache=True)
-    b = generate(model, prompt, 40, greedy, use_cache=False)
-    assert a.window_jumps == 0 and torch.equal(a.tokens, b.tokens)
-    # the tiny model's context is 64: a 100-token prompt is cropped and 150 new tokens jump several times
-    long_prompt = (tok.encode("the quick brown fox jumps over the lazy dog. ") * 20)[:100]
-    a = generate(model, long_prompt, 150, greedy, use_cache=True)
-    b = generate(model, long_prompt, 150, greedy, use_cache=False)
-    assert a.prompt_cropped == 100 - 64 and a.window_jumps >= 3
-    assert torch.equal(a.tokens, b.tokens)
-    # and on a random model with a sampled (seeded) decode, batch of two rows
-    rnd = tiny_model()
-    prompt2 = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(1))
-    cfg = SamplingConfig(temperature=1.0, top_k=20, top_p=0.95, rep_penalty=1.3)
-    a = generate(rnd, prompt2, 80, cfg, torch.Generator().manual_seed(3), use_cache=True)
-    b = generate(rnd, prompt2, 80, cfg, torch.Generator().manual_seed(3), use_cache=False)
-    assert a.window_jumps > 0 and torch.equal(a.tokens, b.tokens)
-
-
 def test_generate_is_seeded_restores_mode_and_leaves_weights_alone():
     model = tiny_model(spread=1.0)  # near-uniform logits: different seeds give different text
     model.train()
@@ -279,21 +259,24 @@ def test_cli_json_samples_use_consecutive_seeds(base_dir, capsys):
 
 def test_agent_adapts_a_copy_of_the_model(base_dir, rl_dir, base_model):
     base, _ = base_model
-    digest = cli.file_digest(base_dir / "base.pt")
-    policy, base_path = cli.load_agent(str(rl_dir / "64.pt"), None)
-    assert cli.file_digest(base_path) == digest
-    adapted, trace = cli.adapt_with_agent(policy, str(rl_dir / "64.pt"), base_path, 5, 0, torch.device("cpu"))
+    digest = file_digest(base_dir / "base.pt")
+    policy, base_path = adapt.load_agent(str(rl_dir / "64.pt"), None)
+    assert file_digest(base_path) == digest
+    adapted, trace = adapt.adapt_with_agent(policy, str(rl_dir / "64.pt"), base_path, 5, 0, torch.device("cpu"))
     assert adapted is not base and not adapted.training
-    assert len(trace.actions) == len(trace.phi) == len(trace.rewards) == 5
+    assert trace.episode.length == 5
+    # the agent's clock runs at its training rate: after decision k of its 6-decision episodes
+    # time_left is 1 - k/6 (an episode of --agent-steps 5 would show 1 - k/5)
+    assert [info["time_left"] for info in trace.episode.infos] == pytest.approx([1 - k / 6 for k in range(1, 6)])
     changed = [k for k, v in base.state_dict().items() if not torch.equal(v, adapted.state_dict()[k])]
     assert any(k.startswith("blocks.") for k in changed)  # real optimiser steps happened
     x = torch.arange(1, 17).unsqueeze(0)
     with torch.no_grad():
         assert not torch.allclose(base(x).logits, adapted(x).logits)
-    assert cli.file_digest(base_dir / "base.pt") == digest  # the base file is untouched
+    assert file_digest(base_dir / "base.pt") == digest  # the base file is untouched
     s = trace.summary()
     assert sum(s["actions"].values()) == 5 and s["phi"]["min"] <= s["phi"]["mean"] <= s["phi"]["max"]
-    assert 0 <= s["phi_in_band_pct"] <= 100 and s["ppl_final"] == trace.ppl[-1]
+    assert 0 <= s["phi_in_band_pct"] <= 100 and s["ppl_final"] == trace.series("ppl")[-1]
 
 
 def test_cli_agent_compare_prints_statistics_and_both_texts(base_dir, rl_dir, capsys):
@@ -324,7 +307,7 @@ def test_stream_printer_holds_back_unfinished_characters(base_model):
     text_ids = tok.encode("3 € and 東京")  # rare characters: byte-fallback pieces, several per character
     assert sum(tok.id_to_piece(i).startswith("<0x") for i in text_ids) >= 9  # € and 東京 arrive byte by byte
     out = io.StringIO()
-    printer = cli.StreamPrinter(tok, prompt, out)
+    printer = sampling.StreamPrinter(tok, prompt, out)
     seen = []
     for i in text_ids:
         printer(torch.tensor([i]))
@@ -362,8 +345,7 @@ def test_bad_input(base_dir, rl_dir, tmp_path, capsys):
     expect_error(capsys, run_cli("--ckpt", ck, "--agent", bad), "corrupt")
     if not torch.cuda.is_available():
         expect_error(capsys, run_cli("--ckpt", ck, "--device", "cuda"), "CUDA is not available")
-    # another base checkpoint than the agent's
-    other = tmp_path / "other"
-    assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(other), "--steps", "3"]) == 0
-    capsys.readouterr()
-    expect_error(capsys, run_cli("--ckpt", other / "base.pt", "--agent", rl_dir / "64.pt"), "not the base checkpoint")
+    # more decisions than the agent's episodes have: its clock would run past the end it knows
+    expect_error(capsys, run_cli("--agent", rl_dir / "64.pt", "--agent-steps", 7), "--agent-steps 7", "at most 6")
+    # another base checkpoint than the agent's (the base stage's earlier snapshot)
+    expect_error(capsys, run_cli("--ckpt", base_dir / "base-step20.pt", "--agent", rl_dir / "64.pt"), "not the base checkpoint")

@@ -1,10 +1,15 @@
-"""The cart-pole test environment and the in-process vector env (auto-reset,
-final observations, seeding, state snapshots)."""
+"""The cart-pole test environment, the vector env PPO trains on (common.vector.VectorEnv,
+and the numpy CartPoleVecEnv that follows its contract), and the control policies
+played through the one episode runner."""
 import numpy as np
 import pytest
 
 from cartpole import MAX_EPISODE_STEPS, CartPoleEnv, CartPoleVecEnv, cartpole_step
-from ppo import SyncVectorEnv, as_vec_env
+from common.episodes import run_episodes
+from common.policies import ConstantPolicy, RandomPolicy, control_policies
+from common.spaces import Box
+from common.vector import VectorEnv
+from ppo import EvalResult, as_vec_env
 
 
 def test_cartpole_one_step_matches_classic_dynamics():
@@ -34,8 +39,8 @@ def test_cartpole_terminates_and_truncates():
     assert MAX_EPISODE_STEPS == 500
 
 
-def test_sync_vector_env_auto_resets_and_reports_final_observation():
-    env = SyncVectorEnv([lambda: CartPoleEnv(max_episode_steps=4), lambda: CartPoleEnv(max_episode_steps=6)])
+def test_vector_env_auto_resets_and_reports_final_observation():
+    env = VectorEnv([CartPoleEnv(max_episode_steps=4), CartPoleEnv(max_episode_steps=6)])
     ref = CartPoleEnv(max_episode_steps=4)
     obs, infos = env.reset(seed=10)
     ref_obs, _ = ref.reset(seed=10)
@@ -52,8 +57,8 @@ def test_sync_vector_env_auto_resets_and_reports_final_observation():
     assert "final_observation" not in infos  # nothing ended this step
 
 
-def test_numpy_vec_env_matches_list_of_single_envs():
-    a = SyncVectorEnv([lambda: CartPoleEnv(max_episode_steps=30)] * 3)
+def test_numpy_vec_env_matches_vector_env_of_single_envs():
+    a = VectorEnv([CartPoleEnv(max_episode_steps=30) for _ in range(3)])
     b = CartPoleVecEnv(3, max_episode_steps=30)
     oa, _ = a.reset(seed=3)
     ob, _ = b.reset(seed=3)
@@ -65,6 +70,7 @@ def test_numpy_vec_env_matches_list_of_single_envs():
         np.testing.assert_allclose(ra[0], rb[0], rtol=1e-6, atol=1e-6)
         for i in (1, 2, 3):
             np.testing.assert_array_equal(ra[i], rb[i])
+        assert len(rb[4]["env_infos"]) == 3
         if "final_observation" in ra[4]:
             ended = ra[2] | ra[3]
             np.testing.assert_allclose(ra[4]["final_observation"][ended], rb[4]["final_observation"][ended],
@@ -72,7 +78,7 @@ def test_numpy_vec_env_matches_list_of_single_envs():
 
 
 def test_env_state_snapshot_continues_identically():
-    env = SyncVectorEnv([CartPoleEnv, CartPoleEnv])
+    env = VectorEnv([CartPoleEnv(), CartPoleEnv()])
     env.reset(seed=1)
     for _ in range(7):
         env.step(np.array([0, 1]))
@@ -86,33 +92,48 @@ def test_env_state_snapshot_continues_identically():
 def test_as_vec_env_accepts_the_documented_inputs():
     assert as_vec_env(CartPoleEnv).num_envs == 1
     assert as_vec_env([CartPoleEnv] * 3).num_envs == 3
+    assert as_vec_env([CartPoleEnv(), CartPoleEnv()]).num_envs == 2
     assert as_vec_env(CartPoleEnv()).num_envs == 1
     vec = CartPoleVecEnv(2)
     assert as_vec_env(vec) is vec
     with pytest.raises(TypeError):
         as_vec_env(42)
+    bad = CartPoleEnv()
+    bad.observation_space = Box(0, 1, (3,))
     with pytest.raises(ValueError, match="spaces"):
-        from ppo import Box
-        bad = CartPoleEnv()
-        bad.observation_space = Box(0, 1, (3,))
-        SyncVectorEnv([CartPoleEnv, lambda: bad])
+        VectorEnv([CartPoleEnv(), bad])
 
 
 def test_control_policies_on_the_same_seeds_with_action_counts():
-    from ppo import ConstantPolicy, RandomPolicy, evaluate_policy
+    def evaluate(policy, envs, n, seed=7):
+        return EvalResult.from_episodes(run_episodes(envs, policy, n, seed), n_actions=2, seed=seed)
 
-    right = evaluate_policy(ConstantPolicy(1), CartPoleEnv, n_episodes=4, seed=7)
+    right = evaluate(ConstantPolicy(1), CartPoleEnv(), 4)
     assert right.action_counts == [0, sum(right.episode_lengths)]
-    assert evaluate_policy(ConstantPolicy(1), CartPoleEnv, n_episodes=4, seed=7).episode_returns == \
-        right.episode_returns
-    rand = [evaluate_policy(RandomPolicy(2), CartPoleEnv, n_episodes=6, seed=7) for _ in range(2)]
-    assert rand[0].episode_returns == rand[1].episode_returns  # seeded
+    assert evaluate(ConstantPolicy(1), CartPoleEnv(), 4).episode_returns == right.episode_returns
+    # The random control is re-seeded per episode: same seeds, same returns, on one env or three.
+    rand = [evaluate(RandomPolicy(2), CartPoleEnv(), 6), evaluate(RandomPolicy(2, seed=99), CartPoleEnv(), 6),
+            evaluate(RandomPolicy(2), [CartPoleEnv() for _ in range(3)], 6)]
+    assert rand[0].episode_returns == rand[1].episode_returns == rand[2].episode_returns
     assert min(rand[0].action_counts) > 0
-    masked = evaluate_policy(RandomPolicy(2), lambda: CartPoleEnv(masked_action=0), n_episodes=2, seed=1)
-    assert masked.action_counts[0] == 0
-    # vector env: a fixed quota per env; counts cover exactly the counted episodes
-    vec = evaluate_policy(ConstantPolicy(0), CartPoleVecEnv(3), n_episodes=7, seed=7)
-    assert vec.n_episodes == 7 and sum(vec.action_counts) == sum(vec.episode_lengths)
+    assert len(set(rand[0].episode_returns)) > 1  # the episodes differ from each other
+    controls = control_policies(2, names=("left", "right"))
+    assert set(controls) == {"random", "always left", "always right"}
+    assert evaluate(controls["always right"], CartPoleEnv(), 4).episode_returns == right.episode_returns
+
+
+def test_random_control_takes_only_legal_actions():
+    for masked in (0, 1):
+        episodes = run_episodes([CartPoleEnv(masked_action=masked) for _ in range(2)], RandomPolicy(2), 4, seed=1)
+        taken = {a for ep in episodes for a in ep.actions}
+        assert taken == {1 - masked}
+    # The mask reaches the policy from the info of the observation it acts on.
     seen = []
-    evaluate_policy(ConstantPolicy(0), CartPoleEnv, n_episodes=1, seed=7, step_hook=seen.append)
-    assert len(seen) == evaluate_policy(ConstantPolicy(0), CartPoleEnv, n_episodes=1, seed=7).episode_lengths[0]
+
+    class Spy(RandomPolicy):
+        def __call__(self, obs, info=None):
+            seen.append(np.asarray(info["action_mask"]).tolist())
+            return super().__call__(obs, info)
+
+    run_episodes(CartPoleEnv(masked_action=1), Spy(2), 1, seed=0)
+    assert seen and all(m == [True, False] for m in seen)

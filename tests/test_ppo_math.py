@@ -1,14 +1,13 @@
 """PPO building blocks on hand-made numbers: GAE, the clipped losses, normalisers,
-sampling, evaluation statistics and the over-fitting test."""
-import math
-
+sampling and acting, evaluation statistics and the Student-t quantiles behind them.
+(The over-fitting rule's reference table is reproduced in test_report.py.)"""
 import numpy as np
 import pytest
 import torch
 
-from ppo import ActorCritic, EvalResult, ObsNormalizer, PPOConfig, RewardScaler, RunningMeanStd, compare_to_best
+from common.stats import t975
+from ppo import ActorCritic, EvalResult, ObsNormalizer, PPOConfig, RewardScaler, RunningMeanStd
 from ppo.buffer import RolloutBuffer, compute_gae
-from ppo.evaluation import t_quantile_975
 from ppo.losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
 from ppo.policy import masked_logits, sample_from_probs
 
@@ -160,9 +159,30 @@ def test_actor_critic_init_and_masked_act():
     obs = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
     mask = np.ones((500, 3), bool)
     mask[:, 1] = False
-    acts = net.act(obs, mask, rng=np.random.default_rng(1))
+    acts, _, _ = net.act(obs, mask, rng=np.random.default_rng(1))
     assert set(acts.tolist()) == {0, 2}
-    assert (net.act(obs, mask, deterministic=True) != 1).all()
+    assert (net.act(obs, mask, deterministic=True)[0] != 1).all()
+
+
+def test_act_returns_the_log_prob_and_value_the_update_starts_from():
+    """The trainer stores act's log-probabilities and values as pi_old and V_old; they must be
+    those evaluate_actions gives for the same states and actions (on the same batch, exactly)."""
+    net = ActorCritic(4, 3, pi_hidden=(16,), vf_hidden=(8,), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.pi[-1].weight.mul_(100)  # a decisive policy, so a wrong action index shows in the log-prob
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    mask = np.ones((64, 3), bool)
+    mask[::2, 0] = False
+    for deterministic in (False, True):
+        actions, logp, values = net.act(obs, mask, deterministic, rng=np.random.default_rng(2))
+        assert actions.dtype == np.int64 and logp.dtype == values.dtype == np.float32
+        ref_logp, _, ref_values = net.evaluate_actions(torch.from_numpy(obs), torch.from_numpy(actions),
+                                                       torch.from_numpy(mask))
+        np.testing.assert_array_equal(logp, ref_logp.detach().numpy())
+        np.testing.assert_array_equal(values, ref_values.detach().numpy())
+        assert len(set(np.round(logp, 3).tolist())) > 2  # the log-probabilities differ between states
+    with pytest.raises(ValueError, match="rng"):
+        net.act(obs)
 
 
 def test_config_validation_and_dict_round_trip():
@@ -185,18 +205,20 @@ def test_eval_result_statistics_and_ci():
     half = 3.182 * r.std_reward / 2.0  # t(0.975, df=3) * s / sqrt(4)
     assert (low, high) == pytest.approx((2.5 - half, 2.5 + half))
     assert EvalResult.from_dict(r.to_dict()).to_dict() == r.to_dict()
-    assert t_quantile_975(1000) == pytest.approx(1.962, abs=1e-3)
-    assert t_quantile_975(31) == pytest.approx(2.040, abs=2e-3)
+    assert EvalResult([5.0], [3]).ci95 == (5.0, 5.0)  # one episode: no interval
 
 
-def test_compare_to_best_reproduces_the_reference_table():
-    best = EvalResult([7.251 - 0.040, 7.251 + 0.040], [1, 1])
-    worse = EvalResult([5.721 - 3.044, 5.721 + 3.044], [1, 1])
-    verdict = compare_to_best(worse, best, std_factor=5.0, drop_pct=20.0)
-    assert verdict["change_pct"] == pytest.approx(-21.1, abs=0.05)
-    assert verdict["overfit"] and len(verdict["reasons"]) == 2
-    assert not compare_to_best(best, best, 5.0, 20.0)["overfit"]
-    slightly = EvalResult([7.0, 7.2], [1, 1])
-    assert not compare_to_best(slightly, best, std_factor=5.0, drop_pct=20.0)["overfit"]
-    assert math.isclose(compare_to_best(slightly, best, 5.0, 20.0, min_std=1.0)["change_pct"],
-                        100 * (7.1 - 7.251) / 7.251)
+def test_t975_table_and_extrapolation_against_known_quantiles():
+    # Two-sided 95 % Student-t quantiles from the standard tables.
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 10: 2.228, 20: 2.086, 29: 2.045, 30: 2.042}
+    for df, q in table.items():
+        assert t975(df) == q
+    # Beyond the table: the expansion, to within its 1e-3, and never below the normal quantile.
+    known = {31: 2.0395, 40: 2.0211, 60: 2.0003, 120: 1.9799, 1000: 1.9623}
+    for df, q in known.items():
+        assert t975(df) == pytest.approx(q, abs=5e-4), df
+    qs = [t975(df) for df in range(1, 500)]
+    assert all(a > b for a, b in zip(qs, qs[1:]))  # falls with df, also across the table's end
+    assert qs[-1] > 1.959964
+    with pytest.raises(ValueError):
+        t975(0)

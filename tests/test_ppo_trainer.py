@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from cartpole import CartPoleEnv, CartPoleVecEnv
-from ppo import (PPO, Box, CheckpointCallback, CheckpointError, Discrete, EvalCallback, EvalResult, FunctionCallback,
-                 JsonHistoryCallback, PPOConfig, StopOnNoImprovement, StopOnOverfit, StopOnRewardThreshold)
+from common.spaces import Box, Discrete
+from ppo import (PPO, CheckpointCallback, CheckpointError, EvalCallback, EvalResult, FunctionCallback,
+                 JsonHistoryCallback, PPOConfig, StopOnNoImprovement, StopOnOverfit, StopOnRewardThreshold, Thresholds)
 from ppo.buffer import RolloutBuffer
 
 
@@ -64,12 +65,13 @@ def test_trainer_bootstraps_truncation_but_not_termination(truncate):
     assert buf.truncated[ends, 0].all() == truncate and buf.terminated[ends, 0].all() != truncate
 
 
-def test_probability_ratio_is_exactly_one_on_the_first_minibatch():
-    # One epoch of one minibatch: the logged KL and clip fraction come from the
-    # first minibatch alone, before any step, and must be exactly zero.
+def test_probability_ratio_is_one_on_the_first_minibatch():
+    # One epoch of one minibatch: the logged KL and clip fraction come from the first
+    # minibatch alone, before any step. The old log-probs were stored at acting time
+    # (batches of N), the new ones come from a batch of B: equal up to float rounding.
     agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=128, batch_size=128, n_epochs=1))
     agent.learn()
-    assert agent.logger.latest["train/approx_kl"] == 0.0
+    assert agent.logger.latest["train/approx_kl"] < 1e-10
     assert agent.logger.latest["train/clip_fraction"] == 0.0
     # and directly, on a random subset of a fresh rollout
     buf = RolloutBuffer(64, 2, (4,), 2, with_masks=False)
@@ -77,8 +79,9 @@ def test_probability_ratio_is_exactly_one_on_the_first_minibatch():
     batch = agent._compute_advantages(buf)
     idx = torch.randperm(128)[:32]
     logp, _, values = agent.policy.evaluate_actions(batch["obs"][idx], batch["actions"][idx])
-    assert torch.equal(torch.exp(logp - batch["old_logp"][idx]), torch.ones(32))
-    assert torch.equal(values, batch["old_values"][idx])
+    torch.testing.assert_close(logp, batch["old_logp"][idx], rtol=0, atol=1e-6)
+    torch.testing.assert_close(values, batch["old_values"][idx], rtol=1e-5, atol=1e-6)
+    assert batch["old_logp"].unique().numel() > 10  # stored per step, not one constant
 
 
 def test_updates_clip_and_schedules_anneal_from_the_global_step():
@@ -136,13 +139,13 @@ def test_masked_actions_are_never_taken():
     assert set(taken) == {1}
     assert all(torch.isfinite(p).all() for p in agent.policy.parameters())
     result = agent.evaluate(lambda: CartPoleEnv(masked_action=1), n_episodes=2)
-    assert result.mean_reward > 0
+    assert result.mean_reward > 0 and result.action_counts[1] == 0
 
 
 def test_learns_cart_pole_quickly():
     cfg = PPOConfig(total_timesteps=24_576, n_steps=256, batch_size=512, n_epochs=4, progress_bar=False, seed=1)
     agent = PPO(CartPoleVecEnv(8), cfg).learn()
-    assert agent.evaluate(CartPoleVecEnv(8), n_episodes=8).mean_reward > 150  # random policy: ~22
+    assert agent.evaluate([CartPoleEnv() for _ in range(4)], n_episodes=8).mean_reward > 150  # random policy: ~22
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -219,6 +222,62 @@ def test_resume_without_env_snapshot_resets_envs_but_continues_schedules(tmp_pat
     assert not params_equal(straight, resumed)  # fresh episodes: not the same run
 
 
+@pytest.mark.parametrize("how", ["load", "learn"])
+def test_a_new_total_on_resume_continues_the_annealing_without_a_jump(tmp_path, how):
+    """lr 0.02 annealed over 512 steps, stopped at 256 (lr 0.01), continued to 1024: the rate
+    goes on from 0.01 and falls linearly to 0 at 1024 (before the fix it jumped to 0.015)."""
+    lr0 = 0.02
+    cfg = small_config(total_timesteps=512, learning_rate=lr0, anneal_lr=True, anneal_clip_range=True)
+    first = PPO([CartPoleEnv] * 2, cfg)
+    first.learn(callbacks=[stop_at(256)])
+    before_save = first.current_schedule()
+    last_logged = first.logger.history[-1][1]["train/learning_rate"]  # the rollout from 128 to 256
+    if how == "load":
+        first.save(str(tmp_path / "256.pt"))
+        agent = PPO.load(str(tmp_path / "256.pt"), [CartPoleEnv] * 2, overrides={"total_timesteps": 1024})
+        assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(before_save[0], rel=1e-12)
+        agent.learn(callbacks=[stop_at(640)])
+        logged = dict(agent.logger.history)
+        # The new line's start is in the checkpoint: a second resume stays on it.
+        agent.save(str(tmp_path / "640.pt"))
+        schedule = torch.load(tmp_path / "640.pt", weights_only=True)["schedule"]
+        assert (schedule["start_step"], schedule["start_lr_fraction"]) == (256, pytest.approx(0.5))
+        again = PPO.load(str(tmp_path / "640.pt"), [CartPoleEnv] * 2)
+        assert again.current_schedule() == agent.current_schedule()
+        agent = again.learn()
+        logged.update(agent.logger.history)
+    else:
+        agent = first.learn(total_timesteps=1024)
+        logged = dict(agent.logger.history)
+    assert agent.global_step == 1024 and before_save == pytest.approx((lr0 / 2, 0.2 / 2))
+    logged = {step: tags for step, tags in logged.items() if step > 256}
+    assert sorted(logged) == [384, 512, 640, 768, 896, 1024]
+    first_after = logged[384]["train/learning_rate"]
+    assert first_after == pytest.approx(before_save[0])
+    assert last_logged - first_after == pytest.approx(lr0 * 128 / 512)  # one update's annealing
+    for step, tags in logged.items():
+        left = (1024 - (step - 128)) / (1024 - 256)  # the schedule is taken when the rollout starts
+        assert tags["train/learning_rate"] == pytest.approx(lr0 / 2 * left)
+        assert tags["train/clip_range"] == pytest.approx(0.2 / 2 * left)
+    assert agent.current_schedule() == (0.0, 0.0)
+
+
+def test_checkpoint_without_schedule_start_loads_on_the_old_line(tmp_path):
+    """Checkpoints from before the schedule's start was stored annealed from step 0."""
+    cfg = small_config(total_timesteps=512, learning_rate=0.02, anneal_lr=True)
+    agent = PPO([CartPoleEnv] * 2, cfg)
+    agent.learn(callbacks=[stop_at(256)])
+    agent.save(str(tmp_path / "new.pt"))
+    raw = torch.load(tmp_path / "new.pt", weights_only=True)
+    for key in ("start_step", "start_lr_fraction", "start_clip_fraction"):
+        del raw["schedule"][key]
+    torch.save(raw, tmp_path / "old.pt")
+    old = PPO.load(str(tmp_path / "old.pt"), [CartPoleEnv] * 2)
+    assert old.schedule_start == (0, 1.0, 1.0) and old.current_schedule()[0] == pytest.approx(0.01)
+    longer = PPO.load(str(tmp_path / "old.pt"), [CartPoleEnv] * 2, overrides={"total_timesteps": 1024})
+    assert longer.current_schedule()[0] == pytest.approx(0.01)
+
+
 def test_overridden_learning_rate_is_the_one_used(tmp_path):
     agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=256))
     agent.learn()
@@ -233,13 +292,15 @@ def test_overridden_learning_rate_is_the_one_used(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, frozen.policy.parameters()))  # lr 0: no change
     assert all(tags["train/learning_rate"] == 0.0 for _, tags in frozen.logger.history)
 
+    # Annealing switched on at the resume: no annealing had happened, so it starts from
+    # the full (overridden) rate here and reaches 0 at the new total.
     faster = PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2,
                       overrides={"learning_rate": 1e-3, "anneal_lr": True, "total_timesteps": 512,
                                  "ent_coef": 0.0, "max_grad_norm": 1.0})
-    assert faster.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 256 / 512))
+    assert faster.optimizer.param_groups[0]["lr"] == 1e-3
     assert faster.config.ent_coef == 0.0 and faster.config.max_grad_norm == 1.0
     faster.learn()
-    assert faster.logger.history[0][1]["train/learning_rate"] == pytest.approx(1e-3 * 0.5)
+    assert [tags["train/learning_rate"] for _, tags in faster.logger.history] == pytest.approx([1e-3, 5e-4])
     with pytest.raises(ValueError, match="pi_hidden"):
         PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2, overrides={"pi_hidden": (8,)})
 
@@ -255,22 +316,22 @@ def _one_line_error(path, env=CartPoleEnv) -> str:
 def test_bad_checkpoints_raise_one_clear_error(tmp_path):
     assert "does not exist" in _one_line_error(tmp_path / "missing.pt")
     (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint")
-    assert "corrupt" in _one_line_error(tmp_path / "garbage.pt")
+    assert "not a readable checkpoint" in _one_line_error(tmp_path / "garbage.pt")
 
     good = tmp_path / "good.pt"
     PPO(CartPoleEnv, small_config()).save(str(good))
     data = good.read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
-    assert "corrupt" in _one_line_error(tmp_path / "truncated.pt")
+    assert "not a readable checkpoint" in _one_line_error(tmp_path / "truncated.pt")
 
     torch.save({"kind": "infinito-lm", "format_version": 1}, tmp_path / "lm.pt")
     assert "'infinito-lm' checkpoint" in _one_line_error(tmp_path / "lm.pt")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
-    assert "not a checkpoint" in _one_line_error(tmp_path / "tensor.pt")
+    assert "not a checkpoint of this project" in _one_line_error(tmp_path / "tensor.pt")
     torch.save({"kind": "ppo-agent", "format_version": 99}, tmp_path / "future.pt")
     assert "version 99" in _one_line_error(tmp_path / "future.pt")
     torch.save({"kind": "ppo-agent", "format_version": 1, "x": np.zeros(3)}, tmp_path / "numpy.pt")
-    assert "corrupt or not a plain-tensor" in _one_line_error(tmp_path / "numpy.pt")
+    assert "not a readable checkpoint" in _one_line_error(tmp_path / "numpy.pt")  # weights_only refuses numpy
 
     class Wide(CartPoleEnv):
         def __init__(self):
@@ -289,7 +350,7 @@ def test_save_is_atomic_and_leaves_nothing_behind_on_error(tmp_path, monkeypatch
         f.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("ppo.checkpoint.torch.save", failing_save)
+    monkeypatch.setattr("common.files.torch.save", failing_save)
     with pytest.raises(CheckpointError, match="No space left"):
         agent.save(str(path))
     assert path.read_bytes() == original  # old file intact
@@ -321,6 +382,32 @@ def test_callbacks_checkpoint_evaluate_keep_best_history_and_custom_tags(tmp_pat
     assert tags["env/custom"] == 192 and "eval/mean_reward" in tags and "train/loss" in tags
 
 
+@pytest.mark.parametrize("checkpoint_first", [True, False])
+def test_checkpoints_at_evaluations_hold_them_and_are_written_once_per_state(tmp_path, checkpoint_first):
+    """At step 768 a periodic save and an evaluation coincide: whichever callback runs first,
+    768.pt holds the 768 evaluation, and no state is written twice."""
+    written = []
+    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=1024))
+    save = agent.save
+    agent.save = lambda path, extra=None: (written.append(os.path.basename(path)), save(path, extra))
+    checkpoints = CheckpointCallback(every=256, path=str(tmp_path / "{step}.pt"), on_evaluation=True)
+    evaluations = EvalCallback(CartPoleEnv, every=384, n_episodes=2)
+    agent.learn(callbacks=[checkpoints, evaluations] if checkpoint_first else [evaluations, checkpoints])
+    assert sorted(checkpoints.saved) == [256, 384, 512, 768, 1024]
+    for step in (384, 768):
+        assert [r.step for r in PPO.load(str(tmp_path / f"{step}.pt"), CartPoleEnv).eval_history][-1] == step
+    # Saved before the evaluation existed, 768.pt is written again with it; otherwise once.
+    assert written.count("768.pt") == (2 if checkpoint_first else 1)
+    assert all(written.count(f"{s}.pt") == 1 for s in (256, 384, 512, 1024))
+
+
+def ev_result(mean: float, spread: float) -> EvalResult:
+    """Ten episodes on the same seeds (so the report pairs them), sample std = spread."""
+    noise = np.array([-1.5, -1.0, -0.5, -0.2, 0.0, 0.1, 0.2, 0.5, 1.0, 1.5])
+    noise = (noise - noise.mean()) / noise.std(ddof=1)
+    return EvalResult((mean + spread * noise).tolist(), [1] * 10, seed=100)
+
+
 def test_early_stopping_rules():
     agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=1024))
     agent.learn(callbacks=[EvalCallback(CartPoleEnv, every=128, n_episodes=1), StopOnRewardThreshold(-1.0)])
@@ -329,18 +416,28 @@ def test_early_stopping_rules():
     def feed(callback, results):
         agent.eval_history, agent.best_eval, agent.stop_reason = [], None, None
         agent.callbacks = [callback]
-        for mean, spread in results:
-            r = EvalResult([mean - spread, mean + spread], [1, 1])
+        for step, (mean, spread) in enumerate(results):
+            agent.global_step = 1000 * (step + 1)
+            r = ev_result(mean, spread)
             agent.add_evaluation(r)
             agent.dispatch("on_evaluation", r)
         return agent.stop_reason
 
     assert feed(StopOnNoImprovement(patience=2), [(1, 0), (2, 0), (1.5, 0)]) is None
     assert "no improvement" in feed(StopOnNoImprovement(patience=2), [(1, 0), (2, 0), (1.5, 0), (1.9, 0)])
-    assert feed(StopOnOverfit(std_factor=5, drop_pct=20), [(7.25, 0.04), (7.0, 0.1)]) is None
-    assert "std" in feed(StopOnOverfit(std_factor=5, drop_pct=20), [(7.25, 0.04), (7.2, 3.0)])
-    assert "mean" in feed(StopOnOverfit(std_factor=5, drop_pct=20), [(7.25, 0.04), (5.0, 0.05)])
-    assert feed(StopOnOverfit(drop_pct=20, patience=2), [(7.25, 0.04), (5.0, 0.05), (7.3, 0.04), (5, 0.05)]) is None
+    # The report's statuses, without controls: drops in units of |baseline mean|.
+    assert feed(StopOnOverfit(), [(7.25, 0.04), (7.0, 0.1)]) is None  # 3 % lower, std 2.5x: high variance
+    assert "over-fitting" in feed(StopOnOverfit(), [(7.25, 0.04), (7.2, 3.0)])  # std 75x
+    assert "baseline: step 1000" in feed(StopOnOverfit(), [(7.25, 0.04), (5.0, 0.05)])  # 31 % lower
+    assert feed(StopOnOverfit(Thresholds(overfit_drop=0.4, severe_drop=0.5)), [(7.25, 0.04), (5.0, 0.05)]) is None
+    assert feed(StopOnOverfit(patience=2), [(7.25, 0.04), (5.0, 0.05), (7.3, 0.04), (5, 0.05)]) is None
+    assert "2 flagged" in feed(StopOnOverfit(patience=2), [(7.25, 0.04), (5.0, 0.05), (5.1, 0.05)])
+    # With controls, the unit is the baseline's lead over the best one (0.25 here): losing it all
+    # is severe, although it is 3 % of the mean.
+    controls = {"always 0": ev_result(0.0, 0.04).to_dict(), "always 1": ev_result(7.0, 0.04).to_dict()}
+    assert "over-fitting" in feed(StopOnOverfit(controls=controls), [(7.25, 0.04), (7.0, 0.1)])
+    # A fixed baseline (e.g. the step a run was resumed from) instead of the best so far.
+    assert feed(StopOnOverfit(baseline_step=2000), [(7.25, 0.04), (5.0, 0.05), (5.0, 0.05)]) is None
 
 
 def test_tensorboard_scalars_and_progress_bar(tmp_path, capsys):

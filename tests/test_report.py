@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
+from common.stats import t975
 from ppo import Column, Report, Thresholds
-from ppo.evaluation import t_quantile_975
 from ppo.report import flag, normalised_score, recommend, significantly_lower, write_report
 
 
 def ev(step, mean, std, n=20, counts=(10, 5, 5), **extra):
-    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    half = t975(n - 1) * std / math.sqrt(n)
     return {"step": step, "mean_reward": mean, "std_reward": std, "ci95_low": mean - half, "ci95_high": mean + half,
             "n_episodes": n, "seed": 1000, "action_counts": list(counts), "extra": dict(extra)}
 
@@ -176,24 +176,28 @@ def test_empty_history_renders():
 def test_the_detector_fires_on_a_deliberately_degraded_agent(tmp_path):
     """A cart-pole agent trained well, then continued with a destructive setting (learning rate
     x100, no entropy bonus): the report, with control policies on the same seeds, flags it."""
-    from cartpole import CartPoleVecEnv
-    from ppo import PPO, PPOConfig
-    from ppo.evaluation import ConstantPolicy, RandomPolicy, evaluate_policy
+    from cartpole import CartPoleEnv, CartPoleVecEnv
+    from common.episodes import run_episodes
+    from common.policies import control_policies
+    from ppo import PPO, EvalResult, PPOConfig
 
     cfg = PPOConfig(total_timesteps=24_576, n_steps=256, batch_size=512, n_epochs=4, progress_bar=False, seed=1)
     agent = PPO(CartPoleVecEnv(8), cfg).learn()
+    envs = [CartPoleEnv() for _ in range(4)]  # evaluation plays single environments, on threads
     episodes = dict(n_episodes=16, seed=500)
-    good = agent.evaluate(CartPoleVecEnv(8), **episodes)
+    good = agent.evaluate(envs, **episodes)
     good.step = agent.global_step
     agent.save(str(tmp_path / "good.pt"))
     degraded = PPO.load(str(tmp_path / "good.pt"), CartPoleVecEnv(8),
                         overrides={"learning_rate": 100 * cfg.learning_rate, "ent_coef": 0.0,
                                    "total_timesteps": agent.global_step + 8192})
     degraded.learn()
-    bad = degraded.evaluate(CartPoleVecEnv(8), **episodes)
+    bad = degraded.evaluate(envs, **episodes)
     bad.step = degraded.global_step
-    controls = {"random": evaluate_policy(RandomPolicy(2), CartPoleVecEnv(8), deterministic=False, **episodes),
-                **{f"always {a}": evaluate_policy(ConstantPolicy(a), CartPoleVecEnv(8), **episodes) for a in (0, 1)}}
+    controls = {name: EvalResult.from_episodes(run_episodes(envs, policy, **episodes), 2, episodes["seed"],
+                                               deterministic=name != "random")
+                for name, policy in control_policies(2).items()}
+    assert set(controls) == {"random", "always 0", "always 1"}
     built = Report([good.to_dict(), bad.to_dict()], {k: v.to_dict() for k, v in controls.items()},
                    baseline_step=good.step).build()
     rows = {r["step"]: r for r in built["rows"]}

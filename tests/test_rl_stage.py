@@ -169,12 +169,8 @@ def test_bad_input(capsys, tiny_rl, base_dir, tmp_path):
     # an incompatible configuration: other actions than the agent was trained with
     expect_error(capsys, rl("--resume", out / "64.pt", "--timesteps", 32,
                             "--env", 'modes=[["TEXT",1,0],["PHI",0.1,1]]'), "3 actions")
-    # nothing left to do
-    expect_error(capsys, rl("--resume", out / "64.pt"), "already at step 64", "--timesteps")
-    # another base model than the one the agent was trained on
-    other = tmp_path / "other"
-    assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(other), "--steps", "5"]) == 0
-    expect_error(capsys, rl("--resume", out / "64.pt", "--timesteps", 32, "--base", other / "base.pt"),
+    # another base model than the one the agent was trained on (the base stage's earlier snapshot)
+    expect_error(capsys, rl("--resume", out / "64.pt", "--timesteps", 32, "--base", base_dir / "base-step20.pt"),
                  "not the base checkpoint")
     # flags of the other stage, invalid values, network changes on resume
     expect_error(capsys, rl("--resume", out / "64.pt", "--steps", 5), "--steps", "--stage base")
@@ -185,6 +181,18 @@ def test_bad_input(capsys, tiny_rl, base_dir, tmp_path):
     expect_error(capsys, rl("--resume", out / "64.pt", "--preset", "demo"), "--preset")
     expect_error(capsys, train.main(["--stage", "report", "--ckpt-dir", str(tmp_path / "y")]), "no RL checkpoints")
     assert snapshot(out) == before  # nothing was overwritten by any of these
+
+
+def test_resume_at_the_runs_end_continues_for_five_evaluation_periods(capsys, tiny_rl, tmp_path):
+    """`--resume ckpt/<last step>.pt` without --timesteps: the command users type after reading a report."""
+    out = tmp_path / "ckpt"
+    shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
+    assert rl("--resume", out / "64.pt") == 0
+    said = capsys.readouterr().out
+    assert "planned end" in said and "5 more evaluation periods of 32 steps, to step 224" in said
+    evals = json.loads((out / "evaluations.json").read_text())
+    assert [e["step"] for e in evals] == [32, 64, 96, 128, 160, 192, 224]
+    assert agent_ckpt(out / "224.pt")["config"]["total_timesteps"] == 224
 
 
 def test_sigterm_saves_a_resumable_checkpoint(base_dir, tmp_path):
@@ -212,9 +220,9 @@ def test_sigterm_saves_a_resumable_checkpoint(base_dir, tmp_path):
 
 def test_early_stop_on_over_fitting_keeps_the_best(base_dir, tmp_path, monkeypatch):
     """Evaluations that get worse (made so by shifting the agent's returns) stop the run at the first flag."""
-    import env
+    import stages.scoring as scoring
     from ppo import TrainedPolicy
-    real = env.run_policy_parallel
+    real = scoring.run_policy
     calls = {"agent": 0}
 
     def worsening(envs, policy, n_episodes, seed, name=None):
@@ -224,7 +232,7 @@ def test_early_stop_on_over_fitting_keeps_the_best(base_dir, tmp_path, monkeypat
             runs.returns = [r - 1000.0 * (calls["agent"] - 1) for r in runs.returns]  # far below every control
         return runs
 
-    monkeypatch.setattr(env, "run_policy_parallel", worsening)
+    monkeypatch.setattr(scoring, "run_policy", worsening)
     assert rl("--preset", "tiny", "--base", base_dir / "base.pt", "--out", tmp_path, "--timesteps", 320,
               "--eval-freq", 32, "--save-freq", 1000, "--early-stop") == 0
     evals = json.loads((tmp_path / "evaluations.json").read_text())

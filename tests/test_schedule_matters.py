@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import train
-from env import (PHI, TEXT, ConstantPolicy, EnvConfig, EnvError, ProgressReward, RewardConfig, TextSchedulingEnv,
+from common.policies import ConstantPolicy
+from env import (PHI, TEXT, EnvConfig, EnvError, ProgressReward, RewardConfig, TextSchedulingEnv,
                  action_independent_share, control_policies, load_base, reward_from_dict, run_policy)
 from env.dynamics import difference, mode_effects, state_at_phi
 from infinito.checkpoint import load_checkpoint

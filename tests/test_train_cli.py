@@ -18,10 +18,9 @@ def run_main(*argv):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    assert run_main("--preset", "tiny", "--out", out, "--log-every", 1, "--steps", 40) == 0
-    return out
+def tiny_run(base_dir):
+    """The suite's one tiny base run (tests/conftest.py): 30 steps, logged at every step."""
+    return base_dir
 
 
 def read_log(out):
@@ -32,14 +31,14 @@ def test_tiny_run_writes_everything(tiny_run):
     for name in ("base.pt", "tokenizer.model", "base_config.json", "base_summary.json", "base_log.jsonl"):
         assert (tiny_run / name).is_file(), name
     summary = json.loads((tiny_run / "base_summary.json").read_text())
-    assert summary["step"] == 40
+    assert summary["step"] == 30
     assert summary["val_ppl"] < summary["unigram_ppl"]  # it learned something beyond token frequencies
     log = read_log(tiny_run)
-    assert [r["step"] for r in log] == list(range(1, 41))
-    assert log[-1]["loss_text"] < log[0]["loss_text"]
-    assert log[-1]["memory_util"] > 0  # memory was written during training
+    assert [r["step"] for r in log] == list(range(1, 31))
+    assert log[-1]["train/loss_text"] < log[0]["train/loss_text"]
+    assert log[-1]["train/memory_util"] > 0  # memory was written during training
     resolved = json.loads((tiny_run / "base_config.json").read_text())
-    assert resolved["train"]["steps"] == 40 and resolved["model"]["d_model"] == 64
+    assert resolved["train"]["steps"] == 30 and resolved["model"]["d_model"] == 64
 
 
 def test_tensorboard_tags(tiny_run):
@@ -49,7 +48,7 @@ def test_tensorboard_tags(tiny_run):
     expected = {"train/loss", "train/lr", "train/phi", "train/consciousness", "train/memory_util",
                 "val/loss", "val/ppl", "time/tokens_per_sec"}
     assert expected <= tags
-    assert [e.step for e in acc.Scalars("val/ppl")] == [30, 40]
+    assert [e.step for e in acc.Scalars("val/ppl")] == [30]
 
 
 def test_checkpoint_loads_weights_only_in_fresh_process(tiny_run):
@@ -63,7 +62,7 @@ def test_checkpoint_loads_weights_only_in_fresh_process(tiny_run):
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     kind, version, step, d_model, n = res.stdout.split()
-    assert (kind, version, step, d_model) == ("infinito-base", "1", "40", "64") and int(n) > 0
+    assert (kind, version, step, d_model) == ("infinito-base", "1", "30", "64") and int(n) > 0
 
 
 def test_checkpoint_rebuilds_identical_model(tiny_run):
@@ -76,13 +75,13 @@ def test_checkpoint_rebuilds_identical_model(tiny_run):
 
 
 def test_resume_reproduces_uninterrupted_run(tiny_run, tmp_path):
-    assert run_main("--preset", "tiny", "--out", tmp_path, "--log-every", 1, "--steps", 40, "--stop-at", 17) == 0
+    assert run_main("--preset", "tiny", "--out", tmp_path, "--log-every", 1, "--steps", 30, "--stop-at", 17) == 0
     assert torch.load(tmp_path / "base.pt", weights_only=True)["step"] == 17
     assert run_main("--resume", tmp_path / "base.pt") == 0  # --out defaults to the checkpoint's directory
     straight, resumed = read_log(tiny_run), read_log(tmp_path)
-    assert [r["step"] for r in resumed] == list(range(1, 41))
-    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]  # exact, not approximate
-    assert [r["phi"] for r in resumed] == [r["phi"] for r in straight]
+    assert [r["step"] for r in resumed] == list(range(1, 31))
+    assert [r["train/loss"] for r in resumed] == [r["train/loss"] for r in straight]  # exact, not approximate
+    assert [r["train/phi"] for r in resumed] == [r["train/phi"] for r in straight]
     a = torch.load(tiny_run / "base.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "base.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -190,21 +189,22 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
 def test_nan_loss_is_one_line_and_keeps_last_good_checkpoint(capsys, tmp_path, monkeypatch):
     assert run_main("--preset", "tiny", "--steps", 30, "--out", tmp_path) == 0
     good = (tmp_path / "base.pt").read_bytes()
-    real_step = train.train_step
+    import stages.base
+    real_step = stages.base.train_step
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise train.NonFiniteLoss("training loss is nan")
+            raise stages.base.NonFiniteLoss("training loss is nan")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_step", poisoned)
+    monkeypatch.setattr(stages.base, "train_step", poisoned)
     expect_user_error(capsys, "--resume", tmp_path / "base.pt", "--steps", 60, match="loss is nan at step 33")
     assert (tmp_path / "base.pt").read_bytes() == good  # the broken state was not saved
 
 
 def test_packages_are_importable_outside_the_repo(tmp_path):
     """Every package is a real package (has __init__.py), so an installed copy works from any directory."""
-    for pkg in ("infinito", "ppo", "data", "env"):
+    for pkg in ("infinito", "ppo", "data", "env", "common", "stages"):
         assert (ROOT / pkg / "__init__.py").is_file(), pkg

@@ -1,7 +1,7 @@
-"""Minimal Gymnasium-compatible space classes, so environments need no gymnasium.
+"""Minimal Gymnasium-compatible spaces, so no environment needs gymnasium.
 
-PPO only reads ``observation_space.shape`` and ``action_space.n``; ``low``/``high``
-are kept for environment authors and documentation.
+PPO only reads `observation_space.shape` and `action_space.n`; `low`/`high`
+document the observation and let `check_env` verify it.
 """
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import numpy as np
 
 
 class Box:
-    """A float box ``low <= x <= high`` of a fixed shape."""
+    """Vectors `low <= x <= high` elementwise, of a fixed shape (float32 by default)."""
 
     def __init__(self, low, high, shape: Sequence[int] | None = None, dtype=np.float32):
-        if shape is None:
-            shape = np.shape(low)
+        shape = np.broadcast_shapes(np.shape(low), np.shape(high)) if shape is None else shape
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.low = np.broadcast_to(np.asarray(low, dtype=self.dtype), self.shape).copy()
@@ -26,17 +25,18 @@ class Box:
         return x.shape == self.shape and bool(np.all(x >= self.low) and np.all(x <= self.high))
 
     def __repr__(self) -> str:
-        return f"Box(shape={self.shape}, dtype={self.dtype.name})"
+        return f"Box(low={self.low.tolist()}, high={self.high.tolist()}, dtype={self.dtype.name})"
 
 
 class Discrete:
-    """Actions ``0 .. n-1``."""
+    """Actions 0 .. n-1."""
 
     def __init__(self, n: int):
         if int(n) < 1:
             raise ValueError(f"Discrete(n={n}) needs n >= 1")
         self.n = int(n)
         self.shape = ()
+        self.dtype = np.dtype(np.int64)
 
     def contains(self, a) -> bool:
         return 0 <= int(a) < self.n

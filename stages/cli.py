@@ -1,4 +1,5 @@
-"""What the command-line scripts (train.py, generate.py) share: user errors, device choice, exit codes.
+"""What the command-line scripts (train.py, generate.py) share: user errors, device choice, exit codes,
+interruption.
 
 Every failure a user can cause ends with one line on stderr starting "error:"
 and exit status 2; an interruption exits with 130.
@@ -6,6 +7,7 @@ and exit status 2; an interruption exits with 130.
 from __future__ import annotations
 
 import hashlib
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -61,3 +63,24 @@ def run_cli(body: Callable[[], int], user_errors: tuple = (), os_hint: str = "",
     except KeyboardInterrupt:
         print(f"error: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+class StopFlag:
+    """Ctrl-C / SIGTERM ask a training loop to stop after the current step (it then saves and
+    exits 130); a second Ctrl-C aborts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)

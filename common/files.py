@@ -1,0 +1,118 @@
+"""Files that must never be half-written, and checkpoints that load with `weights_only=True`.
+
+Every file the project writes for later (checkpoints, tokenizer models, token
+caches, JSON histories, reports) goes to a temporary file in the destination
+directory first and is moved into place with `os.replace` (atomic on POSIX and
+Windows): a crash, a full disk or Ctrl-C leaves the earlier file intact and no
+temporary file behind.
+
+A checkpoint is a dict of plain Python types and tensors with a `kind` (what
+wrote it: "infinito-base", "ppo-agent") and a `format_version`. One rule for
+every kind: this code reads versions 1 .. FORMAT_VERSION.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be written or read; the message is one line saying what is wrong and what to do."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write(f)` on a temporary file beside `path`, then move it into place.
+    OSError (disk full, no permission) propagates; callers word it for their users."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; these are ordinary files
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # also on KeyboardInterrupt: never leave the temporary file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, blob: bytes) -> None:
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Atomically write `payload` (plain types and tensors, checked first so that it loads
+    with weights_only=True). A failed write is a CheckpointError naming the file."""
+    check_plain(payload)
+    try:
+        atomic_write(path, lambda f: torch.save(payload, f))
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path} ({e.strerror or e}); "
+                              "check free disk space and write permission") from e
+
+
+# Exact types: numpy scalars subclass float/int but weights_only loading refuses them.
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def check_plain(obj: Any, where: str = "checkpoint") -> None:
+    """Raise TypeError naming the first value `weights_only` loading would refuse."""
+    if type(obj) in (dict, OrderedDict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where} has a key of type {type(k).__name__}; use str or int keys")
+            check_plain(v, f"{where}[{k!r}]")
+    elif type(obj) in (list, tuple):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+    elif type(obj) not in _PLAIN and not isinstance(obj, torch.Tensor):
+        raise TypeError(f"{where} is a {type(obj).__name__}; checkpoints hold only plain types and "
+                        "tensors (convert numpy arrays with torch.from_numpy or .tolist())")
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: Any = "cpu",
+                    required: tuple = ()) -> dict:
+    """Read and check a checkpoint (weights_only); every failure is one CheckpointError line.
+
+    `kind`: the kind the caller needs (None: any of this project's). `required`: keys
+    that must be present."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for bad files (zip, pickle, EOF, unpickler)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is corrupt or not a readable checkpoint ({type(e).__name__}: {reason[:100]}); "
+                              "re-create it or pick another") from None
+    if not isinstance(ckpt, dict) or "kind" not in ckpt or "format_version" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no kind/format_version)")
+    if kind is not None and ckpt["kind"] != kind:
+        raise CheckpointError(f"{path} is a '{ckpt['kind']}' checkpoint, but a '{kind}' checkpoint is needed here")
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {version!r}; this code reads versions 1 to "
+                              f"{FORMAT_VERSION}: update the code or re-create the checkpoint")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is incomplete, pick another checkpoint")
+    return ckpt

@@ -1,0 +1,80 @@
+"""One logger for both training stages: TensorBoard scalars, a JSON Lines file, console lines.
+
+Everyone (a trainer, its callbacks, an environment monitor) `record`s scalars
+during a step or an update; `dump(step)` then writes them all at the same
+global step — to TensorBoard, and as one `{"step": ..., tag: value, ...}` line
+of the JSONL file — so tags from different sources line up. `print` writes a
+console line that does not break a progress bar.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class Logger:
+    """`log_dir`: TensorBoard directory (None: none). `jsonl`: JSON Lines file (None: none).
+    `resume_step`: continuing a run: TensorBoard events and JSONL lines after this step (from
+    a run that went further before) are dropped, so the curves do not fold back."""
+
+    def __init__(self, log_dir: str | Path | None = None, jsonl: str | Path | None = None, quiet: bool = False,
+                 resume_step: int | None = None):
+        self.log_dir, self.quiet = log_dir, quiet
+        self._writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter  # ~1 s to import; many uses never log
+            self._writer = SummaryWriter(str(log_dir), purge_step=resume_step or None)
+        self.jsonl = Path(jsonl) if jsonl is not None else None
+        if self.jsonl is not None:
+            _keep_lines_up_to(self.jsonl, resume_step)
+        self.pending: dict[str, float] = {}
+        self.latest: dict[str, float] = {}  # the last value written for every tag
+        self.history: list[tuple[int, dict[str, float]]] = []  # (step, {tag: value}) per dump
+
+    def record(self, tag: str, value: float) -> None:
+        self.pending[tag] = float(value)
+
+    def dump(self, step: int) -> dict[str, float]:
+        """Write the pending scalars at `step`; returns what was written."""
+        written, self.pending = self.pending, {}
+        if not written:
+            return written
+        if self._writer is not None:
+            for tag, value in written.items():
+                self._writer.add_scalar(tag, value, global_step=step)
+            self._writer.flush()
+        if self.jsonl is not None:
+            with self.jsonl.open("a") as f:
+                f.write(json.dumps({"step": int(step), **written}) + "\n")
+        self.latest.update(written)
+        self.history.append((int(step), dict(written)))
+        return written
+
+    def print(self, line: str) -> None:
+        """A console line; above a running tqdm bar when there is one."""
+        if self.quiet:
+            print(line)
+        else:
+            from tqdm import tqdm
+            tqdm.write(line)
+
+    def add_custom_scalars(self, layout: dict) -> None:
+        """TensorBoard's custom-scalars layout: {category: {chart: ["Multiline" | "Margin", tags]}};
+        a Margin chart takes [value, lower, upper] tags."""
+        if self._writer is not None:
+            self._writer.add_custom_scalars(layout)
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _keep_lines_up_to(path: Path, step: int | None) -> None:
+    """A new run starts the file afresh; a resumed one keeps the lines up to its step."""
+    if step is None:
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))

@@ -1,0 +1,283 @@
+"""The base stage: train INFINITO on a corpus (`python train.py --stage base`).
+
+Writes into the output folder: base.pt (the latest checkpoint, rewritten at every
+evaluation and at the end), base-step<N>.pt (the snapshot the RL stage starts
+from), tokenizer.model, base_config.json, base_log.jsonl and base_summary.json,
+the token cache (cache/) and TensorBoard scalars (runs/base/).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from common.files import FORMAT_VERSION, save_checkpoint, write_json
+from common.logger import Logger
+from common.rng import capture_global_rng, restore_global_rng
+from data import Tokenizer, count_words, encode_cached, eval_batches, load_corpus, random_batch, train_tokenizer
+from data.stats import unigram_perplexity
+from infinito.checkpoint import BASE_KIND, build_model, bytes_to_tensor, load_checkpoint, tensor_to_bytes
+from infinito.config import InfinitoConfig
+from infinito.model import Infinito
+from infinito.presets import BaseTrainConfig, resolve, snapshot_name
+from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
+
+from .cli import EXIT_INTERRUPTED, StopFlag, UserError, pick_device
+
+CONFIG_CLASSES = (InfinitoConfig, BaseTrainConfig)
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """Keys from --config FILE.toml (flat, or under [model] / [train]), then the explicit flags on top."""
+    values: dict = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise UserError(f"config file {args.config} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"config file {args.config} is not valid TOML ({e})") from None
+        for key, value in raw.items():
+            if isinstance(value, dict) and key in ("model", "train"):
+                values.update(value)
+            else:
+                values[key] = value
+    names = [f.name for dc in CONFIG_CLASSES for f in fields(dc)]
+    values.update({n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    return values
+
+
+@dataclass
+class BaseRun:
+    """Everything the training loop reads and changes."""
+    model_cfg: InfinitoConfig
+    train_cfg: BaseTrainConfig
+    tokenizer: Tokenizer
+    corpus: object                 # data.Corpus
+    train_split: str
+    out_dir: Path
+    device: torch.device
+    bf16: bool
+    model: Infinito = None
+    optimizer: torch.optim.Optimizer = None
+    data_gen: torch.Generator = None
+    step: int = 0
+    train_ids: torch.Tensor = None
+    valid_ids: torch.Tensor = None
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / "base.pt"
+
+    def ids(self, split: str) -> torch.Tensor:
+        text = getattr(self.corpus, split)
+        ids = encode_cached(text, self.tokenizer, self.out_dir / "cache", f"{self.corpus.name}-{split}")
+        return torch.from_numpy(ids.astype("int64"))
+
+    def save(self, path: Path, metrics: dict | None = None) -> None:
+        corpus = self.corpus
+        save_checkpoint(path, {
+            "format_version": FORMAT_VERSION, "kind": BASE_KIND,
+            "model_config": self.model_cfg.to_dict(), "train_config": self.train_cfg.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+            "rng": capture_global_rng(), "data_rng": self.data_gen.get_state(),
+            "tokenizer": bytes_to_tensor(self.tokenizer.to_bytes()),
+            "data": {"source": corpus.source if not corpus.builtin else None, "name": corpus.name,
+                     "train_split": self.train_split, "wikitext": corpus.wikitext},
+            "metrics": metrics or {},
+        })
+
+    def evaluate(self, ids: torch.Tensor, max_batches: int | None = None, words: int | None = None) -> dict:
+        """Mean loss and metrics on `ids`; perplexity, and per word when `words` is given."""
+        cfg = self.train_cfg
+        batches = ((x.to(self.device), y.to(self.device))
+                   for x, y in eval_batches(ids, cfg.batch_size, self.model_cfg.context, max_batches))
+        ev = evaluate(self.model, batches, self.bf16)
+        ev["ppl"] = math.exp(min(ev["loss"], 50))
+        if words:
+            ev["word_ppl"] = math.exp(min(ev["nll_sum"] / words, 50))
+        return ev
+
+
+def _resumed_configs(args: argparse.Namespace, overrides: dict, device: torch.device):
+    ckpt = load_checkpoint(args.resume, kind=BASE_KIND, map_location=device)
+    model_keys = sorted(k for k in overrides if k in {f.name for f in fields(InfinitoConfig)})
+    if model_keys:
+        raise UserError(f"cannot change the model shape when resuming ({', '.join(model_keys)})")
+    if args.preset:
+        raise UserError("--preset cannot be combined with --resume (the checkpoint holds its config)")
+    train_cfg = BaseTrainConfig(**{**ckpt["train_config"], **overrides})
+    data = ckpt["data"]
+    source, split = (args.data, args.train_split) if args.data else (data["source"], data["train_split"])
+    tokenizer = Tokenizer.from_bytes(tensor_to_bytes(ckpt["tokenizer"]))
+    return ckpt, InfinitoConfig.from_dict(ckpt["model_config"]), train_cfg, source, split, tokenizer
+
+
+def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
+    """Configs, corpus, tokenizer, token ids, model and optimiser: new, or from --resume."""
+    device = pick_device(args.device)
+    out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
+    overrides = config_overrides(args)
+    if args.resume:
+        ckpt, model_cfg, train_cfg, source, split, tokenizer = _resumed_configs(args, overrides, device)
+    else:
+        ckpt, tokenizer, (source, split) = None, None, (args.data, args.train_split)
+        model_cfg, train_cfg = resolve(args.preset or "demo", overrides)
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    bf16 = train_cfg.precision == "bf16" or (train_cfg.precision == "auto" and device.type == "cuda")
+    corpus = load_corpus(source, builtin_size=train_cfg.builtin_size, train_split=split)
+    if corpus.builtin:
+        print(f"no --data given: using the built-in generated corpus ({len(corpus.train) / 1e6:.1f} MB of training text)")
+    else:
+        print(f"corpus {corpus.name} from {corpus.source} (training on the '{split}' split)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if tokenizer is None:
+        t0, tok_path = time.time(), out_dir / "tokenizer.model"
+        tokenizer = train_tokenizer(corpus.train, str(tok_path), model_cfg.vocab_size)
+        print(f"trained a {tokenizer.vocab_size}-piece SentencePiece tokenizer in {time.time() - t0:.1f}s -> {tok_path}")
+        model_cfg = InfinitoConfig(**{**model_cfg.to_dict(), "vocab_size": tokenizer.vocab_size})
+    run = BaseRun(model_cfg, train_cfg, tokenizer, corpus, split, out_dir, device, bf16)
+    run.train_ids, run.valid_ids = run.ids("train"), run.ids("valid")
+    _build_model(run, ckpt)
+    if ckpt is not None:
+        print(f"resumed from {args.resume} at step {run.step}")
+    print(f"model: {run.model.num_params() / 1e6:.2f}M parameters, {model_cfg.n_layers} layers, d_model "
+          f"{model_cfg.d_model}, context {model_cfg.context}; device {device}{' (bf16 autocast)' if bf16 else ''}")
+    return run, ckpt
+
+
+def _build_model(run: BaseRun, ckpt: dict | None) -> None:
+    cfg = run.train_cfg
+    torch.manual_seed(cfg.seed)
+    run.model = Infinito(run.model_cfg).to(run.device) if ckpt is None else build_model(ckpt, run.device)
+    run.optimizer = make_optimizer(run.model, cfg.lr, weight_decay=cfg.weight_decay)
+    run.data_gen = torch.Generator().manual_seed(cfg.seed)
+    if ckpt is not None:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.step = ckpt["step"]
+        restore_global_rng(ckpt["rng"])
+        run.data_gen.set_state(ckpt["data_rng"])
+
+
+def one_step(run: BaseRun) -> tuple[dict, float]:
+    """One optimiser step on a random training batch at the cosine schedule's rate -> (stats, lr)."""
+    cfg, mcfg = run.train_cfg, run.model_cfg
+    lr = cosine_lr(run.step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+    for g in run.optimizer.param_groups:
+        g["lr"] = lr
+    x, y = random_batch(run.train_ids, cfg.batch_size, mcfg.context, run.data_gen)
+    try:
+        stats = train_step(run.model, run.optimizer, x.to(run.device), y.to(run.device), 1.0, cfg.lambda_phi,
+                           cfg.grad_clip, run.bf16)
+    except NonFiniteLoss as e:
+        last = run.ckpt_path if run.ckpt_path.exists() else "not written yet"
+        raise UserError(f"{e} at step {run.step + 1}; lower --lr or use --precision fp32; "
+                        f"the last good checkpoint is {last}") from None
+    run.step += 1
+    return stats, lr
+
+
+def train_loop(run: BaseRun, stop_at: int, logger: Logger, quiet: bool) -> bool:
+    """Train until `stop_at` or Ctrl-C, logging, evaluating and saving on schedule -> interrupted?"""
+    from tqdm import tqdm
+    cfg = run.train_cfg
+    bar = tqdm(total=cfg.steps, initial=run.step, desc="base", disable=quiet, dynamic_ncols=True)
+    t_last, steps_since, last_eval = time.perf_counter(), 0, {}
+    with StopFlag() as stop:
+        while run.step < stop_at and not stop.requested:
+            stats, lr = one_step(run)
+            steps_since += 1
+            bar.update(1)
+            if run.step % cfg.log_every == 0 or run.step == stop_at:
+                now = time.perf_counter()
+                tps = steps_since * cfg.batch_size * run.model_cfg.context / max(now - t_last, 1e-9)
+                t_last, steps_since = now, 0
+                _record_train(logger, stats, lr, tps)
+                bar.set_postfix(loss=f"{stats['loss_text']:.3f}", ppl=f"{math.exp(min(stats['loss_text'], 50)):.1f}",
+                                phi=f"{stats['phi']:.2f}", tok_s=f"{tps:,.0f}")
+            if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+                last_eval = _evaluate_and_save(run, logger)
+            logger.dump(run.step)
+            if run.step == cfg.snapshot_at:
+                snap = run.out_dir / snapshot_name(run.step)
+                run.save(snap, run.evaluate(run.valid_ids, cfg.eval_batches or None))
+                logger.print(f"step {run.step}: snapshot for the RL stage -> {snap}")
+        bar.close()
+        run.save(run.ckpt_path, last_eval)
+        return stop.requested
+
+
+def _record_train(logger: Logger, stats: dict, lr: float, tokens_per_sec: float) -> None:
+    for k, v in stats.items():
+        logger.record(f"train/{k}", v)
+    logger.record("train/lr", lr)
+    logger.record("time/tokens_per_sec", tokens_per_sec)
+
+
+def _evaluate_and_save(run: BaseRun, logger: Logger) -> dict:
+    ev = run.evaluate(run.valid_ids, run.train_cfg.eval_batches or None)
+    for k in ("loss", "ppl", "phi", "consciousness"):
+        logger.record(f"val/{k}", ev[k])
+    logger.print(f"step {run.step}: val loss {ev['loss']:.3f}, ppl {ev['ppl']:.2f}, phi {ev['phi']:.2f}, "
+                 f"C {ev['consciousness']:.2f}, memory {ev['memory_util']:.2f}")
+    run.save(run.ckpt_path, ev)
+    return ev
+
+
+def summarize(run: BaseRun) -> dict:
+    """Full validation (and test, when the corpus has one) beside the unigram baseline."""
+    words = lambda text: count_words(text) if run.corpus.wikitext else None  # noqa: E731
+    final = run.evaluate(run.valid_ids, None, words(run.corpus.valid))
+    unigram = unigram_perplexity(run.train_ids.numpy(), run.valid_ids.numpy(), run.tokenizer.vocab_size)
+    summary = {"step": run.step, "val_loss": final["loss"], "val_ppl": final["ppl"], "unigram_ppl": unigram,
+               "phi": final["phi"], "consciousness": final["consciousness"], "memory_util": final["memory_util"]}
+    if "word_ppl" in final:
+        summary["val_word_ppl"] = final["word_ppl"]
+    if run.corpus.test:
+        test = run.evaluate(run.ids("test"), None, words(run.corpus.test))
+        summary.update({f"test_{k}": test[k] for k in ("loss", "ppl", "word_ppl") if k in test})
+    return summary
+
+
+def run_base(args: argparse.Namespace) -> int:
+    run, ckpt = prepare(args)
+    cfg = run.train_cfg
+    write_json(run.out_dir / "base_config.json", {
+        "model": run.model_cfg.to_dict(), "train": cfg.to_dict(), "data": run.corpus.source,
+        "train_split": run.train_split, "device": str(run.device)})
+    if cfg.snapshot_at > cfg.steps:
+        print(f"note: no snapshot is kept: snapshot_at {cfg.snapshot_at} is past the last step {cfg.steps}")
+    logger = Logger(args.logdir or run.out_dir / "runs" / "base", jsonl=run.out_dir / "base_log.jsonl",
+                    quiet=args.quiet, resume_step=run.step if ckpt is not None else None)
+    stop_at = min(args.stop_at or cfg.steps, cfg.steps)
+    try:
+        interrupted = train_loop(run, stop_at, logger, args.quiet)
+    finally:
+        logger.close()
+    path = run.ckpt_path
+    if interrupted:
+        print(f"interrupted at step {run.step}; checkpoint saved to {path}; continue with --resume {path}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if run.step < cfg.steps:
+        print(f"stopped at step {run.step} as asked; checkpoint {path}; continue with --resume {path}")
+        return 0
+    summary = summarize(run)
+    run.save(path, summary)
+    write_json(run.out_dir / "base_summary.json", summary)
+    words = f", word ppl {summary['val_word_ppl']:.1f}" if "val_word_ppl" in summary else ""
+    print(f"done: {run.step} steps; validation ppl {summary['val_ppl']:.2f}{words} (unigram ppl "
+          f"{summary['unigram_ppl']:.1f}, {summary['unigram_ppl'] / summary['val_ppl']:.1f}x lower); "
+          f"phi {summary['phi']:.2f}; checkpoint {path}")
+    return 0
+
+
+

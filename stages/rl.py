@@ -1,0 +1,202 @@
+"""The RL stage: a PPO agent learns to schedule INFINITO's training (`python train.py --stage rl`).
+
+Reads top to bottom: resolve the plan (stages/rl_config.py), build the
+environments, score the control policies on the evaluation and held-out seeds,
+build or resume the agent, train it with callbacks (evaluate and checkpoint
+every few thousand steps, rewrite the report, log what the environment did,
+stop early on over-fitting or Ctrl-C), then score the recommended checkpoint on
+the held-out seeds for the report's headline.
+
+Writes into the output folder: <step>.pt at every save and evaluation, best.pt,
+evaluations.json, report.md / report.json, rl_log.jsonl and TensorBoard scalars
+(runs/rl, or runs/rl-resume-<step> for a resumed run).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common.logger import Logger
+from env import RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
+from infinito.training import NonFiniteLoss
+from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, StopOnOverfit, Thresholds,
+                 TrainedPolicy)
+
+from .cli import EXIT_INTERRUPTED, StopFlag, UserError, file_digest
+from .rl_config import RLPlan, plan
+from .scoring import make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls, write_rl_report
+
+
+class RLStageCallback(Callback):
+    """What the RL stage adds to PPO's loop: environment statistics per rollout, Ctrl-C, the
+    dashboards' layout, the baseline evaluation of a resumed run, and the report after every
+    evaluation."""
+
+    def __init__(self, p: RLPlan, controls: dict, thresholds: Thresholds, stop: StopFlag, eval_cb: EvalCallback):
+        self.p, self.controls, self.thresholds, self.stop, self.eval_cb = p, controls, thresholds, stop, eval_cb
+        self.monitor = RolloutMonitor(p.env_cfg)
+        self.baseline_step = p.start_step if p.resume else None
+        self.notes = report_notes(str(p.base_path), p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"])
+
+    def on_training_start(self, trainer) -> None:
+        trainer.logger.add_custom_scalars({
+            "evaluation": {"reward mean ± std": ["Margin", ["eval/mean_reward", "eval/reward_lower",
+                                                          "eval/reward_upper"]],
+                           "Φ in band (%)": ["Multiline", ["eval/phi_in_band_pct"]]},
+            "environment": {"Φ and C": ["Multiline", ["env/phi", "env/consciousness"]],
+                            "action mix": ["Multiline", [f"env/action_frac_{m.lower()}" for m in self.p.env_cfg.mode_names]],
+                            "perplexity": ["Multiline", ["env/perplexity"]]},
+        })
+        if self.baseline_step is not None and not any(r.step == trainer.global_step for r in trainer.eval_history):
+            self.eval_cb.fire(trainer)  # the baseline of a resumed run needs an evaluation on the same seeds
+            trainer.logger.dump(trainer.global_step)
+
+    def on_step(self, trainer, infos: dict) -> None:
+        self.monitor.observe(infos)
+        if self.stop.requested:
+            trainer.request_stop("interrupted")
+
+    def on_update_end(self, trainer) -> None:
+        for tag, value in self.monitor.pop().items():
+            trainer.logger.record(tag, value)
+
+    def on_evaluation(self, trainer, result) -> None:
+        for key in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl"):
+            trainer.logger.record(f"eval/{key}", result.extra[key])
+        trainer.logger.record("eval/reward_lower", result.mean_reward - result.std_reward)
+        trainer.logger.record("eval/reward_upper", result.mean_reward + result.std_reward)
+        built = self.write_report(trainer)
+        status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)
+        trainer.logger.print(f"step {trainer.global_step:,}: eval {result.mean_reward:+.3f} ± {result.std_reward:.3f} "
+                             f"(Φ in band {result.extra['phi_in_band_pct']:.0f}%, {status}); report "
+                             f"{self.p.out_dir / 'report.md'}")
+
+    def write_report(self, trainer, heldout: dict | None = None) -> dict:
+        return write_rl_report(self.p.out_dir, [r.to_dict() for r in trainer.eval_history], self.controls,
+                               self.baseline_step, self.p.env_cfg, self.thresholds, self.notes, heldout)
+
+
+def score_all_controls(p: RLPlan, envs: list, quiet: bool) -> tuple[dict, dict]:
+    """The controls on the evaluation and the held-out seeds (reused from the checkpoint when resuming
+    with the same environment and seeds)."""
+    extra, run, episodes = p.extra, p.run, p.run["eval_episodes"]
+    same_env = extra.get("env") == p.env_cfg.to_dict() and extra.get("run", {}).get("eval_episodes") == episodes
+    controls, heldout = extra.get("controls"), extra.get("heldout_controls")
+    if not (controls and same_env and extra["run"].get("eval_seed") == run["eval_seed"]):
+        print(f"evaluating the control policies on the same seeds ({episodes} episodes each)")
+        controls = score_controls(envs, p.env_cfg, episodes, run["eval_seed"], quiet)
+    if not (heldout and same_env and extra["run"].get("heldout_seed") == run["heldout_seed"]):
+        print(f"evaluating the control policies on the held-out seeds ({episodes} episodes each)")
+        heldout = score_controls(envs, p.env_cfg, episodes, run["heldout_seed"], quiet)
+    return controls, heldout
+
+
+def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict, args: argparse.Namespace) -> PPO:
+    log_dir = args.logdir or p.out_dir / "runs" / (f"rl-resume-{p.start_step}" if p.resume else "rl")
+    logger = Logger(log_dir, jsonl=p.out_dir / "rl_log.jsonl", quiet=args.quiet,
+                    resume_step=p.start_step if p.resume else None)
+    if not p.resume:
+        return PPO(train_env, p.ppo_cfg, extra=extra, logger=logger)
+    agent = PPO.load(p.resume, train_env, overrides=p.ppo_overrides, logger=logger)
+    agent.extra.update(extra)
+    archive_later_run(p.out_dir, p.start_step)  # only now: every check has passed
+    print(f"resumed from {p.resume} at step {agent.global_step:,}; training to {p.run['timesteps']:,}")
+    return agent
+
+
+def make_callbacks(p: RLPlan, args, eval_envs: list, controls: dict, thresholds: Thresholds, stop: StopFlag):
+    run, out = p.run, p.out_dir
+
+    def evaluate(trainer):
+        return score(eval_envs, TrainedPolicy.from_agent(trainer), p.env_cfg, run["eval_episodes"], run["eval_seed"],
+                     checkpoint=str(out / f"{trainer.global_step}.pt"))
+
+    eval_cb = EvalCallback(eval_envs, run["eval_freq"], best_path=str(out / "best.pt"), evaluate=evaluate)
+    ckpt_cb = CheckpointCallback(run["save_freq"], str(out / "{step}.pt"), on_evaluation=True)
+    stage_cb = RLStageCallback(p, controls, thresholds, stop, eval_cb)
+    callbacks = [stage_cb, eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json"))]
+    if args.early_stop:
+        callbacks.append(StopOnOverfit(thresholds, args.patience, controls, stage_cb.baseline_step))
+    return callbacks, eval_cb, ckpt_cb, stage_cb
+
+
+def run_rl(args: argparse.Namespace) -> int:
+    threads = args.threads if args.threads is not None else 1
+    torch.set_num_threads(max(threads, 1))
+    thresholds = make_thresholds(args)
+    p = plan(args, threads)
+    p.out_dir.mkdir(parents=True, exist_ok=True)
+    assets = load_base(p.base_path, p.env_cfg)
+    run = p.run
+    train_env = VectorEnv([TextSchedulingEnv(assets, p.env_cfg) for _ in range(run["num_envs"])], run["workers"])
+    eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
+    controls, heldout_controls = score_all_controls(p, eval_envs, args.quiet)
+    extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path),
+             "base_digest": p.extra.get("base_digest") or file_digest(p.base_path),
+             "controls": controls, "heldout_controls": heldout_controls}
+    agent = build_agent(p, train_env, extra, args)
+    cfg = agent.config
+    print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.batch_size}, "
+          f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {p.env_cfg.max_steps} decisions per episode, "
+          f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.batch_size}x{assets.seq_len} tokens; logs "
+          f"{agent.logger.log_dir}")
+    t0 = time.time()
+    with StopFlag() as stop:
+        callbacks, eval_cb, ckpt_cb, stage_cb = make_callbacks(p, args, eval_envs, controls, thresholds, stop)
+        final = train(agent, callbacks, eval_cb, ckpt_cb, p.out_dir)
+    if agent.stop_reason == "interrupted":
+        print(f"interrupted at step {agent.global_step:,}; checkpoint saved to {final}; continue with "
+              f"--resume {final}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    evaluations = [r.to_dict() for r in agent.eval_history]
+    heldout = recommend_and_score_heldout(eval_envs, p.env_cfg, run, evaluations, controls, stage_cb.baseline_step,
+                                          thresholds, heldout_controls)
+    built = stage_cb.write_report(agent, heldout)
+    why = f" ({agent.stop_reason})" if agent.stop_reason else ""
+    print(f"done: step {agent.global_step:,} in {(time.time() - t0) / 60:.1f} min{why}; best evaluation at step "
+          f"{agent.best_eval.step:,} ({agent.best_eval.mean_reward:+.3f}); recommended checkpoint: step "
+          f"{heldout['step']:,}; on held-out seeds it {built['heldout']['verdict']['text']}; report "
+          f"{p.out_dir / 'report.md'}")
+    return 0
+
+
+def train(agent: PPO, callbacks: list, eval_cb: EvalCallback, ckpt_cb: CheckpointCallback, out_dir: Path) -> Path:
+    """agent.learn; the final policy is always evaluated (unless interrupted) and saved -> its checkpoint."""
+    try:
+        agent.learn(callbacks=callbacks)
+    except NonFiniteLoss as e:
+        raise UserError(f"{e} inside the environment at step {agent.global_step}; the last good checkpoints "
+                        f"are in {out_dir}; lower the environment's lr (--env lr=1e-4)") from None
+    if agent.stop_reason != "interrupted" and (not agent.eval_history or agent.eval_history[-1].step != agent.global_step):
+        eval_cb.fire(agent)
+        agent.logger.dump(agent.global_step)
+    final = Path(ckpt_cb.save(agent))
+    agent.close()
+    return final
+
+
+def archive_later_run(out_dir: Path, step: int) -> None:
+    """Resuming from step S in a directory where the earlier run went past S: move that run's
+    later checkpoints, evaluations and report aside instead of overwriting them."""
+    later = sorted((p for p in out_dir.glob("*.pt") if p.stem.isdigit() and int(p.stem) > step), key=lambda p: int(p.stem))
+    if not later:
+        return
+    dest, n = out_dir / f"superseded-{step}", 1
+    while dest.exists():
+        n += 1
+        dest = out_dir / f"superseded-{step}-{n}"
+    dest.mkdir()
+    best = out_dir / "best.pt"
+    moved = list(later)
+    if best.exists() and TrainedPolicy.load(str(best)).global_step > step:  # the earlier run's best, not this lineage's
+        moved.append(best)
+    moved += [p for p in (out_dir / name for name in ("evaluations.json", "report.md", "report.json")) if p.exists()]
+    for p in moved:
+        p.replace(dest / p.name)
+    also = ", best.pt" if best in moved else ""
+    print(f"the earlier run in {out_dir} went past step {step:,}: moved its {len(later)} later checkpoints "
+          f"({later[0].name} ... {later[-1].name}){also}, evaluations and report to {dest}")

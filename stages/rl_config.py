@@ -1,0 +1,157 @@
+"""What an RL run is: a preset, the command line's flags, or a resumed checkpoint, resolved into one plan.
+
+A new run takes its environment, PPO and run settings from `env/presets.py`
+(`--preset`, default demo) with flags on top. A resumed run takes them from
+the checkpoint (its `extra` holds the run and environment settings), with flags
+on top, and checks that the base checkpoint is the one the agent was trained on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from env import EnvConfig
+from env.presets import HELDOUT_SEED, RL_PRESETS, RUN_KEYS
+from ppo import PPOConfig, load_agent_checkpoint
+
+from .cli import UserError, file_digest
+
+PPO_FLAGS = ("clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "clip_range_vf", "n_steps",
+             "n_epochs", "gamma", "gae_lambda")
+SHARED_WITH_BASE = {"lr": "learning_rate", "batch_size": "batch_size"}  # base-stage flags the RL stage reuses
+RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many evaluation periods
+
+
+@dataclass
+class RLPlan:
+    run: dict                    # RUN_KEYS plus preset and base_file: the stage's own settings
+    env_cfg: EnvConfig
+    base_path: Path
+    out_dir: Path
+    ppo_cfg: PPOConfig | None = None                 # a new run's PPO config
+    ppo_overrides: dict = field(default_factory=dict)  # a resumed run's changes to its PPO config
+    start_step: int = 0
+    extra: dict = field(default_factory=dict)        # what the resumed checkpoint carried (controls, digest)
+    resume: str | None = None                        # the checkpoint a resumed run continues
+
+
+def parse_env_overrides(items: list[str]) -> dict:
+    """["max_steps=30", "reward.phi_low=5.5"] -> {"max_steps": 30, "reward": {"phi_low": 5.5}} (JSON values)."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--env {item!r}: expected KEY=VALUE, e.g. max_steps=30 or reward.phi_low=5.5")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key.startswith("reward."):
+            out.setdefault("reward", {})[key[len("reward."):]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def merge_env(base: dict, overrides: dict) -> EnvConfig:
+    d = {**base, **{k: v for k, v in overrides.items() if k != "reward"}}
+    d["reward"] = {**base.get("reward", {}), **overrides.get("reward", {})}
+    return EnvConfig.from_dict(d)
+
+
+def _flags(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(run flags, PPO flags) given on the command line, checked."""
+    run_flags = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k) is not None}
+    for k, v in run_flags.items():
+        if v < (0 if k in ("eval_seed", "heldout_seed") else 1):
+            raise UserError(f"--{k.replace('_', '-')} must be >= {0 if 'seed' in k else 1}, got {v}")
+    ppo_flags = {k: getattr(args, k) for k in PPO_FLAGS if getattr(args, k) is not None}
+    ppo_flags.update({v: getattr(args, k) for k, v in SHARED_WITH_BASE.items() if getattr(args, k) is not None})
+    return run_flags, ppo_flags
+
+
+def _check_base(path: Path, digest: str, agent: str) -> None:
+    if not path.is_file():
+        raise UserError(f"the base checkpoint {path} this agent was trained on does not exist; "
+                        "pass its new location with --base")
+    if file_digest(path) != digest:
+        raise UserError(f"{path} is not the base checkpoint {agent} was trained on (its contents differ); "
+                        "pass the original with --base, or start a new run")
+
+
+def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
+    run_flags, ppo_flags = _flags(args)
+    preset = args.preset or "demo"
+    if preset not in RL_PRESETS:
+        raise UserError(f"unknown preset '{preset}' (choose from {', '.join(RL_PRESETS)})")
+    run = {**RL_PRESETS[preset]["run"], **run_flags, "preset": preset}
+    env_cfg = merge_env(RL_PRESETS[preset]["env"], parse_env_overrides(args.env))
+    base_path = Path(args.base) if args.base else out_dir / run["base_file"]
+    if not base_path.is_file():
+        hint = "" if args.base else f" (preset {preset} starts from the base stage's snapshot {run['base_file']})"
+        raise UserError(f"base checkpoint {base_path} does not exist{hint}; train one with "
+                        f"`python train.py --stage base --out {base_path.parent}` or pass --base")
+    try:
+        ppo_cfg = PPOConfig(**{**RL_PRESETS[preset]["ppo"], **ppo_flags, "total_timesteps": run["timesteps"],
+                               "seed": args.seed if args.seed is not None else 0,
+                               "torch_threads": max(threads, 1), "progress_bar": not args.quiet})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return RLPlan(run, env_cfg, base_path, out_dir, ppo_cfg=ppo_cfg)
+
+
+def resumed_total(start: int, planned: int, more: int | None, eval_freq: int) -> tuple[int, str | None]:
+    """The step a resumed run trains to, and a note when it is not the one planned: `more` steps
+    past the start when --timesteps is given; the planned total while it is ahead; else (the run
+    is at its end: the checkpoint users resume from after looking at a report) RESUME_PERIODS
+    more evaluation periods."""
+    if more is not None:
+        return start + more, None
+    if planned > start:
+        return planned, None
+    total = start + RESUME_PERIODS * eval_freq
+    return total, (f"step {start:,} is the run's planned end; continuing for {RESUME_PERIODS} more evaluation "
+                   f"periods of {eval_freq:,} steps, to step {total:,} (pass --timesteps N to train N more)")
+
+
+def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
+    if args.preset:
+        raise UserError("--preset cannot be combined with --resume (the checkpoint holds its config)")
+    if args.seed is not None:
+        raise UserError("--seed cannot change when resuming (the random state continues from the checkpoint)")
+    run_flags, ppo_flags = _flags(args)
+    head = load_agent_checkpoint(args.resume, required=("global_step", "extra", "config", "n_actions"))
+    extra = head["extra"]
+    if "run" not in extra or "env" not in extra:
+        raise UserError(f"{args.resume} is a PPO checkpoint but not one of train.py --stage rl; "
+                        "resume it from the code that wrote it")
+    run = {"heldout_seed": HELDOUT_SEED, **extra["run"], **run_flags}
+    start = int(head["global_step"])
+    run["timesteps"], note = resumed_total(start, head["config"]["total_timesteps"], run_flags.get("timesteps"),
+                                           run["eval_freq"])
+    if note:
+        print(note)
+    env_cfg = merge_env(extra["env"], parse_env_overrides(args.env))
+    base_path = Path(args.base or extra["base"])
+    _check_base(base_path, extra["base_digest"], args.resume)
+    if len(env_cfg.modes) != head["n_actions"]:
+        raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
+                        f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
+    try:
+        PPOConfig.from_dict(head["config"]).replace(**ppo_flags)  # fails now, with the flag's name, if invalid
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    overrides = {**ppo_flags, "total_timesteps": run["timesteps"], "progress_bar": not args.quiet}
+    return RLPlan(run, env_cfg, base_path, out_dir, ppo_overrides=overrides, start_step=start, extra=extra,
+                  resume=args.resume)
+
+
+def plan(args: argparse.Namespace, threads: int) -> RLPlan:
+    out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
+    p = plan_resume(args, out_dir) if args.resume else plan_new(args, out_dir, threads)
+    if args.device != "auto":
+        p.env_cfg = p.env_cfg.replace(device=args.device)
+    p.env_cfg = p.env_cfg.replace(cache_dir=p.env_cfg.cache_dir or str(p.base_path.parent / "cache"))
+    return p

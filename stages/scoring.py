@@ -1,0 +1,87 @@
+"""Scoring policies on seeded episodes of the scheduling environment, and the over-fitting report.
+
+Shared by the RL stage (every evaluation rewrites the report) and the report
+stage (re-scores a directory of checkpoints). Every policy — a checkpoint's
+greedy agent or a control — plays the same seeded episodes, so their returns
+are compared episode by episode.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from env import EnvConfig, control_policies, run_policy
+from ppo import Column, EvalResult, Report, Thresholds, TrainedPolicy, write_report
+
+from .cli import UserError
+
+
+def score(envs, policy, env_cfg: EnvConfig, n_episodes: int, seed: int, step: int | None = None,
+          checkpoint: str | None = None, name: str | None = None) -> EvalResult:
+    """`policy` on episodes seed .. seed+n-1 -> an EvalResult with the environment's statistics in
+    `extra` (its `to_dict()` is the form reports, evaluations.json and checkpoints hold)."""
+    runs = run_policy(envs, policy, n_episodes, seed, name)
+    summary = runs.summary(env_cfg.reward.band)
+    actions = [a for tr in runs.traces for a in tr["action"]]
+    extra = {k: summary[k] for k in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl", "memory_util_mean")}
+    if checkpoint:
+        extra["checkpoint"] = checkpoint
+    counts = [actions.count(a) for a in range(len(env_cfg.modes))]
+    return EvalResult(list(runs.returns), list(runs.lengths), counts, True, seed, step, extra=extra)
+
+
+def score_controls(envs, env_cfg: EnvConfig, n_episodes: int, seed: int, quiet: bool) -> dict:
+    """Every control policy (random, always <mode>) on the same seeds -> {name: EvalResult dict}."""
+    out = {}
+    for name, policy in control_policies(len(env_cfg.modes), env_cfg.mode_names).items():
+        t0 = time.time()
+        out[name] = score(envs, policy, env_cfg, n_episodes, seed, name=name).to_dict()
+        if not quiet:
+            print(f"control policy {name}: {out[name]['mean_reward']:+.3f} ± {out[name]['std_reward']:.3f} "
+                  f"over {n_episodes} episodes ({time.time() - t0:.0f}s)")
+    return out
+
+
+def score_heldout(envs, env_cfg: EnvConfig, run: dict, checkpoint: Path, heldout_controls: dict) -> dict:
+    """The checkpoint's greedy policy on the held-out seeds, beside the controls' results there."""
+    policy = TrainedPolicy.load(str(checkpoint))
+    agent = score(envs, policy, env_cfg, run["eval_episodes"], run["heldout_seed"], policy.global_step,
+                  str(checkpoint)).to_dict()
+    return {"step": policy.global_step, "agent": agent, "controls": heldout_controls}
+
+
+def make_thresholds(args) -> Thresholds:
+    try:
+        return Thresholds(args.overfit_drop, args.severe_drop, args.overfit_std_factor, args.high_variance_factor)
+    except ValueError as e:
+        raise UserError(f"{e} (--overfit-drop, --severe-drop, --overfit-std-factor, --high-variance-factor)") from None
+
+
+def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int) -> list[str]:
+    changed = {k: v for k, v in env_cfg.to_dict().items() if k not in ("reward", "modes", "device", "cache_dir")}
+    return [f"Base checkpoint `{base}`; environment {', '.join(f'{k}={v}' for k, v in changed.items())}; "
+            f"reward `{env_cfg.reward.describe()}` (env/reward.py).",
+            f"Every row: the greedy policy over the same {n_episodes} seeded episodes (seeds {seed}.."
+            f"{seed + n_episodes - 1}); mean, sample std and Student-t 95% CI of the episode return. Control "
+            "policies below on the same seeds."]
+
+
+def write_rl_report(out_dir: Path, evaluations: list, controls: dict, baseline_step: int | None, env_cfg: EnvConfig,
+                    thresholds: Thresholds, notes: list[str], heldout: dict | None = None) -> dict:
+    """report.md and report.json in `out_dir`; returns the built report."""
+    band = "[{:g}, {:g}]".format(*env_cfg.reward.band)
+    report = Report(evaluations, controls, baseline_step, thresholds, env_cfg.mode_names,
+                    [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
+                     Column("C mean", "c_mean", "{:.3f}"), Column("final ppl", "final_ppl", "{:.2f}")],
+                    title=f"RL report: {out_dir}", notes=notes, heldout=heldout)
+    built = report.build()
+    write_report(out_dir, built, report.markdown(built))
+    return built
+
+
+def recommend_and_score_heldout(envs, env_cfg: EnvConfig, run: dict, evaluations: list, controls: dict,
+                                baseline_step: int | None, thresholds: Thresholds, heldout_controls: dict) -> dict:
+    """The report's recommended checkpoint, re-scored on the held-out seeds."""
+    rec = Report(evaluations, controls, baseline_step, thresholds).build()["recommended"]
+    print(f"scoring the recommended checkpoint (step {rec['step']:,}) on the held-out seeds")
+    return score_heldout(envs, env_cfg, run, Path(rec["checkpoint"]), heldout_controls)
