@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from doc_sections import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common.stats import summarize  # noqa: E402
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
-                 action_independent_share, control_policies, rescore, run_policy, summarize)
+                 action_independent_share, control_policies, rescore, run_policy)
 from env.dynamics import mode_effects, state_at_phi  # noqa: E402
 from env.presets import RL_PRESETS  # noqa: E402
 

@@ -30,7 +30,7 @@ class EnvConfig:
     heldout_seed: int = 0        # picks the held-out windows once, at construction
     c_threshold: float = 0.6     # t_norm counts the steps since C last exceeded this
     terminate_at_max_steps: bool = True  # the observation shows the time left, so the end is `terminated`
-    modes: tuple = MODES         # (name, w_text, w_phi) per action
+    modes: tuple = field(default_factory=lambda: MODES)  # (name, w_text, w_phi) per action
     device: str = "cpu"
     cache_dir: str | None = None  # token-id cache; default: <checkpoint dir>/cache, as train.py writes it
     reward: object = field(default_factory=RewardConfig)  # any reward of env/reward.py (default: SPEC's v2)

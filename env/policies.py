@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from common.policies import control_policies as _controls
 
-from .config import MODES, PHI, TEXT
+from . import config
+from .config import PHI, TEXT
 
 
 class BandPolicy:
@@ -26,6 +27,9 @@ class BandPolicy:
         return self.inside if self.low + self.margin <= phi <= self.high - self.margin else self.outside
 
 
-def control_policies(n_actions: int = len(MODES), names=tuple(m[0] for m in MODES), seed: int = 0) -> dict:
-    """The SPEC's controls named by mode: random, always TEXT, always PHI, always MIXED, ..."""
+def control_policies(n_actions: int | None = None, names=None, seed: int = 0) -> dict:
+    """The SPEC's controls named by mode: random, always TEXT, always PHI, always MIXED, ...
+    (default: one per mode of env/config.py's MODES)."""
+    if n_actions is None:
+        n_actions, names = len(config.MODES), names or [m[0] for m in config.MODES]
     return _controls(n_actions, names, seed)

@@ -70,7 +70,7 @@ def band(x: float, low: float, high: float, w_below: float, w_above: float, insi
     return inside
 
 
-class _Reward:
+class Reward:
     """What every reward shares: scoring, the dict form, and the one-line description."""
     name: ClassVar[str]
     terms: ClassVar[tuple]
@@ -101,7 +101,7 @@ class _Reward:
 
 
 @dataclass
-class RewardConfig(_Reward):
+class RewardConfig(Reward):
     """Reward v2 of SPEC §5 (the seed study); every constant a field, the defaults SPEC's."""
     name: ClassVar[str] = "v2"
     terms: ClassVar[tuple] = ("delta_c", "delta_phi", "ppl_gain", "memory", "jump", "phi_band", "ppl_band", "c_band")
@@ -163,7 +163,7 @@ class RewardConfig(_Reward):
 
 
 @dataclass
-class ProgressReward(_Reward):
+class ProgressReward(Reward):
     """Text progress against Φ's health (module docstring); the RL presets' default."""
     name: ClassVar[str] = "progress"
     terms: ClassVar[tuple] = ("text_gain", "phi_out")

@@ -21,8 +21,8 @@ RETIRED = ("action_mask_key",)
 @dataclass
 class PPOConfig:
     # --- run length and schedules -------------------------------------------------
-    # Planned total env steps (over all environments). Annealing is computed from the
-    # global step over this number, so a resumed run continues the same schedule.
+    # Planned total env steps (over all environments); the annealing reaches 0 here. A
+    # new value on resume moves that end without a jump in the rate (docs/ppo.md).
     total_timesteps: int = 1_000_000
     learning_rate: float = 3e-4
     anneal_lr: bool = False  # linear decay to 0 at total_timesteps

@@ -146,7 +146,7 @@ class PPO:
         if self._obs is None:
             self._reset_envs(cfg.seed)
         buf = RolloutBuffer(cfg.n_steps, self.num_envs, self.obs_shape, self.n_actions, self._use_masks)
-        start = (self.global_step, time.perf_counter())
+        start_step, start_time = self.global_step, time.perf_counter()
         bar = tqdm(total=cfg.total_timesteps, initial=min(self.global_step, cfg.total_timesteps), unit="step",
                    disable=not cfg.progress_bar, dynamic_ncols=True)
         try:
@@ -158,7 +158,7 @@ class PPO:
                 batch = self._compute_advantages(buf)
                 self._update(batch, clip)
                 self.n_updates += 1
-                self._record_progress(*start)
+                self._record_progress(start_step, start_time)
                 self.dispatch("on_update_end")
                 self.logger.dump(self.global_step)
                 self._show_progress(bar)

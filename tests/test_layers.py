@@ -1,0 +1,44 @@
+"""The layers point one way (README "Development"): each package imports only the packages below it."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = {"common", "data", "infinito", "env", "ppo", "stages", "train", "generate"}
+ALLOWED = {
+    "common": set(),
+    "data": {"common"},
+    "infinito": {"common"},
+    "env": {"common", "data", "infinito"},
+    "ppo": {"common"},
+    "stages": {"common", "data", "infinito", "env", "ppo"},
+    "train": {"common", "data", "infinito", "env", "ppo", "stages"},
+    "generate": {"common", "data", "infinito", "env", "ppo", "stages"},
+}
+
+
+def imported_packages(path: Path) -> set:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out & PROJECT
+
+
+def test_every_package_imports_only_the_layers_below_it():
+    wrong = []
+    for layer, allowed in ALLOWED.items():
+        files = [ROOT / f"{layer}.py"] if (ROOT / f"{layer}.py").is_file() else sorted((ROOT / layer).rglob("*.py"))
+        assert files, layer
+        for f in files:
+            extra = imported_packages(f) - allowed - {layer}
+            if extra:
+                wrong.append(f"{f.relative_to(ROOT)} imports {', '.join(sorted(extra))}")
+    assert not wrong, wrong
+
+
+def test_the_checker_sees_a_wrong_import(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("import os\nfrom ppo.trainer import PPO\n")
+    assert imported_packages(bad) == {"ppo"}
