@@ -122,6 +122,11 @@ def test_resume_reproduces_the_uninterrupted_run(base_dir, tmp_path):
     for ea, eb in zip(envs_a, envs_b):
         for k in ea["model"]:
             assert torch.equal(ea["model"][k], eb["model"][k]), k
+    # the one logger's JSONL: the resumed run kept the lines up to step 32 and continued them exactly
+    def updates(d):
+        rows = [json.loads(line) for line in (d / "rl_log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["train/loss"], r["env/phi"]) for r in rows if "train/loss" in r]
+    assert updates(split) == updates(straight) and len(updates(straight)) == 4
 
 
 def test_report_stage_re_evaluates_every_checkpoint(tiny_rl, tmp_path, capsys):
