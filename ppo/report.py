@@ -233,62 +233,76 @@ def verdict(chosen: dict, controls: dict) -> Optional[dict]:
                         if score is not None else ""))}
 
 
+class _Table:
+    """The Markdown tables' columns: reward cells, the caller's extra columns, the action mix."""
+
+    def __init__(self, action_names: Sequence[str], columns: Sequence[Column]):
+        self.columns = columns
+        self.head = ["Reward", "Std", "95% CI", "Score"]
+        self.extra_headers = [c.header for c in columns] + [
+            " / ".join(action_names) + " %" if action_names else "action mix %"]
+
+    def header(self, first: str, middle: list[str]) -> list[str]:
+        names = [first, *self.head, *middle, *self.extra_headers]
+        return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+
+    def row(self, first: str, r: dict, middle: list[str]) -> str:
+        score = "—" if r.get("score") is None else f"{r['score']:.2f}"
+        cells = [f"{r['mean_reward']:+.3f}", f"±{r['std_reward']:.3f}",
+                 f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]", score]
+        extras = ["—" if r.get(c.key) is None else c.fmt.format(r[c.key]) for c in self.columns]
+        extras.append(" / ".join(f"{100 * x:.0f}" for x in r["action_mix"]) or "—")
+        return "| " + " | ".join([first, *cells, *middle, *extras]) + " |"
+
+    def policies(self, rows: list[dict], vs: str) -> list[str]:
+        return self.header("Policy", [vs]) + [self.row(c["name"], c, [_change(c)]) for c in rows]
+
+
+def _change(r: dict) -> str:
+    return "—" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"
+
+
+def _heldout_lines(held: dict, table: _Table) -> list[str]:
+    s0 = held["seed"]
+    lines = ["", f"## Headline: held-out seeds {s0}..{s0 + held['n_episodes'] - 1}", "",
+             f"The recommended checkpoint (step {held['step']:,}, chosen on the evaluation seeds below) and the "
+             f"control policies, scored on {held['n_episodes']} seeded episodes that no selection saw:", ""]
+    lines += table.policies(held["rows"], f"vs step {held['step']:,}")
+    if held["verdict"]:
+        lines += ["", f"On the held-out seeds, step {held['step']:,} {held['verdict']['text']}."]
+    return lines
+
+
+def _evaluation_lines(report: dict, table: _Table) -> list[str]:
+    base = report["baseline"]
+    lines = ["", "## Evaluations (the seeds checkpoints are selected on)", "",
+             f"Baseline: step {base['step']:,} ({base['kind']}). Score: 0 = the worst control policy's mean, "
+             "1 = the best one's.", ""]
+    lines += table.header("Checkpoint", [f"vs {base['step']:,}", "Status"])
+    for r in report["rows"]:
+        label = f"{r['step']:,}" + (" (baseline)" if r["is_baseline"] else "")
+        lines.append(table.row(label, r, [_change(r), r["status"]]))
+    unit = report.get("unit", "x |baseline mean|")
+    lines += ["", f"Statuses (against the baseline; one unit = {report.get('scale', 0):.4g}, {unit}):", ""]
+    lines += [f"- {t}" for t in Thresholds(**report["thresholds"]).describe(unit)]
+    return lines
+
+
 def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Sequence[Column] = ()) -> str:
     """The Markdown form of ``Report.build()``'s dict."""
-    th = Thresholds(**report["thresholds"])
-    mix_header = " / ".join(action_names) + " %" if action_names else "action mix %"
-    head = ["Reward", "Std", "95% CI", "Score"]
-    extra_headers = [c.header for c in columns] + [mix_header]
-
-    def cells(r: dict) -> list[str]:
-        score = "—" if r.get("score") is None else f"{r['score']:.2f}"
-        return [f"{r['mean_reward']:+.3f}", f"±{r['std_reward']:.3f}", f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]",
-                score]
-
-    def extras(r: dict) -> list[str]:
-        vals = ["—" if r.get(c.key) is None else c.fmt.format(r[c.key]) for c in columns]
-        return vals + [" / ".join(f"{100 * x:.0f}" for x in r["action_mix"]) or "—"]
-
-    def policy_table(rows: list[dict], vs: str) -> list[str]:
-        out = ["| Policy | " + " | ".join(head) + f" | {vs} | " + " | ".join(extra_headers) + " |",
-               "|" + "---|" * (len(head) + 2 + len(extra_headers))]
-        for c in rows:
-            change = "—" if c["change_pct"] is None else f"{c['change_pct']:+.1f}%"
-            out.append(f"| {c['name']} | " + " | ".join(cells(c)) + f" | {change} | " + " | ".join(extras(c)) + " |")
-        return out
-
+    table = _Table(action_names, columns)
     lines = [f"# {report['title']}", ""] + [f"{n}  " for n in report["notes"]]
     if not report["rows"]:
         return "\n".join(lines + ["", "No evaluations yet.", ""])
-    held = report.get("heldout")
-    if held:
-        s0 = held["seed"]
-        lines += ["", f"## Headline: held-out seeds {s0}..{s0 + held['n_episodes'] - 1}", "",
-                  f"The recommended checkpoint (step {held['step']:,}, chosen on the evaluation seeds below) and the "
-                  f"control policies, scored on {held['n_episodes']} seeded episodes that no selection saw:", ""]
-        lines += policy_table(held["rows"], f"vs step {held['step']:,}")
-        if held["verdict"]:
-            lines += ["", f"On the held-out seeds, step {held['step']:,} {held['verdict']['text']}."]
-    base = report["baseline"]
-    base_label = f"vs {base['step']:,}"
-    lines += ["", "## Evaluations (the seeds checkpoints are selected on)", "",
-              f"Baseline: step {base['step']:,} ({base['kind']}). Score: 0 = the worst control policy's mean, "
-              "1 = the best one's.", "",
-              "| Checkpoint | " + " | ".join(head) + f" | {base_label} | Status | " + " | ".join(extra_headers) + " |",
-              "|" + "---|" * (len(head) + 3 + len(extra_headers))]
-    for r in report["rows"]:
-        label = f"{r['step']:,}" + (" (baseline)" if r["is_baseline"] else "")
-        change = "—" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"
-        lines.append(f"| {label} | " + " | ".join(cells(r)) + f" | {change} | {r['status']} | "
-                     + " | ".join(extras(r)) + " |")
-    n = report["rows"][0]["n_episodes"]
-    seed = report["rows"][0]["seed"]
-    unit = report.get("unit", "x |baseline mean|")
-    lines += ["", f"Statuses (against the baseline; one unit = {report.get('scale', 0):.4g}, {unit}):", ""]
-    lines += [f"- {t}" for t in th.describe(unit)]
+    if report.get("heldout"):
+        lines += _heldout_lines(report["heldout"], table)
+    lines += _evaluation_lines(report, table)
+    first = report["rows"][0]
+    n, seed = first["n_episodes"], first["seed"]
     if report["controls"]:
         seeds = f", seeds {seed}..{seed + n - 1}" if seed is not None else ""
-        lines += ["", f"## Control policies (same {n} episodes{seeds})", ""] + policy_table(report["controls"], base_label)
+        lines += ["", f"## Control policies (same {n} episodes{seeds})", ""]
+        lines += table.policies(report["controls"], f"vs {report['baseline']['step']:,}")
     rec = report["recommended"]
     where = f" (`{rec['checkpoint']}`)" if rec.get("checkpoint") else ""
     lines += ["", "## Recommendation", "", f"Production checkpoint: step {rec['step']:,}{where}: {rec['reason']}."]
