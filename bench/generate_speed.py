@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: 16 and 140 tokens, 1 rep")
-    p.add_argument("--out", default=None, help="JSON results (default bench/out/generate_speed[_quick].json)")
+    p.add_argument("--out", default=None, help="JSON results (default bench/out/generate_speed[_<preset>][_quick].json)")
     args = p.parse_args(argv)
     if args.quick:
         args.tokens, args.reps = [16, 140], 1
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    load_before = os.getloadavg()[0]  # on a shared machine other jobs distort every column: say how busy it was
     model, source = load_model(args.ckpt, args.preset)
     prompt = torch.randint(0, model.cfg.vocab_size, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(1))
     cfg = SamplingConfig()
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu = cpu_model()
     print(f"model: {source}; {model.num_params() / 1e6:.2f} M params, context {model.cfg.context}, "
           f"d_model {model.cfg.d_model}; prompt {PROMPT_TOKENS} tokens; best of {args.reps}")
-    print(f"CPU: {cpu}; {torch.get_num_threads()} torch threads")
+    print(f"CPU: {cpu} ({os.cpu_count()} logical CPUs); {torch.get_num_threads()} torch threads; "
+          f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print()
     print("| new tokens | window jumps | no cache, sliding (tok/s) | no cache, same windows (tok/s) | cache (tok/s) "
           "| speed-up vs sliding | speed-up vs same windows | cache = same-window tokens |")
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
               f"| {'yes' if r['same_tokens'] else 'NO'} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": source, "cpu": cpu, "threads": torch.get_num_threads(), "reps": args.reps,
+    out.write_text(json.dumps({"model": source, "cpu": cpu, "threads": torch.get_num_threads(),
+                               "load_before": load_before, "reps": args.reps,
                                "prompt_tokens": PROMPT_TOKENS, "rows": rows}, indent=2))
     return 0
 
