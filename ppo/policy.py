@@ -1,9 +1,10 @@
 """Actor-critic with separate policy and value MLPs and a categorical policy.
 
-The categorical distribution is three lines (log_softmax, gather, -sum p log p)
-rather than ``torch.distributions.Categorical``: masked logits then need no special
-case, and sampling draws from the caller's numpy generator, whose state the
-checkpoint stores.
+The categorical distribution is written out (log_softmax, then a gather and
+-sum p log p) rather than ``torch.distributions.Categorical``: acting and the update
+then compute log-probabilities with the same formula, so the stored pi_old and the
+update's pi agree before its first step (up to rounding between batch sizes), and
+sampling draws from the caller's numpy generator, whose state the checkpoint stores.
 """
 from __future__ import annotations
 
@@ -115,15 +116,12 @@ class ActorCritic(nn.Module):
         Sampling uses ``rng`` (numpy), so the caller owns the random stream; greedy
         (argmax) when ``deterministic``.
         """
+        if not deterministic and rng is None:
+            raise ValueError("ActorCritic.act needs a numpy Generator (rng=...) to sample")
         device = self.pi[0].weight.device
         x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)).to(device)
         m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)).to(device)
-        logp_all = F.log_softmax(self.logits(x, m), dim=-1)  # [B, A]
-        if deterministic:
-            actions = logp_all.argmax(-1)
-        elif rng is None:
-            raise ValueError("ActorCritic.act needs a numpy Generator (rng=...) to sample")
-        else:
-            actions = torch.from_numpy(sample_from_probs(logp_all.exp().cpu().numpy(), rng)).to(device)
-        logp = logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
-        return actions.cpu().numpy(), logp.cpu().numpy(), self.value(x).cpu().numpy()
+        logp_all = F.log_softmax(self.logits(x, m), dim=-1).cpu().numpy()  # [B, A]
+        actions = logp_all.argmax(1) if deterministic else sample_from_probs(np.exp(logp_all), rng)
+        logp = np.take_along_axis(logp_all, actions[:, None], axis=1)[:, 0]
+        return actions, logp, self.value(x).cpu().numpy()
