@@ -6,7 +6,8 @@ Measures, in one run: the peak matmul throughput of the device (fp32 and bf16,
 large square matmuls), then tokens/s of full training steps (forward with the
 Φ metrics, backward, AdamW, memory write) for each preset in fp32 and with
 bf16 autocast, and the model FLOPs utilisation against the peak of the same
-dtype. Also reports what the Φ/C metrics cost: the same steps without them.
+dtype. The Φ/C metrics are part of every step: Φ is the memory's write
+priority, so a step without them would be a different training step.
 
 MFU counts 6·N FLOPs per token for the N matmul weights (blocks, memory,
 tied output head) plus 12·L·T·d for attention scores (PaLM, appendix B).
@@ -14,6 +15,7 @@ tied output head) plus 12·L·T·d for attention scores (PaLM, appendix B).
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 import time
 from pathlib import Path
@@ -39,6 +41,13 @@ def peak_matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def flops_per_token(cfg: InfinitoConfig) -> float:
     model = Infinito(cfg)
     matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
@@ -46,7 +55,7 @@ def flops_per_token(cfg: InfinitoConfig) -> float:
     return 6 * matmul + 12 * cfg.n_layers * cfg.context * cfg.d_model
 
 
-def time_steps(cfg: InfinitoConfig, batch: int, steps: int, bf16: bool, metrics: bool) -> tuple[float, float]:
+def time_steps(cfg: InfinitoConfig, batch: int, steps: int, bf16: bool) -> tuple[float, float]:
     """Seconds per training step (median of `steps` after 2 warm-up steps) and the last loss."""
     torch.manual_seed(0)
     model = Infinito(cfg)
@@ -56,7 +65,7 @@ def time_steps(cfg: InfinitoConfig, batch: int, steps: int, bf16: bool, metrics:
     for i in range(steps + 2):
         x = torch.randint(0, cfg.vocab_size, (batch, cfg.context), generator=g)
         t0 = time.perf_counter()
-        loss = train_step(model, opt, x, x.roll(-1, 1), bf16=bf16, metrics=metrics)["loss_text"]
+        loss = train_step(model, opt, x, x.roll(-1, 1), bf16=bf16)["loss_text"]
         if i >= 2:
             times.append(time.perf_counter() - t0)
     times.sort()
@@ -72,23 +81,22 @@ def main() -> None:
     peak = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
     print(f"peak matmul: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s "
           f"(bf16/fp32 {peak['bf16'] / peak['fp32']:.2f}x)")
-    print("| preset | precision | metrics | tokens/s | ms/step | MFU vs same-dtype peak | loss after warm-up |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"CPU: {cpu_model()}")
+    print("| preset | precision | tokens/s | ms/step | MFU vs same-dtype peak | loss after warm-up |")
+    print("|---|---|---|---|---|---|")
     for name in args.presets:
         cfg = InfinitoConfig(**PRESETS[name]["model"])
         batch = PRESETS[name]["train"]["batch_size"]
         fpt = flops_per_token(cfg)
-        rows = [("fp32", True), ("bf16", True), ("fp32", False)]
         base = None
-        for prec, metrics in rows:
-            sec, loss = time_steps(cfg, batch, args.steps, prec == "bf16", metrics)
+        for prec in ("fp32", "bf16"):
+            sec, loss = time_steps(cfg, batch, args.steps, prec == "bf16")
             tps = batch * cfg.context / sec
             mfu = tps * fpt / peak[prec]
-            if prec == "fp32" and metrics:
-                base = sec
-            extra = "" if base is None or (prec, metrics) == ("fp32", True) else f" ({base / sec:.2f}x fp32+metrics)"
-            print(f"| {name} | {prec} | {'on' if metrics else 'off'} | {tps:,.0f} | {sec * 1e3:.0f}{extra} | "
-                  f"{100 * mfu:.1f}% | {loss:.3f} |", flush=True)
+            base = base or sec
+            extra = "" if prec == "fp32" else f" ({base / sec:.2f}x fp32)"
+            print(f"| {name} | {prec} | {tps:,.0f} | {sec * 1e3:.0f}{extra} | {100 * mfu:.1f}% | {loss:.3f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":
