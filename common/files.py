@@ -109,7 +109,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     if kind is not None and ckpt["kind"] != kind:
         raise CheckpointError(f"{path} is a '{ckpt['kind']}' checkpoint, but a '{kind}' checkpoint is needed here")
     version = ckpt["format_version"]
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:  # bool is an int subclass: refused
         raise CheckpointError(f"{path} has format version {version!r}; this code reads versions 1 to "
                               f"{FORMAT_VERSION}: update the code or re-create the checkpoint")
     missing = [k for k in required if k not in ckpt]

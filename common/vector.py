@@ -18,7 +18,8 @@ Any object with these members can be given to `ppo.PPO`:
 
 `VectorEnv` is the one implementation. `workers=k` steps the environments on k
 threads; that changes nothing in the results when every environment owns its
-random generators (`uses_global_rng = False`), and is refused otherwise.
+random generators (`uses_global_rng = False`); otherwise they are stepped on
+one thread whatever `workers` says.
 """
 from __future__ import annotations
 

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+_ACTIVATIONS = {"tanh": (nn.Tanh, torch.tanh), "relu": (nn.ReLU, torch.relu)}
 
 
 def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(in_dim, h), _ACTIVATIONS[activation]()]
+        layers += [nn.Linear(in_dim, h), _ACTIVATIONS[activation][0]()]
         in_dim = h
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -79,14 +79,30 @@ class ActorCritic(nn.Module):
         self.vf = _mlp(self.obs_dim, vf_hidden, 1, activation)
         _orthogonal_init(self.pi, head_gain=0.01, generator=generator)
         _orthogonal_init(self.vf, head_gain=1.0, generator=generator)
+        # The MLPs run as F.linear calls on their layers' (weight, bias): at the batch sizes
+        # of acting, nn.Module's per-call overhead costs more than the matmuls, and going
+        # through the Sequentials was 10-25 % slower end to end (bench/ppo_classic.py,
+        # docs/ppo.md "Speed"). The Parameter objects outlive load_state_dict and .to().
+        self._pi_layers = [(m.weight, m.bias) for m in self.pi if isinstance(m, nn.Linear)]
+        self._vf_layers = [(m.weight, m.bias) for m in self.vf if isinstance(m, nn.Linear)]
+        self._activation = _ACTIVATIONS[activation][1]
+
+    def _run(self, layers: list, obs: torch.Tensor) -> torch.Tensor:
+        """What the Sequential computes: obs [B, *obs_shape] -> [B, out]."""
+        x = obs.flatten(1)
+        for i, (weight, bias) in enumerate(layers):
+            x = F.linear(x, weight, bias)
+            if i < len(layers) - 1:
+                x = self._activation(x)
+        return x
 
     def logits(self, obs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """obs [B, *obs_shape] -> logits [B, A]; masked entries set to the dtype minimum."""
-        return masked_logits(self.pi(obs.flatten(1)), mask)
+        return masked_logits(self._run(self._pi_layers, obs), mask)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, *obs_shape] -> V(s) [B]."""
-        return self.vf(obs.flatten(1)).squeeze(-1)
+        return self._run(self._vf_layers, obs).squeeze(-1)
 
     def forward(self, obs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.logits(obs, mask), self.value(obs)
@@ -118,7 +134,7 @@ class ActorCritic(nn.Module):
         """
         if not deterministic and rng is None:
             raise ValueError("ActorCritic.act needs a numpy Generator (rng=...) to sample")
-        device = self.pi[0].weight.device
+        device = self._pi_layers[0][0].device
         x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)).to(device)
         m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)).to(device)
         logp_all = F.log_softmax(self.logits(x, m), dim=-1).cpu().numpy()  # [B, A]

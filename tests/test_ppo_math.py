@@ -164,6 +164,22 @@ def test_actor_critic_init_and_masked_act():
     assert (net.act(obs, mask, deterministic=True)[0] != 1).all()
 
 
+def test_the_fast_forward_is_the_sequential_modules_forward():
+    """logits/value run F.linear on cached (weight, bias) pairs; they must stay the modules' own,
+    also after load_state_dict (and .to(), which keeps the Parameter objects)."""
+    for activation in ("tanh", "relu"):
+        net = ActorCritic(6, 3, pi_hidden=(16, 8), vf_hidden=(8,), activation=activation)
+        other = ActorCritic(6, 3, pi_hidden=(16, 8), vf_hidden=(8,), activation=activation,
+                            generator=torch.Generator().manual_seed(1))
+        net.load_state_dict(other.state_dict())
+        net = net.to("cpu")
+        obs = torch.randn(5, 2, 3)  # flattened to 6 features
+        with torch.no_grad():
+            assert torch.equal(net.logits(obs), net.pi(obs.reshape(5, 6)))
+            assert torch.equal(net.value(obs), net.vf(obs.reshape(5, 6)).squeeze(-1))
+            assert torch.equal(net.value(obs), other.value(obs))
+
+
 def test_act_returns_the_log_prob_and_value_the_update_starts_from():
     """The trainer stores act's log-probabilities and values as pi_old and V_old; they must be
     those evaluate_actions gives for the same states and actions (on the same batch, exactly)."""
