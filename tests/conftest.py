@@ -19,8 +19,10 @@ def base_dir(tmp_path_factory):
     """`train.py --stage base --preset tiny --steps 30 --log-every 1`: base.pt, its step-20 snapshot, tokenizer,
     token cache, logs. The one base training of the suite: read-only, copy to modify."""
     out = tmp_path_factory.mktemp("tinybase")
+    old = torch.get_num_threads()  # one thread, pinned: tests that repeat this run compare numbers exactly
     assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out), "--steps", "30",
-                       "--log-every", "1"]) == 0
+                       "--log-every", "1", "--threads", "1"]) == 0
+    torch.set_num_threads(old)
     return out
 
 

@@ -349,7 +349,7 @@ def test_unwritable_cache_still_returns_ids(tok, tmp_path, monkeypatch, capsys):
     def fail(path, blob):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(data.token_cache, "atomic_write_bytes", fail)
+    monkeypatch.setattr(data.token_cache, "write_bytes", fail)
     assert encode_cached("hello\n", tok, tmp_path, "ro").tolist() == tok.encode("hello\n")
     assert "could not write token cache" in capsys.readouterr().err
 
