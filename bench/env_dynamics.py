@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
+from machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 from doc_sections import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 from common.stats import summarize  # noqa: E402
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
@@ -40,13 +40,6 @@ from env.presets import RL_PRESETS  # noqa: E402
 START, END = "<!-- env_dynamics:start -->", "<!-- env_dynamics:end -->"
 ADAPTIVE = "adaptive (PHI while Φ is outside the band, else TEXT)"
 _ENV = None  # one environment per worker process
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def policies(cfg: EnvConfig) -> dict:

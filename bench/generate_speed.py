@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 from infinito.checkpoint import build_model, load_checkpoint  # noqa: E402
 from infinito.config import InfinitoConfig  # noqa: E402
 from infinito.generation import generate  # noqa: E402
@@ -60,17 +60,6 @@ def load_model(ckpt: str | None, preset: str) -> tuple[Infinito, str]:
         return build_model(load_checkpoint(ckpt, kind="infinito-base")).eval(), ckpt
     torch.manual_seed(0)
     return Infinito(InfinitoConfig(**PRESETS[preset]["model"])).eval(), f"{preset} preset, random weights"
-
-
-def cpu_model() -> str:
-    """The CPU's model name: speeds are only comparable on the same processor."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 @torch.no_grad()

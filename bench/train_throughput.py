@@ -15,7 +15,6 @@ tied output head) plus 12·L·T·d for attention scores (PaLM, appendix B).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 from infinito.config import InfinitoConfig  # noqa: E402
 from infinito.model import Infinito  # noqa: E402
 from infinito.presets import PRESETS  # noqa: E402
@@ -39,13 +39,6 @@ def peak_matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -
         a @ b
         reps += 1
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def flops_per_token(cfg: InfinitoConfig) -> float:

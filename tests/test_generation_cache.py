@@ -11,12 +11,7 @@ from infinito.sampling import SamplingConfig
 GREEDY = SamplingConfig(temperature=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def random_model(seed=0, context=32, scale=40.0):

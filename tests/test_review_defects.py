@@ -16,12 +16,7 @@ from infinito.training import make_optimizer, train_step
 COMPONENTS = ("coherence", "integration", "complexity", "diversity")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def small_model(**kw):
