@@ -57,6 +57,23 @@ def _adam(params: Iterable[nn.Parameter], lr: float, eps: float) -> torch.optim.
         return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
+def split_flat_adam_state(state: dict, params: list) -> dict:
+    """An optimiser state of checkpoints written before parameters stopped being views of one flat
+    tensor (one group, one flat parameter) -> the same state per parameter, in `params`' order
+    (the flat tensor concatenated them in that order). A current state is returned unchanged."""
+    groups = state["param_groups"]
+    if len(groups) != 1 or len(groups[0]["params"]) != 1 or len(params) == 1:
+        return state
+    flat = state["state"].get(groups[0]["params"][0], {})
+    per_param, offset = {}, 0
+    for i, p in enumerate(params):
+        n = p.numel()
+        per_param[i] = {k: (v[offset:offset + n].view_as(p).clone() if k != "step" else v.clone())
+                        for k, v in flat.items()}
+        offset += n
+    return {"state": per_param, "param_groups": [{**groups[0], "params": list(range(len(params)))}]}
+
+
 class PPO:
     """Train a categorical actor-critic with PPO on a Gymnasium-style environment.
 
@@ -444,7 +461,7 @@ class PPO:
                                   f"{agent.n_actions}; use the matching environment")
         try:
             agent.policy.load_state_dict(ckpt["policy"])
-            agent.optimizer.load_state_dict(ckpt["optimizer"])
+            agent.optimizer.load_state_dict(split_flat_adam_state(ckpt["optimizer"], list(agent.policy.parameters())))
             agent.obs_normalizer.load_state_dict(ckpt["obs_normalizer"])
             agent.reward_scaler.load_state_dict(ckpt["reward_scaler"])
             agent.global_step, agent.n_updates = int(ckpt["global_step"]), int(ckpt.get("n_updates", 0))
