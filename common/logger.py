@@ -14,8 +14,9 @@ from pathlib import Path
 
 class Logger:
     """`log_dir`: TensorBoard directory (None: none). `jsonl`: JSON Lines file (None: none).
-    `resume_step`: continuing a run: TensorBoard events and JSONL lines after this step (from
-    a run that went further before) are dropped, so the curves do not fold back."""
+    `resume_step`: continuing a run in the same directories: TensorBoard events and JSONL lines
+    after this step (from a run that went further before) are dropped, so the curves continue
+    from the resumed step instead of folding back."""
 
     def __init__(self, log_dir: str | Path | None = None, jsonl: str | Path | None = None, quiet: bool = False,
                  resume_step: int | None = None):
@@ -23,7 +24,9 @@ class Logger:
         self._writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # ~1 s to import; many uses never log
-            self._writer = SummaryWriter(str(log_dir), purge_step=resume_step or None)
+            # Events after the resumed step (a run that went further before) are purged; the
+            # resumed step's own point stays, so the continued curve joins the old one.
+            self._writer = SummaryWriter(str(log_dir), purge_step=None if resume_step is None else resume_step + 1)
         self.jsonl = Path(jsonl) if jsonl is not None else None
         if self.jsonl is not None:
             _keep_lines_up_to(self.jsonl, resume_step)

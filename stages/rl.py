@@ -9,7 +9,7 @@ the held-out seeds for the report's headline.
 
 Writes into the output folder: <step>.pt at every save and evaluation, best.pt,
 evaluations.json, report.md / report.json, rl_log.jsonl and TensorBoard scalars
-(runs/rl, or runs/rl-resume-<step> for a resumed run).
+(runs/rl; a resumed run continues its curves). best.pt is the checkpoint the report recommends.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from common.files import write_bytes
 from common.logger import Logger
 from env import RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
 from infinito.training import NonFiniteLoss
@@ -40,7 +41,8 @@ class RLStageCallback(Callback):
         self.p, self.controls, self.thresholds, self.stop, self.eval_cb = p, controls, thresholds, stop, eval_cb
         self.monitor = RolloutMonitor(p.env_cfg)
         self.baseline_step = p.start_step if p.resume else None
-        self.notes = report_notes(str(p.base_path), p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"])
+        self.notes = report_notes(str(p.base_path), p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"],
+                                  self.baseline_step, p.superseded)
 
     def on_training_start(self, trainer) -> None:
         trainer.logger.add_custom_scalars({
@@ -70,6 +72,7 @@ class RLStageCallback(Callback):
         trainer.logger.record("eval/reward_lower", result.mean_reward - result.std_reward)
         trainer.logger.record("eval/reward_upper", result.mean_reward + result.std_reward)
         built = self.write_report(trainer)
+        keep_best(self.p.out_dir, built["recommended"]["step"])
         status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)
         trainer.logger.print(f"step {trainer.global_step:,}: eval {result.mean_reward:+.3f} ± {result.std_reward:.3f} "
                              f"(Φ in band {result.extra['phi_in_band_pct']:.0f}%, {status}); report "
@@ -78,6 +81,14 @@ class RLStageCallback(Callback):
     def write_report(self, trainer, heldout: dict | None = None) -> dict:
         return write_rl_report(self.p.out_dir, [r.to_dict() for r in trainer.eval_history], self.controls,
                                self.baseline_step, self.p.env_cfg, self.thresholds, self.notes, heldout)
+
+
+def keep_best(out_dir: Path, step: int) -> None:
+    """best.pt is the checkpoint the report recommends (one meaning of "best": the highest lower
+    bound of the 95 % CI among the checkpoints not flagged as over-fitting), copied atomically."""
+    best, source = out_dir / "best.pt", out_dir / f"{step}.pt"
+    if not (best.exists() and TrainedPolicy.load(str(best)).global_step == step):
+        write_bytes(best, source.read_bytes())
 
 
 def score_all_controls(p: RLPlan, envs: list, quiet: bool) -> tuple[dict, dict]:
@@ -96,14 +107,14 @@ def score_all_controls(p: RLPlan, envs: list, quiet: bool) -> tuple[dict, dict]:
 
 
 def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict, args: argparse.Namespace) -> PPO:
-    log_dir = args.logdir or p.out_dir / "runs" / (f"rl-resume-{p.start_step}" if p.resume else "rl")
+    log_dir = args.logdir or p.out_dir / "runs" / "rl"  # a resumed run continues the same curves
     logger = Logger(log_dir, jsonl=p.out_dir / "rl_log.jsonl", quiet=args.quiet,
                     resume_step=p.start_step if p.resume else None)
     if not p.resume:
         return PPO(train_env, p.ppo_cfg, extra=extra, logger=logger)
     agent = PPO.load(p.resume, train_env, overrides=p.ppo_overrides, logger=logger)
     agent.extra.update(extra)
-    archive_later_run(p.out_dir, p.start_step)  # only now: every check has passed
+    p.superseded = archive_later_run(p.out_dir, p.start_step)  # only now: every check has passed
     print(f"resumed from {p.resume} at step {agent.global_step:,}; training to {p.run['timesteps']:,}")
     return agent
 
@@ -115,10 +126,11 @@ def make_callbacks(p: RLPlan, args, eval_envs: list, controls: dict, thresholds:
         return score(eval_envs, TrainedPolicy.from_agent(trainer), p.env_cfg, run["eval_episodes"], run["eval_seed"],
                      checkpoint=str(out / f"{trainer.global_step}.pt"))
 
-    eval_cb = EvalCallback(eval_envs, run["eval_freq"], best_path=str(out / "best.pt"), evaluate=evaluate)
+    eval_cb = EvalCallback(eval_envs, run["eval_freq"], evaluate=evaluate)
     ckpt_cb = CheckpointCallback(run["save_freq"], str(out / "{step}.pt"), on_evaluation=True)
     stage_cb = RLStageCallback(p, controls, thresholds, stop, eval_cb)
-    callbacks = [stage_cb, eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json"))]
+    # the stage's callback last: the evaluated step's checkpoint exists when the report recommends it
+    callbacks = [eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json")), stage_cb]
     if args.early_stop:
         callbacks.append(StopOnOverfit(thresholds, args.patience, controls, stage_cb.baseline_step))
     return callbacks, eval_cb, ckpt_cb, stage_cb
@@ -157,10 +169,9 @@ def run_rl(args: argparse.Namespace) -> int:
                                           thresholds, heldout_controls)
     built = stage_cb.write_report(agent, heldout)
     why = f" ({agent.stop_reason})" if agent.stop_reason else ""
-    print(f"done: step {agent.global_step:,} in {(time.time() - t0) / 60:.1f} min{why}; best evaluation at step "
-          f"{agent.best_eval.step:,} ({agent.best_eval.mean_reward:+.3f}); recommended checkpoint: step "
-          f"{heldout['step']:,}; on held-out seeds it {built['heldout']['verdict']['text']}; report "
-          f"{p.out_dir / 'report.md'}")
+    print(f"done: step {agent.global_step:,} in {(time.time() - t0) / 60:.1f} min{why}; recommended checkpoint "
+          f"(best.pt): step {heldout['step']:,}; on held-out seeds it {built['heldout']['verdict']['text']}; "
+          f"report {p.out_dir / 'report.md'}")
     return 0
 
 
@@ -179,12 +190,12 @@ def train(agent: PPO, callbacks: list, eval_cb: EvalCallback, ckpt_cb: Checkpoin
     return final
 
 
-def archive_later_run(out_dir: Path, step: int) -> None:
+def archive_later_run(out_dir: Path, step: int) -> str | None:
     """Resuming from step S in a directory where the earlier run went past S: move that run's
     later checkpoints, evaluations and report aside instead of overwriting them."""
     later = sorted((p for p in out_dir.glob("*.pt") if p.stem.isdigit() and int(p.stem) > step), key=lambda p: int(p.stem))
     if not later:
-        return
+        return None
     dest, n = out_dir / f"superseded-{step}", 1
     while dest.exists():
         n += 1
@@ -200,3 +211,4 @@ def archive_later_run(out_dir: Path, step: int) -> None:
     also = ", best.pt" if best in moved else ""
     print(f"the earlier run in {out_dir} went past step {step:,}: moved its {len(later)} later checkpoints "
           f"({later[0].name} ... {later[-1].name}){also}, evaluations and report to {dest}")
+    return str(dest)

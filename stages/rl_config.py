@@ -35,6 +35,7 @@ class RLPlan:
     start_step: int = 0
     extra: dict = field(default_factory=dict)        # what the resumed checkpoint carried (controls, digest)
     resume: str | None = None                        # the checkpoint a resumed run continues
+    superseded: str | None = None                    # where the earlier run's later files were moved
 
 
 def parse_env_overrides(items: list[str]) -> dict:

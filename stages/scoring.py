@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from env import EnvConfig, control_policies, run_policy
+from common.stats import t975
 from ppo import Column, EvalResult, Report, Thresholds, TrainedPolicy, write_report
 
 from .cli import UserError
@@ -57,13 +58,30 @@ def make_thresholds(args) -> Thresholds:
         raise UserError(f"{e} (--overfit-drop, --severe-drop, --overfit-std-factor, --high-variance-factor)") from None
 
 
-def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int) -> list[str]:
+FEW_EPISODES = 10  # below this many episodes per evaluation, CI-based ranking is mostly noise
+
+
+def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resumed_from: int | None = None,
+                 superseded: str | None = None) -> list[str]:
     changed = {k: v for k, v in env_cfg.to_dict().items() if k not in ("reward", "modes", "device", "cache_dir")}
-    return [f"Base checkpoint `{base}`; environment {', '.join(f'{k}={v}' for k, v in changed.items())}; "
-            f"reward `{env_cfg.reward.describe()}` (env/reward.py).",
-            f"Every row: the greedy policy over the same {n_episodes} seeded episodes (seeds {seed}.."
-            f"{seed + n_episodes - 1}); mean, sample std and Student-t 95% CI of the episode return. Control "
-            "policies below on the same seeds."]
+    notes = [f"Base checkpoint `{base}`; environment {', '.join(f'{k}={v}' for k, v in changed.items())}; "
+             f"reward `{env_cfg.reward.describe()}` (env/reward.py).",
+             f"Every row: the greedy policy over the same {n_episodes} seeded episodes (seeds {seed}.."
+             f"{seed + n_episodes - 1}); mean, sample std and Student-t 95% CI of the episode return. Control "
+             "policies below on the same seeds."]
+    if n_episodes < FEW_EPISODES:
+        t = t975(n_episodes - 1) if n_episodes > 1 else float("inf")
+        notes.append(f"**Warning: only {n_episodes} episode(s) per evaluation.** A 95% CI is then ±{t:.1f} "
+                     "standard errors wide, so ranking checkpoints by its lower bound (the recommendation, "
+                     f"best.pt) is mostly noise; evaluate with --eval-episodes {FEW_EPISODES} or more (the demo "
+                     "preset uses 30), or re-score with `--stage report --episodes 30`.")
+    if resumed_from is not None:
+        notes.append(f"Rows up to step {resumed_from:,} come from the run this one resumed (their evaluations "
+                     "are kept in its checkpoints); later rows are this run's.")
+    if superseded:
+        notes.append(f"The earlier run's checkpoints after step {resumed_from:,}, its evaluations and report "
+                     f"were moved to `{superseded}`.")
+    return notes
 
 
 def write_rl_report(out_dir: Path, evaluations: list, controls: dict, baseline_step: int | None, env_cfg: EnvConfig,

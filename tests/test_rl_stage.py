@@ -43,6 +43,10 @@ def test_tiny_run_writes_checkpoints_evaluations_and_report(tiny_rl, base_dir):
     assert sorted(c["name"] for c in report["controls"]) == ["always MIXED", "always PHI", "always TEXT", "random"]
     assert all(c["n_episodes"] == 2 and c["seed"] == 10_000 for c in report["controls"])
     assert report["recommended"]["step"] in (32, 64)
+    # one meaning of "best": best.pt holds the checkpoint the report recommends
+    assert agent_ckpt(tiny_rl / "best.pt")["global_step"] == report["recommended"]["step"]
+    # two episodes per evaluation: the report says its CI ranking is mostly noise
+    assert any("only 2 episode(s) per evaluation" in n for n in report["notes"])
     assert sum(r["status"] == "optimal" for r in report["rows"]) == 1
     md = (tiny_rl / "report.md").read_text()
     assert "| Checkpoint |" in md and "## Control policies" in md and "## Recommendation" in md
@@ -83,7 +87,7 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
 
 def test_resume_numbers_steps_from_the_checkpoint_and_applies_overrides(tiny_rl, tmp_path):
     out = tmp_path / "ckpt"
-    shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
+    shutil.copytree(tiny_rl, out)
     assert rl("--resume", out / "32.pt", "--timesteps", 64, "--ent-coef", 0.02, "--clip-range", 0.15,
               "--lr", 1e-4, "--max-grad-norm", 0.3) == 0
     # the earlier run's later checkpoint is kept aside, not overwritten
@@ -97,15 +101,20 @@ def test_resume_numbers_steps_from_the_checkpoint_and_applies_overrides(tiny_rl,
     assert all(g["lr"] == 1e-4 for g in ck["optimizer"]["param_groups"])
     # the overrides took effect in the updates themselves (logged by the trainer)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(out / "runs" / "rl-resume-32")).Reload()
+    acc = EventAccumulator(str(out / "runs" / "rl")).Reload()
     # (TensorBoard stores float32)
-    assert [e.value for e in acc.Scalars("train/learning_rate")] == pytest.approx([1e-4] * 4, rel=1e-6)
-    assert [e.value for e in acc.Scalars("train/clip_range")] == pytest.approx([0.15] * 4, rel=1e-6)
-    assert min(e.step for e in acc.Scalars("train/learning_rate")) > 32
+    after = lambda tag: [e.value for e in acc.Scalars(tag) if e.step > 32]  # noqa: E731
+    assert after("train/learning_rate") == pytest.approx([1e-4] * 4, rel=1e-6)
+    assert after("train/clip_range") == pytest.approx([0.15] * 4, rel=1e-6)
+    # one curve: the resumed run continues the original's, whose later point (64) was purged
+    assert [e.step for e in acc.Scalars("eval/mean_reward")] == [32, 64, 96]
     # the report compares with the resumed-from checkpoint; other settings came from the checkpoint
     report = json.loads((out / "report.json").read_text())
     assert report["baseline"] == {"step": 32, "kind": "resumed-from checkpoint"}
     assert [r["step"] for r in report["rows"]] == [32, 64, 96]
+    assert agent_ckpt(out / "best.pt")["global_step"] == report["recommended"]["step"]
+    notes = " ".join(report["notes"])
+    assert "Rows up to step 32 come from the run this one resumed" in notes and "superseded-32" in notes
     assert ck["extra"]["run"]["save_freq"] == 32 and ck["extra"]["env"]["max_steps"] == 6
 
 
