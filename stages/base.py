@@ -3,7 +3,8 @@
 Writes into the output folder: base.pt (the latest checkpoint, rewritten at every
 evaluation and at the end), base-step<N>.pt (the snapshot the RL stage starts
 from), tokenizer.model, base_config.json, base_log.jsonl and base_summary.json,
-the token cache (cache/) and TensorBoard scalars (runs/base/).
+the token cache (cache/) and TensorBoard scalars (runs/base/; tags lm/train/*, lm/val/*,
+lm/time/tokens_per_sec: stages/dashboards.BASE_TAGS).
 """
 from __future__ import annotations
 
@@ -216,16 +217,17 @@ def train_loop(run: BaseRun, stop_at: int, logger: Logger, quiet: bool) -> bool:
 
 
 def _record_train(logger: Logger, stats: dict, lr: float, tokens_per_sec: float) -> None:
+    # lm/ prefix: PPO writes train/* under the same log root (stages/dashboards.BASE_TAGS)
     for k, v in stats.items():
-        logger.record(f"train/{k}", v)
-    logger.record("train/lr", lr)
-    logger.record("time/tokens_per_sec", tokens_per_sec)
+        logger.record(f"lm/train/{k}", v)
+    logger.record("lm/train/lr", lr)
+    logger.record("lm/time/tokens_per_sec", tokens_per_sec)
 
 
 def _evaluate_and_save(run: BaseRun, logger: Logger) -> dict:
     ev = run.evaluate(run.valid_ids, run.train_cfg.eval_batches or None)
     for k in ("loss", "ppl", "phi", "consciousness"):
-        logger.record(f"val/{k}", ev[k])
+        logger.record(f"lm/val/{k}", ev[k])
     logger.print(f"step {run.step}: val loss {ev['loss']:.3f}, ppl {ev['ppl']:.2f}, phi {ev['phi']:.2f}, "
                  f"C {ev['consciousness']:.2f}, memory {ev['memory_util']:.2f}")
     run.save(run.ckpt_path, ev)

@@ -28,6 +28,7 @@ from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCal
                  TrainedPolicy)
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, file_digest
+from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .scoring import make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls, write_rl_report
 
@@ -45,14 +46,7 @@ class RLStageCallback(Callback):
                                   self.baseline_step, p.superseded)
 
     def on_training_start(self, trainer) -> None:
-        trainer.logger.add_custom_scalars({
-            "evaluation": {"reward mean ± std": ["Margin", ["eval/mean_reward", "eval/reward_lower",
-                                                          "eval/reward_upper"]],
-                           "Φ in band (%)": ["Multiline", ["eval/phi_in_band_pct"]]},
-            "environment": {"Φ and C": ["Multiline", ["env/phi", "env/consciousness"]],
-                            "action mix": ["Multiline", [f"env/action_frac_{m.lower()}" for m in self.p.env_cfg.mode_names]],
-                            "perplexity": ["Multiline", ["env/perplexity"]]},
-        })
+        trainer.logger.add_custom_scalars(rl_layout(self.p.env_cfg.mode_names, self.controls))
         if self.baseline_step is not None and not any(r.step == trainer.global_step for r in trainer.eval_history):
             self.eval_cb.fire(trainer)  # the baseline of a resumed run needs an evaluation on the same seeds
             trainer.logger.dump(trainer.global_step)
@@ -69,8 +63,7 @@ class RLStageCallback(Callback):
     def on_evaluation(self, trainer, result) -> None:
         for key in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl"):
             trainer.logger.record(f"eval/{key}", result.extra[key])
-        trainer.logger.record("eval/reward_lower", result.mean_reward - result.std_reward)
-        trainer.logger.record("eval/reward_upper", result.mean_reward + result.std_reward)
+        record_eval_scalars(trainer.logger, result, self.controls)
         built = self.write_report(trainer)
         keep_best(self.p.out_dir, built["recommended"]["step"])
         status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)

@@ -66,14 +66,18 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
                 "train/policy_gradient_loss", "train/value_loss", "train/learning_rate", "rollout/ep_rew_mean",
                 "time/fps", "env/phi", "env/consciousness", "env/perplexity", "env/memory_util",
                 "env/action_frac_text", "env/action_frac_phi", "env/action_frac_mixed",
-                "eval/mean_reward", "eval/std_reward", "eval/reward_lower", "eval/reward_upper"}
+                "eval/mean_reward", "eval/std_reward", "eval/ci_lower", "eval/ci_upper", "controls/random",
+                "controls/always_text", "controls/always_phi", "controls/always_mixed"}
     assert expected <= tags, expected - tags
     assert [e.step for e in acc.Scalars("eval/mean_reward")] == [32, 64]
     fracs = [acc.Scalars(f"env/action_frac_{m}")[-1].value for m in ("text", "phi", "mixed")]
     assert abs(sum(fracs) - 1) < 1e-6
-    mean, low = acc.Scalars("eval/mean_reward")[0].value, acc.Scalars("eval/reward_lower")[0].value
-    std = acc.Scalars("eval/std_reward")[0].value
-    assert low == pytest.approx(mean - std, abs=1e-5)
+    # the margin chart draws the interval the report ranks by: the 95 % CI of the mean
+    first = json.loads((tiny_rl / "evaluations.json").read_text())[0]
+    assert acc.Scalars("eval/ci_lower")[0].value == pytest.approx(first["ci95_low"], rel=1e-5)
+    assert acc.Scalars("eval/ci_upper")[0].value == pytest.approx(first["ci95_high"], rel=1e-5)
+    controls = {c["name"]: c["mean_reward"] for c in json.loads((tiny_rl / "report.json").read_text())["controls"]}
+    assert acc.Scalars("controls/always_phi")[0].value == pytest.approx(controls["always PHI"], rel=1e-5)
     # the custom-scalars layout (margin chart of the evaluation reward) is in the event file
     from tensorboard.plugins.custom_scalar import layout_pb2
     acc = EventAccumulator(str(tiny_rl / "runs" / "rl"), size_guidance={"tensors": 0}).Reload()
@@ -82,7 +86,7 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
     layout = layout_pb2.Layout.FromString(raw)
     margins = [c.margin for cat in layout.category for c in cat.chart if c.HasField("margin")]
     assert [(s.value, s.lower, s.upper) for m in margins for s in m.series] == [
-        ("eval/mean_reward", "eval/reward_lower", "eval/reward_upper")]
+        ("eval/mean_reward", "eval/ci_lower", "eval/ci_upper")]
 
 
 def test_resume_numbers_steps_from_the_checkpoint_and_applies_overrides(tiny_rl, tmp_path):

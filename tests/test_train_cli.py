@@ -40,8 +40,8 @@ def test_tiny_run_writes_everything(tiny_run):
     assert summary["val_ppl"] < 1.5 * summary["unigram_ppl"] < resolved_vocab(tiny_run) / 2
     log = read_log(tiny_run)
     assert [r["step"] for r in log] == list(range(1, 31))
-    assert log[-1]["train/loss_text"] < log[0]["train/loss_text"]
-    assert log[-1]["train/memory_util"] > 0  # memory was written during training
+    assert log[-1]["lm/train/loss_text"] < log[0]["lm/train/loss_text"]
+    assert log[-1]["lm/train/memory_util"] > 0  # memory was written during training
     resolved = json.loads((tiny_run / "base_config.json").read_text())
     assert resolved["train"]["steps"] == 30 and resolved["model"]["d_model"] == 64
 
@@ -50,10 +50,13 @@ def test_tensorboard_tags(tiny_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(tiny_run / "runs" / "base")).Reload()
     tags = set(acc.Tags()["scalars"])
-    expected = {"train/loss", "train/lr", "train/phi", "train/consciousness", "train/memory_util",
-                "val/loss", "val/ppl", "time/tokens_per_sec"}
+    expected = {"lm/train/loss", "lm/train/lr", "lm/train/phi", "lm/train/consciousness", "lm/train/memory_util",
+                "lm/val/loss", "lm/val/ppl", "lm/time/tokens_per_sec"}
     assert expected <= tags
-    assert [e.step for e in acc.Scalars("val/ppl")] == [30]
+    assert not {t for t in tags if not t.startswith("lm/")}  # nothing that PPO's train/*, time/* could collide with
+    assert [e.step for e in acc.Scalars("lm/val/ppl")] == [30]
+    from stages.dashboards import BASE_TAGS
+    assert tags <= set(BASE_TAGS)  # the documented list is complete
 
 
 def test_checkpoint_loads_weights_only_in_fresh_process(tiny_run):
@@ -86,8 +89,8 @@ def test_resume_reproduces_uninterrupted_run(tiny_run, tmp_path):
     assert run_main("--resume", tmp_path / "base.pt") == 0  # --out defaults to the checkpoint's directory
     straight, resumed = read_log(tiny_run), read_log(tmp_path)
     assert [r["step"] for r in resumed] == list(range(1, 31))
-    assert [r["train/loss"] for r in resumed] == [r["train/loss"] for r in straight]  # exact, not approximate
-    assert [r["train/phi"] for r in resumed] == [r["train/phi"] for r in straight]
+    assert [r["lm/train/loss"] for r in resumed] == [r["lm/train/loss"] for r in straight]  # exact, not approximate
+    assert [r["lm/train/phi"] for r in resumed] == [r["lm/train/phi"] for r in straight]
     a = torch.load(tiny_run / "base.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "base.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
