@@ -21,6 +21,7 @@ from .evaluation import EvalResult
 from .inference import TrainedPolicy
 from .normalize import ObsNormalizer, RewardScaler, RunningMeanStd
 from .policy import ActorCritic
+from .chart import report_svg
 from .report import Column, Report, Thresholds, render_markdown, write_report
 from .trainer import PPO
 
@@ -30,5 +31,5 @@ __all__ = [
     "Callback", "FunctionCallback", "PeriodicCallback", "CheckpointCallback", "EvalCallback",
     "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "StopOnOverfit", "CheckpointError",
     "load_agent_checkpoint", "AGENT_KIND", "TrainedPolicy", "Report", "Thresholds", "Column", "render_markdown",
-    "write_report",
+    "write_report", "report_svg",
 ]

@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 from common.files import write_json, write_text
 from common.stats import t975
 
+from .chart import report_svg
+
 STATUSES = ("optimal", "stable", "high variance", "over-fitting", "severe over-fitting")
 
 
@@ -188,8 +190,8 @@ class Report:
                                 "vs_controls": verdict(chosen, self.controls)},
                 "heldout": self._heldout()}
 
-    def markdown(self, built: Optional[dict] = None) -> str:
-        return render_markdown(built if built is not None else self.build(), self.action_names, self.columns)
+    def markdown(self, built: Optional[dict] = None, chart: Optional[str] = None) -> str:
+        return render_markdown(built if built is not None else self.build(), self.action_names, self.columns, chart)
 
     def _row(self, e: dict, baseline: dict, status: Optional[str], is_baseline: bool, name: str = "") -> dict:
         counts = list(e.get("action_counts", []))
@@ -288,10 +290,27 @@ def _evaluation_lines(report: dict, table: _Table) -> list[str]:
     return lines
 
 
-def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Sequence[Column] = ()) -> str:
-    """The Markdown form of ``Report.build()``'s dict."""
+CHART_ALT = "evaluation return per checkpoint, 95% CI, control bands"
+
+
+def embed_chart(markdown: str, chart: str) -> str:
+    """`markdown` with an image line for `chart` (a path relative to the Markdown file) under its title
+    line — where a reader sees it before the tables — unless it already shows that chart."""
+    if f"]({chart})" in markdown:
+        return markdown
+    lines = markdown.split("\n")
+    at = 1 if lines and lines[0].startswith("# ") else 0
+    return "\n".join(lines[:at] + ["", f"![{CHART_ALT}]({chart})"] + lines[at:])
+
+
+def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Sequence[Column] = (),
+                    chart: Optional[str] = None) -> str:
+    """The Markdown form of ``Report.build()``'s dict; `chart`: the path of its SVG chart
+    (``write_report`` writes one as ``<stem>.svg``) to show under the title."""
     table = _Table(action_names, columns)
     lines = [f"# {report['title']}", ""] + [f"{n}  " for n in report["notes"]]
+    if chart and report["rows"]:
+        lines = embed_chart("\n".join(lines), chart).split("\n")
     if not report["rows"]:
         return "\n".join(lines + ["", "No evaluations yet.", ""])
     if report.get("heldout"):
@@ -312,10 +331,13 @@ def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Seq
 
 
 def write_report(directory: str | Path, report: dict, markdown: str, stem: str = "report") -> tuple[Path, Path]:
-    """``<directory>/report.md`` and ``report.json``, each written atomically."""
+    """``<directory>/<stem>.md``, ``<stem>.json`` and the chart ``<stem>.svg`` (ppo/chart.py), each
+    written atomically; the Markdown gets the chart's image line under its title if it lacks one (only
+    this function knows the chart's file name). Returns the .md and .json paths; the .svg is beside them."""
     directory = Path(directory)
-    md, js = directory / f"{stem}.md", directory / f"{stem}.json"
-    write_text(md, markdown)
+    md, js, svg = directory / f"{stem}.md", directory / f"{stem}.json", directory / f"{stem}.svg"
+    write_text(svg, report_svg(report))  # first: the Markdown never points at a missing chart
+    write_text(md, embed_chart(markdown, svg.name) if report.get("rows") else markdown)
     write_json(str(js), report)
     return md, js
 

@@ -198,7 +198,7 @@ def archive_later_run(out_dir: Path, step: int) -> str | None:
     moved = list(later)
     if best.exists() and TrainedPolicy.load(str(best)).global_step > step:  # the earlier run's best, not this lineage's
         moved.append(best)
-    moved += [p for p in (out_dir / name for name in ("evaluations.json", "report.md", "report.json")) if p.exists()]
+    moved += [p for p in (out_dir / name for name in ("evaluations.json", "report.md", "report.json", "report.svg")) if p.exists()]
     for p in moved:
         p.replace(dest / p.name)
     also = ", best.pt" if best in moved else ""

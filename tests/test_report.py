@@ -7,7 +7,7 @@ import pytest
 
 from common.stats import t975
 from ppo import Column, Report, Thresholds
-from ppo.report import flag, normalised_score, recommend, significantly_lower, write_report
+from ppo.report import embed_chart, flag, normalised_score, recommend, significantly_lower, write_report
 
 
 def ev(step, mean, std, n=20, counts=(10, 5, 5), **extra):
@@ -165,7 +165,9 @@ def test_controls_verdict_and_markdown(tmp_path):
     controls["always PHI"] = ev(None, 5.0, 0.2)
     assert Report(history, controls).build()["recommended"]["vs_controls"]["beats_best_control"]
     md_path, json_path = write_report(tmp_path, built, md)
-    assert md_path.read_text() == md and json.loads(json_path.read_text()) == json.loads(json.dumps(built))
+    assert md_path.read_text() == embed_chart(md, "report.svg")  # the chart's image line under the title
+    assert json.loads(json_path.read_text()) == json.loads(json.dumps(built))
+    assert (tmp_path / "report.svg").read_text().startswith("<svg")
 
 
 def test_empty_history_renders():

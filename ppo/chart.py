@@ -1,0 +1,282 @@
+"""The over-fitting report as a chart: evaluation return per checkpoint, beside the control policies.
+
+Input is only ``Report.build()``'s dict (or the ``report.json`` it was saved as), so a chart can be
+redrawn from files alone; output is a self-contained SVG string (no plotting library: the project
+adds no dependency for one figure, and SVG diffs and renders anywhere a Markdown file does).
+
+What a reader should see at once: each checkpoint's mean return with its 95 % CI as an error bar,
+coloured by its over-fitting status; each control policy's 95 % CI as a translucent horizontal band
+(a checkpoint is better than a control only where its bar clears the band); the baseline and the
+recommended checkpoint ringed and labelled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+from xml.sax.saxutils import escape, quoteattr
+
+WIDTH, HEIGHT = 800, 450
+# The plot area; the right margin holds the control policies' labels, the bottom the legend.
+LEFT, RIGHT, TOP, BOTTOM = 74, 606, 58, 352
+FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+
+STATUS_COLOURS = {
+    "optimal": "#2e7d32",              # green: the one to ship
+    "stable": "#1f77b4",               # blue: fine, not chosen
+    "high variance": "#ff7f0e",        # orange: a warning
+    "over-fitting": "#d62728",         # red
+    "severe over-fitting": "#7f0000",  # dark red
+}
+# Control colours avoid the status hues, so a band is never read as a status.
+CONTROL_COLOURS = ("#7b61a8", "#8c6d31", "#17a2b8", "#7f7f7f", "#e377c2", "#bcbd22")
+# A control whose band would squeeze the checkpoints into less than this share of the y axis is not
+# drawn to scale (e.g. a policy 10x worse than the rest): it gets an off-scale marker instead.
+MIN_EVAL_SHARE = 0.25
+
+
+@dataclass
+class _Scale:
+    """Linear map from data [lo, hi] to pixels [p0, p1]."""
+    lo: float
+    hi: float
+    p0: float
+    p1: float
+
+    def __call__(self, v: float) -> float:
+        return self.p0 + (v - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0)
+
+
+def _text(x: float, y: float, s: str, size: int = 12, anchor: str = "start", fill: str = "#222",
+          extra: str = "") -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{fill}"'
+            f'{extra}>{escape(s)}</text>')
+
+
+def _text_width(s: str, size: int) -> float:
+    # An estimate (no font metrics in plain Python): DejaVu Sans averages ~0.6 em per character.
+    return 0.6 * size * len(s)
+
+
+def _fmt(v: float, step: float = 0.0) -> str:
+    """A tick or label number: as many decimals as the tick spacing needs, a real minus sign."""
+    decimals = 0  # the fewest that write the spacing exactly: 0.25 needs 2, 0.5 needs 1
+    while step and decimals < 6 and abs(step * 10 ** decimals - round(step * 10 ** decimals)) > 1e-6:
+        decimals += 1
+    text = f"{v:,.{decimals}f}" if step else f"{v:.3g}"
+    return text.replace("-", "\u2212") if v < 0 else text
+
+
+def _nice_ticks(lo: float, hi: float, target: int = 8) -> tuple[list[float], float]:
+    """Round-numbered ticks inside [lo, hi] (spacing 1, 2, 2.5 or 5 x 10^k) and their spacing."""
+    raw = (hi - lo) / max(target - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+    return [0.0 if abs(t) < step * 1e-9 else t for t in ticks], step
+
+
+def _padded(lo: float, hi: float, frac: float) -> tuple[float, float]:
+    """[lo, hi] widened by `frac` of its span; a zero span (one value) gets a span of its own,
+    so one evaluation or identical returns still give a drawable axis."""
+    span = hi - lo
+    if span <= 0:
+        span = max(abs(lo) * 0.2, 1.0)
+        return lo - span / 2, hi + span / 2
+    return lo - frac * span, hi + frac * span
+
+
+def _y_range(rows: Sequence[dict], controls: Sequence[dict]) -> tuple[float, float, list[dict]]:
+    """The y domain and the controls drawn to scale. Controls nearest the checkpoints come in first;
+    one that would leave the checkpoints under MIN_EVAL_SHARE of the axis stays off scale."""
+    lo = min(r["ci95_low"] for r in rows)
+    hi = max(r["ci95_high"] for r in rows)
+    eval_span = hi - lo
+    centre = (lo + hi) / 2
+    shown = []
+    for c in sorted(controls, key=lambda c: abs(c["mean_reward"] - centre)):
+        new_lo, new_hi = min(lo, c["ci95_low"]), max(hi, c["ci95_high"])
+        if eval_span == 0 or eval_span / (new_hi - new_lo) >= MIN_EVAL_SHARE:
+            lo, hi = new_lo, new_hi
+            shown.append(c)
+    lo, hi = _padded(lo, hi, 0.06)
+    # room above for the recommended checkpoint's label and below for the baseline's
+    return lo - 0.06 * (hi - lo), hi + 0.08 * (hi - lo), shown
+
+
+def _x_range(steps: Sequence[int]) -> tuple[float, float]:
+    # Half a checkpoint interval of padding, so the first and last bars do not sit on the axes.
+    if len(steps) == 1:
+        return _padded(steps[0], steps[0], 0.0)
+    gap = (steps[-1] - steps[0]) / (len(steps) - 1)
+    return steps[0] - gap / 2, steps[-1] + gap / 2
+
+
+def _axes(xs: _Scale, ys: _Scale, steps: Sequence[int]) -> list[str]:
+    """Grid, zero line, ticks and axis titles."""
+    out = []
+    yticks, ystep = _nice_ticks(ys.lo, ys.hi)
+    for t in yticks:
+        y = ys(t)
+        out.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{RIGHT}" y2="{y:.1f}" stroke="#e6e6e6"/>')
+        out.append(_text(LEFT - 7, y + 4, _fmt(t, ystep), anchor="end"))
+    if ys.lo < 0 < ys.hi:  # where returns change sign: the line a reader looks for first
+        out.append(f'<line x1="{LEFT}" y1="{ys(0):.1f}" x2="{RIGHT}" y2="{ys(0):.1f}" stroke="#999"/>')
+    # x ticks at the checkpoints when they fit (they are what a reader looks up), else round numbers
+    xticks = list(steps) if len(steps) <= 8 else [t for t in _nice_ticks(xs.lo, xs.hi)[0] if t == int(t)]
+    for t in xticks:
+        x = xs(t)
+        out.append(f'<line x1="{x:.1f}" y1="{BOTTOM}" x2="{x:.1f}" y2="{BOTTOM + 5}" stroke="#444"/>')
+        out.append(_text(x, BOTTOM + 19, _fmt(t, 1), anchor="middle"))
+    out.append(f'<rect x="{LEFT}" y="{TOP}" width="{RIGHT - LEFT}" height="{BOTTOM - TOP}" fill="none" '
+               'stroke="#444"/>')
+    out.append(_text((LEFT + RIGHT) / 2, BOTTOM + 40, "training step (checkpoint)", size=13, anchor="middle"))
+    cy = (TOP + BOTTOM) / 2
+    out.append(_text(20, cy, "evaluation return (mean, 95% CI)", size=13, anchor="middle",
+                     extra=f' transform="rotate(-90 20 {cy:.1f})"'))
+    return out
+
+
+def _spread(wanted: list[float], gap: float, lo: float, hi: float) -> list[float]:
+    """Label positions as near `wanted` (sorted) as possible, at least `gap` apart, within [lo, hi]."""
+    out: list[float] = []
+    for w in wanted:
+        out.append(max(w, lo, out[-1] + gap) if out else max(w, lo))
+    for i in range(len(out) - 1, -1, -1):  # pushed past the bottom: pull back up
+        limit = hi if i == len(out) - 1 else out[i + 1] - gap
+        out[i] = min(out[i], limit)
+    return out
+
+
+def _controls(controls: Sequence[dict], shown: Sequence[dict], ys: _Scale) -> list[str]:
+    """A translucent band per control's 95% CI with its mean as a dashed line, and labels in the right
+    margin (spread apart, with a leader line when moved); off-scale controls point past the edge."""
+    out, labels = [], []
+    for i, c in enumerate(controls):
+        colour, name = CONTROL_COLOURS[i % len(CONTROL_COLOURS)], c.get("name") or f"control {i + 1}"
+        label = f"{name if len(name) <= 18 else name[:17] + chr(0x2026)} {_fmt(c['mean_reward'])}"
+        if c in shown:
+            top, bot, mid = ys(c["ci95_high"]), ys(c["ci95_low"]), ys(c["mean_reward"])
+            out.append(f'<rect class="control-band" data-name={quoteattr(name)} x="{LEFT}" y="{top:.1f}" '
+                       f'width="{RIGHT - LEFT}" height="{max(bot - top, 1):.1f}" fill="{colour}" '
+                       'fill-opacity="0.14"/>')
+            out.append(f'<line class="control-mean" x1="{LEFT}" y1="{mid:.1f}" x2="{RIGHT}" y2="{mid:.1f}" '
+                       f'stroke="{colour}" stroke-width="1.5" stroke-dasharray="6 4"/>')
+            labels.append((mid, label, colour))
+        else:
+            below = c["mean_reward"] < ys.lo
+            edge = BOTTOM - 1 if below else TOP + 1
+            tip, base = (edge, edge - 8) if below else (edge, edge + 8)
+            out.append(f'<path class="control-offscale" data-name={quoteattr(name)} d="M{RIGHT - 12},{base} '
+                       f'L{RIGHT - 4},{base} L{RIGHT - 8},{tip} Z" fill="{colour}"/>')
+            labels.append((edge, ("\u25bc " if below else "\u25b2 ") + label, colour))  # the arrow: off scale
+    labels.sort(key=lambda t: t[0])
+    where = _spread([t[0] for t in labels], 15, TOP + 4, BOTTOM - 2)
+    for (mid, label, colour), y in zip(labels, where):
+        if abs(y - mid) > 2:
+            out.append(f'<line x1="{RIGHT}" y1="{mid:.1f}" x2="{RIGHT + 10}" y2="{y:.1f}" stroke="{colour}"/>')
+        out.append(_text(RIGHT + 12, y + 4, label, size=11, fill=colour))
+    return out
+
+
+# A white outline under label text keeps it legible where it crosses a bar or a band.
+HALO = ' stroke="white" stroke-width="3" paint-order="stroke"'
+
+
+def _points(rows: Sequence[dict], xs: _Scale, ys: _Scale) -> list[str]:
+    """One group per checkpoint: the 95% CI bar with caps and the mean, coloured by status."""
+    spacing = (RIGHT - LEFT) / max(len(rows), 1)
+    cap, radius = min(5.0, spacing * 0.3), min(4.5, spacing * 0.3)  # many checkpoints: thinner marks
+    out = []
+    for r in rows:
+        x, lo, hi, mid = xs(r["step"]), ys(r["ci95_low"]), ys(r["ci95_high"]), ys(r["mean_reward"])
+        colour = STATUS_COLOURS.get(r.get("status"), "#555")
+        tip = (f"step {r['step']:,}: {r['mean_reward']:.4g} [{r['ci95_low']:.4g}, {r['ci95_high']:.4g}], "
+               f"{r.get('status')}")
+        out += [f'<g class="ci" data-step="{r["step"]}" data-status={quoteattr(str(r.get("status")))} '
+                f'stroke="{colour}" stroke-width="1.6"><title>{escape(tip)}</title>',
+                f'<line x1="{x:.1f}" y1="{lo:.1f}" x2="{x:.1f}" y2="{hi:.1f}"/>',
+                f'<line x1="{x - cap:.1f}" y1="{lo:.1f}" x2="{x + cap:.1f}" y2="{lo:.1f}"/>',
+                f'<line x1="{x - cap:.1f}" y1="{hi:.1f}" x2="{x + cap:.1f}" y2="{hi:.1f}"/>',
+                f'<circle class="point" cx="{x:.1f}" cy="{mid:.1f}" r="{radius:.1f}" fill="{colour}" '
+                'stroke="white" stroke-width="1"/>', "</g>"]
+    return out
+
+
+def _marker_label(x: float, y: float, s: str, colour: str) -> str:
+    """A label centred on x, kept inside the plot area horizontally."""
+    half = _text_width(s, 11) / 2
+    anchor, x = ("start", LEFT + 3) if x - half < LEFT else ("end", RIGHT - 3) if x + half > RIGHT else ("middle", x)
+    return _text(x, y, s, size=11, anchor=anchor, fill=colour, extra=HALO)
+
+
+def _markers(rows: Sequence[dict], rec_step: Optional[int], xs: _Scale, ys: _Scale) -> list[str]:
+    """Ring and label the recommended checkpoint (label above its bar) and the baseline (dashed ring,
+    label below), so the two never collide even on neighbouring checkpoints."""
+    out = []
+    for r in rows:
+        x, mid = xs(r["step"]), ys(r["mean_reward"])
+        is_rec = r["step"] == rec_step
+        if r.get("is_baseline"):
+            out.append(f'<circle class="baseline" data-step="{r["step"]}" cx="{x:.1f}" cy="{mid:.1f}" r="12" '
+                       'fill="none" stroke="#333" stroke-width="1.3" stroke-dasharray="3 2"/>')
+            y = min(ys(r["ci95_low"]) + 15, BOTTOM - 5)
+            out.append(_marker_label(x, y, f"baseline {r['step']:,}", "#333"))
+        if is_rec:
+            out.append(f'<circle class="recommended" data-step="{r["step"]}" cx="{x:.1f}" cy="{mid:.1f}" r="8" '
+                       f'fill="none" stroke="{STATUS_COLOURS["optimal"]}" stroke-width="2.2"/>')
+            y = max(ys(r["ci95_high"]) - 8, TOP + 13)
+            out.append(_marker_label(x, y, f"recommended {r['step']:,}", STATUS_COLOURS["optimal"]))
+    return out
+
+
+def _legend(y: float, controls: bool) -> list[str]:
+    """Two rows under the x axis: the status colours (all of them, so a reader learns what red means
+    before it appears), then the marks (the control band only when there are controls)."""
+    out, x = [_text(LEFT, y + 4, "status:", size=11, fill="#555")], LEFT + 46.0
+    for status, colour in STATUS_COLOURS.items():
+        out.append(f'<circle cx="{x + 5:.1f}" cy="{y:.1f}" r="4.5" fill="{colour}"/>')
+        out.append(_text(x + 13, y + 4, status, size=11))
+        x += 13 + _text_width(status, 11) + 16
+    y2, x = y + 19, LEFT + 46.0
+    out.append(_text(LEFT, y2 + 4, "marks:", size=11, fill="#555"))
+    out.append(f'<circle cx="{x + 6:.1f}" cy="{y2:.1f}" r="6" fill="none" stroke="{STATUS_COLOURS["optimal"]}" '
+               'stroke-width="2.2"/>')
+    out.append(_text(x + 16, y2 + 4, "recommended", size=11))
+    x += 16 + _text_width("recommended", 11) + 16
+    out.append(f'<circle cx="{x + 7:.1f}" cy="{y2:.1f}" r="7" fill="none" stroke="#333" stroke-dasharray="3 2"/>')
+    out.append(_text(x + 18, y2 + 4, "baseline", size=11))
+    x += 18 + _text_width("baseline", 11) + 16
+    if not controls:
+        return out
+    out.append(f'<rect x="{x:.1f}" y="{y2 - 6:.1f}" width="22" height="12" fill="#7f7f7f" fill-opacity="0.25"/>')
+    out.append(f'<line x1="{x:.1f}" y1="{y2:.1f}" x2="{x + 22:.1f}" y2="{y2:.1f}" stroke="#7f7f7f" '
+               'stroke-dasharray="6 4"/>')
+    out.append(_text(x + 28, y2 + 4, "control policy: 95% CI band, dashed mean (\u25bc off scale)", size=11))
+    return out
+
+
+def report_svg(built: dict, title: Optional[str] = None) -> str:
+    """An SVG (WIDTH x HEIGHT) of ``Report.build()``'s dict: evaluation return per checkpoint with
+    95% CI bars coloured by status, control policies as bands, baseline and recommendation ringed."""
+    title = title if title is not None else built.get("title", "RL report")
+    rows = sorted(built.get("rows") or [], key=lambda r: r["step"])
+    head = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+            f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family={quoteattr(FONT)}>',
+            f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+            _text(LEFT, 26, title[:80], size=16, extra=' font-weight="bold"')]
+    if not rows:
+        return "\n".join(head + [_text(WIDTH / 2, HEIGHT / 2, "No evaluations yet.", size=14, anchor="middle"),
+                                 "</svg>"]) + "\n"
+    controls = list(built.get("controls") or [])
+    lo, hi, shown = _y_range(rows, controls)
+    steps = [r["step"] for r in rows]
+    xs, ys = _Scale(*_x_range(steps), LEFT, RIGHT), _Scale(lo, hi, BOTTOM, TOP)
+    n = rows[0].get("n_episodes")
+    sub = ("Evaluation return per checkpoint: mean and 95% CI" + (f" over {n} episodes" if n else "")
+           + ("; bands: control policies on the same seeds" if controls else ""))
+    head.append(_text(LEFT, 45, sub, size=12, fill="#555"))
+    body = _axes(xs, ys, steps) + _controls(controls, shown, ys) + _points(rows, xs, ys)
+    body += _markers(rows, (built.get("recommended") or {}).get("step"), xs, ys) + _legend(BOTTOM + 64, bool(controls))
+    return "\n".join(head + body + ["</svg>"]) + "\n"
