@@ -28,20 +28,15 @@ from env import EnvError
 from infinito.sampling import SamplingConfig
 from infinito.training import NonFiniteLoss
 from stages.adapt import adapt_with_agent, load_agent
-from stages.cli import UserError, pick_device, run_cli
+from stages.cli import OneLineParser, UserError, pick_device, run_cli
 from stages.sampling import load_base_model, run_sample
 
 DEFAULT_CKPT = "ckpt/base.pt"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2 like every other error, not usage + message
-        raise UserError(f"{message} (see python generate.py --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = SamplingConfig()
-    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="generate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=None,
                    help=f"base checkpoint (train.py --stage base); default {DEFAULT_CKPT}, or with --agent the "
                         "base checkpoint the agent was trained on")
@@ -86,6 +81,12 @@ def sampling_config(args: argparse.Namespace) -> SamplingConfig:
 def check_args(args: argparse.Namespace) -> None:
     if args.prompt == "":
         raise UserError("--prompt is empty; give some text for the model to continue")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+        raise UserError("--prompt is not valid UTF-8 text; pass it in a UTF-8 locale or encoding") from None
+    if not 0 <= args.seed < 2**63 - args.num_samples:
+        raise UserError(f"--seed must be in [0, 2**63 - --num-samples), got {args.seed}")
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--num-samples", args.num_samples),
                         ("--agent-steps", args.agent_steps)):
         if value is not None and value < 1:

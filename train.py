@@ -18,12 +18,12 @@ import argparse
 import sys
 from dataclasses import fields
 
-from common.files import CheckpointError
+from common.files import CheckpointError, FolderInUse
 from data import DataError
 from env.errors import EnvError
 from infinito.presets import PRESETS
 from stages.base import CONFIG_CLASSES, run_base
-from stages.cli import UserError, pick_device, run_cli
+from stages.cli import OneLineParser, UserError, pick_device, run_cli
 from stages.report import run_report
 from stages.rl import run_rl
 from stages.rl_config import PPO_FLAGS, SHARED_WITH_BASE
@@ -34,7 +34,7 @@ def _flag(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=["base", "rl", "report"], default="base",
                    help="base: train INFINITO; rl: train the PPO scheduler; report: re-evaluate RL checkpoints")
     p.add_argument("--preset", default=None, help=f"size preset: {', '.join(PRESETS)} (default demo)")
@@ -108,6 +108,8 @@ def rl_flag_problems(args: argparse.Namespace) -> list[str]:
 
 
 def run_stage(args: argparse.Namespace) -> int:
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be in [0, 2**63), got {args.seed}")
     if args.stage != "base":
         bad = rl_flag_problems(args)
         if bad:
@@ -117,10 +119,9 @@ def run_stage(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs too
-    return run_cli(lambda: run_stage(args), (DataError, CheckpointError, EnvError),
+    return run_cli(lambda: run_stage(build_parser().parse_args(argv)), (DataError, CheckpointError, EnvError, FolderInUse),
                    os_hint="; check the path and free disk space",
                    interrupted="interrupted before training started; nothing was saved")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -66,9 +67,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     check_plain(payload)
     try:
         atomic_write(path, lambda f: torch.save(payload, f))
-    except OSError as e:
-        raise CheckpointError(f"could not write checkpoint {path} ({e.strerror or e}); "
-                              "check free disk space and write permission") from e
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "the disk is full"
+        raise CheckpointError(f"could not write checkpoint {path} ({reason}); any earlier file of that name is "
+                              "intact; free disk space or check write permission, then resume") from None
 
 
 # Exact types: numpy scalars subclass float/int but weights_only loading refuses them.
@@ -116,3 +118,60 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is incomplete, pick another checkpoint")
     return ckpt
+
+
+# atomic_write's temporary files: ".<final name>.<random>.tmp" beside the final file.
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+
+
+class FolderInUse(Exception):
+    """Another live process holds the output folder's lock; the message is one line."""
+
+
+class FolderLock:
+    """`with FolderLock(out_dir):` — one run per output folder. The lock file `.lock` holds the
+    owner's PID; a lock whose process is gone (a killed run) is stale and taken over. While
+    holding it, temporary files of interrupted saves are removed: no live writer can own them."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.path = Path(directory) / ".lock"
+
+    def __enter__(self) -> "FolderLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                owner = _lock_owner(self.path)
+                if owner is not None and owner != os.getpid() and _alive(owner):
+                    raise FolderInUse(f"{self.path.parent} is in use by another run (process {owner}); wait "
+                                      "for it, or use another --out") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        for tmp in self.path.parent.iterdir():
+            if _TEMP.match(tmp.name) and tmp.is_file():
+                tmp.unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if _lock_owner(self.path) == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _lock_owner(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -38,6 +38,14 @@ class BaseTrainConfig:
             problems.append("lr must be > 0")
         if self.lambda_phi < 0:
             problems.append("lambda_phi must be >= 0")
+        if not self.grad_clip > 0:
+            problems.append("grad_clip must be > 0 (a negative norm would ascend the gradient)")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append("min_lr_ratio must be in [0, 1]")
+        if self.weight_decay < 0:
+            problems.append("weight_decay must be >= 0")
+        if not 0 <= self.seed < 2**63:
+            problems.append("seed must be in [0, 2**63)")
         if self.precision not in ("auto", "fp32", "bf16"):
             problems.append("precision must be auto, fp32 or bf16")
         if self.builtin_size not in ("tiny", "demo"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from common.files import FORMAT_VERSION, save_checkpoint, write_json
+from common.files import FORMAT_VERSION, FolderLock, save_checkpoint, write_json
 from common.logger import Logger
 from common.rng import capture_global_rng, restore_global_rng
 from data import Tokenizer, count_words, encode_cached, eval_batches, load_corpus, random_batch, train_tokenizer
@@ -52,7 +52,20 @@ def config_overrides(args: argparse.Namespace) -> dict:
                 values[key] = value
     names = [f.name for dc in CONFIG_CLASSES for f in fields(dc)]
     values.update({n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    check_types(values)
     return values
+
+
+def check_types(values: dict) -> None:
+    """A TOML value of the wrong type (`steps = "ten"`) is a one-line error naming the key."""
+    kinds = {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for dc in CONFIG_CLASSES for f in fields(dc)}
+    accepted = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string")}
+    for key, value in values.items():
+        if kinds.get(key) not in accepted:
+            continue  # unknown keys are reported by the presets, with the known ones listed
+        types, words = accepted[kinds[key]]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise UserError(f"config key {key} must be {words}, got {value!r}")
 
 
 @dataclass
@@ -72,6 +85,7 @@ class BaseRun:
     step: int = 0
     train_ids: torch.Tensor = None
     valid_ids: torch.Tensor = None
+    last_good: Path | None = None  # this run's latest checkpoint (or the one it resumed from)
 
     @property
     def ckpt_path(self) -> Path:
@@ -94,6 +108,8 @@ class BaseRun:
                      "train_split": self.train_split, "wikitext": corpus.wikitext},
             "metrics": metrics or {},
         })
+        if Path(path) == self.ckpt_path:
+            self.last_good = self.ckpt_path
 
     def evaluate(self, ids: torch.Tensor, max_batches: int | None = None, words: int | None = None) -> dict:
         """Mean loss and metrics on `ids`; perplexity, and per word when `words` is given."""
@@ -108,7 +124,9 @@ class BaseRun:
 
 
 def _resumed_configs(args: argparse.Namespace, overrides: dict, device: torch.device):
-    ckpt = load_checkpoint(args.resume, kind=BASE_KIND, map_location=device)
+    ckpt = load_checkpoint(args.resume, kind=BASE_KIND, map_location=device,
+                           required=("model_config", "train_config", "model", "optimizer", "step", "rng",
+                                     "data_rng", "tokenizer", "data"))
     model_keys = sorted(k for k in overrides if k in {f.name for f in fields(InfinitoConfig)})
     if model_keys:
         raise UserError(f"cannot change the model shape when resuming ({', '.join(model_keys)})")
@@ -149,6 +167,7 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
     run.train_ids, run.valid_ids = run.ids("train"), run.ids("valid")
     _build_model(run, ckpt)
     if ckpt is not None:
+        run.last_good = Path(args.resume)
         print(f"resumed from {args.resume} at step {run.step}")
     print(f"model: {run.model.num_params() / 1e6:.2f}M parameters, {model_cfg.n_layers} layers, d_model "
           f"{model_cfg.d_model}, context {model_cfg.context}; device {device}{' (bf16 autocast)' if bf16 else ''}")
@@ -179,7 +198,7 @@ def one_step(run: BaseRun) -> tuple[dict, float]:
         stats = train_step(run.model, run.optimizer, x.to(run.device), y.to(run.device), 1.0, cfg.lambda_phi,
                            cfg.grad_clip, run.bf16)
     except NonFiniteLoss as e:
-        last = run.ckpt_path if run.ckpt_path.exists() else "not written yet"
+        last = run.last_good or "not written yet"  # never an earlier run's file in the same folder
         raise UserError(f"{e} at step {run.step + 1}; lower --lr or use --precision fp32; "
                         f"the last good checkpoint is {last}") from None
     run.step += 1
@@ -192,7 +211,7 @@ def train_loop(run: BaseRun, stop_at: int, logger: Logger, quiet: bool) -> bool:
     cfg = run.train_cfg
     bar = tqdm(total=cfg.steps, initial=run.step, desc="base", disable=quiet, dynamic_ncols=True)
     t_last, steps_since, last_eval = time.perf_counter(), 0, {}
-    with StopFlag() as stop:
+    with StopFlag() as stop, bar:  # the bar is closed before any error line is printed
         while run.step < stop_at and not stop.requested:
             stats, lr = one_step(run)
             steps_since += 1
@@ -250,6 +269,13 @@ def summarize(run: BaseRun) -> dict:
 
 
 def run_base(args: argparse.Namespace) -> int:
+    if args.stop_at is not None and args.stop_at < 1:
+        raise UserError(f"--stop-at must be >= 1, got {args.stop_at}")
+    with FolderLock(Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))):
+        return _run_base(args)
+
+
+def _run_base(args: argparse.Namespace) -> int:
     run, ckpt = prepare(args)
     cfg = run.train_cfg
     write_json(run.out_dir / "base_config.json", {

@@ -6,6 +6,7 @@ and exit status 2; an interruption exits with 130.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import signal
 import sys
@@ -84,3 +85,10 @@ class StopFlag:
     def __exit__(self, *exc):
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one `error:` line and exit 2, like every other error (not the whole usage)."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see python {self.prog} --help)")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from common.files import FolderLock
 from env import EnvConfig, TextSchedulingEnv, load_base
 from env.presets import HELDOUT_SEED
 from ppo import TrainedPolicy
@@ -55,11 +56,16 @@ def _base_path(args: argparse.Namespace, extra: dict) -> Path:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
     torch.set_num_threads(max(args.threads or 1, 1))
     thresholds = make_thresholds(args)
     ckpt_dir = Path(args.ckpt_dir or args.out or "ckpt")
     files, agents = load_run(ckpt_dir)
+    with FolderLock(ckpt_dir):
+        return _rescore(args, ckpt_dir, files, agents, thresholds)
+
+
+def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list, thresholds) -> int:
+    from tqdm import tqdm
     extra = agents[-1].extra
     baseline_step = _baseline_step(args, agents, ckpt_dir)
     episodes = args.episodes if args.episodes is not None else extra["run"]["eval_episodes"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common.files import write_bytes
+from common.files import FolderLock, write_bytes
 from common.logger import Logger
 from env import RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
 from infinito.training import NonFiniteLoss
@@ -134,7 +134,11 @@ def run_rl(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(threads, 1))
     thresholds = make_thresholds(args)
     p = plan(args, threads)
-    p.out_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(p.out_dir):
+        return _run_rl(args, p, thresholds)
+
+
+def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds) -> int:
     assets = load_base(p.base_path, p.env_cfg)
     run = p.run
     train_env = VectorEnv([TextSchedulingEnv(assets, p.env_cfg) for _ in range(run["num_envs"])], run["workers"])

@@ -1,0 +1,157 @@
+"""Bad input and faults end in one `error:` line, exit status 2, no traceback, nothing damaged."""
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import generate
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_line_error(capsys, code: int, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (("--grad-clip", "-1"), "grad_clip must be > 0"),
+    (("--min-lr-ratio", "-0.5"), "min_lr_ratio must be in [0, 1]"),
+    (("--weight-decay", "-1"), "weight_decay must be >= 0"),
+    (("--stop-at", "-3"), "--stop-at must be >= 1"),
+    (("--stop-at", "0"), "--stop-at must be >= 1"),
+    (("--seed", str(2**70)), "seed must be in [0, 2**63)"),
+])
+def test_invalid_values_are_refused_before_anything_is_written(capsys, tmp_path, flags, needle):
+    out = tmp_path / "o"
+    one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--out", str(out), *flags]), needle)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_config_values_of_the_wrong_type_name_the_key(capsys, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('steps = "ten"\n')
+    one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--config", str(cfg),
+                                       "--out", str(tmp_path / "o")]), "config key steps must be an integer", "'ten'")
+    cfg.write_text("[train]\nlr = true\n")
+    one_line_error(capsys, train.main(["--stage", "base", "--config", str(cfg), "--out", str(tmp_path / "o")]),
+                   "config key lr must be a number")
+
+
+def test_usage_errors_are_one_line_in_both_scripts(capsys):
+    one_line_error(capsys, train.main(["--stage", "nope"]), "--stage", "train.py --help")
+    one_line_error(capsys, train.main(["--bogus"]), "--bogus")
+    one_line_error(capsys, generate.main(["--top-k", "x"]), "--top-k", "generate.py --help")
+
+
+def test_generate_refuses_a_huge_seed_and_non_utf8_prompt(capsys, tmp_path):
+    one_line_error(capsys, generate.main(["--seed", str(2**70), "--ckpt", str(tmp_path / "x.pt")]), "--seed")
+    res = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--prompt", b"caf\xe9"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C.UTF-8"})
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and "UTF-8" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def _limit_file_size(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(base_dir, tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk (no root needed): every write past it fails."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("base.pt", "tokenizer.model"):
+        (out / name).write_bytes((base_dir / name).read_bytes())
+    (out / "cache").mkdir()
+    for f in (base_dir / "cache").iterdir():
+        (out / "cache" / f.name).write_bytes(f.read_bytes())
+    before = (out / "base.pt").read_bytes()
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--stage", "base", "--quiet",
+                          "--resume", str(out / "base.pt"), "--steps", "60", "--eval-every", "5"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_limit_file_size(200_000))
+    err = res.stderr.strip()
+    assert res.returncode == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert "base.pt" in err and "free disk space" in err
+    assert (out / "base.pt").read_bytes() == before  # the previous checkpoint is intact
+    assert not list(out.glob(".*.tmp"))  # and no temporary file is left behind
+
+
+def test_a_really_full_disk_is_one_line_too(base_dir, tmp_path):
+    """A 400 KB tmpfs (needs root; skipped elsewhere): torch's zip writer then fails with a
+    RuntimeError ("unexpected pos"), not an OSError, and still ends in one line."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--stage", "base", "--quiet",
+                              "--resume", str(base_dir / "base.pt"), "--out", str(mount / "run"), "--steps", "60",
+                              "--eval-every", "5"], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        err = res.stderr.strip()
+        assert res.returncode == 2 and err.startswith("error: ") and "\n" not in err, err
+        assert "Traceback" not in err and ("the disk is full" in err or "No space left" in err)
+        assert not list((mount / "run").glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_second_run_on_the_same_folder_stops_and_stale_leftovers_are_cleaned(capsys, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(f"{sleeper.pid}\n")  # a live run holds the folder
+        one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--out", str(out), "--steps", "3"]),
+                       "in use by another run", str(sleeper.pid))
+        assert not (out / "base.pt").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # its process is gone: the lock is stale and taken over; a killed save's temporary file is removed
+    (out / ".base.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (out / "notes.tmp").write_text("not ours")
+    assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out), "--steps", "3"]) == 0
+    assert not (out / ".base.pt.abc123.tmp").exists() and (out / "notes.tmp").exists()
+    assert not (out / ".lock").exists()  # released at the end
+
+
+def test_a_checkpoint_missing_a_key_is_refused_in_one_line(capsys, base_dir, tmp_path):
+    import torch
+    ck = torch.load(base_dir / "base.pt", weights_only=True)
+    del ck["data_rng"]
+    torch.save(ck, tmp_path / "partial.pt")
+    one_line_error(capsys, train.main(["--stage", "base", "--resume", str(tmp_path / "partial.pt"),
+                                       "--out", str(tmp_path / "o")]), "lacks data_rng")
+
+
+def test_nan_in_a_new_run_does_not_name_an_earlier_runs_checkpoint(capsys, base_dir, tmp_path, monkeypatch):
+    import stages.base
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "base.pt").write_bytes((base_dir / "base.pt").read_bytes())  # an earlier run's file
+
+    def nan_step(*args, **kwargs):
+        raise stages.base.NonFiniteLoss("training loss is nan")
+
+    monkeypatch.setattr(stages.base, "train_step", nan_step)
+    err = one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out)]),
+                         "loss is nan at step 1", "not written yet")
+    assert str(out / "base.pt") not in err
+    assert (out / "base.pt").read_bytes() == (base_dir / "base.pt").read_bytes()
