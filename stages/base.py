@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import sys
 import time
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common.files import FORMAT_VERSION, FolderLock, save_checkpoint, write_json
@@ -176,6 +178,9 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
 
 def _build_model(run: BaseRun, ckpt: dict | None) -> None:
     cfg = run.train_cfg
+    # every generator whose state a checkpoint stores is seeded: identical runs write identical bytes
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
     run.model = Infinito(run.model_cfg).to(run.device) if ckpt is None else build_model(ckpt, run.device)
     run.optimizer = make_optimizer(run.model, cfg.lr, weight_decay=cfg.weight_decay)

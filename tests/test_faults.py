@@ -155,3 +155,18 @@ def test_nan_in_a_new_run_does_not_name_an_earlier_runs_checkpoint(capsys, base_
                          "loss is nan at step 1", "not written yet")
     assert str(out / "base.pt") not in err
     assert (out / "base.pt").read_bytes() == (base_dir / "base.pt").read_bytes()
+
+
+def test_identical_runs_write_identical_checkpoint_bytes(tmp_path):
+    """Every stored random state is seeded, so two identical runs (separate processes, whose
+    unseeded generators would differ) give byte-identical files: an agent trained over one base
+    file is accepted with the other (agents name their base by its digest)."""
+    import hashlib
+    digests = []
+    for name in ("a", "b"):
+        res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--stage", "base", "--preset", "tiny", "--quiet",
+                              "--steps", "3", "--threads", "1", "--out", str(tmp_path / name)],
+                             capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert res.returncode == 0, res.stderr
+        digests.append(hashlib.sha256((tmp_path / name / "base.pt").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
