@@ -20,19 +20,27 @@ class Logger:
 
     def __init__(self, log_dir: str | Path | None = None, jsonl: str | Path | None = None, quiet: bool = False,
                  resume_step: int | None = None):
-        self.log_dir, self.quiet = log_dir, quiet
-        self._writer = None
-        if log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter  # ~1 s to import; many uses never log
-            # Events after the resumed step (a run that went further before) are purged; the
-            # resumed step's own point stays, so the continued curve joins the old one.
-            self._writer = SummaryWriter(str(log_dir), purge_step=None if resume_step is None else resume_step + 1)
+        self.log_dir, self.quiet, self._resume_step = log_dir, quiet, resume_step
         self.jsonl = Path(jsonl) if jsonl is not None else None
-        if self.jsonl is not None:
-            _keep_lines_up_to(self.jsonl, resume_step)
+        self._writer, self._started = None, False
         self.pending: dict[str, float] = {}
         self.latest: dict[str, float] = {}  # the last value written for every tag
         self.history: list[tuple[int, dict[str, float]]] = []  # (step, {tag: value}) per dump
+
+    def _start(self) -> None:
+        """Open the files at the first write, not before: a run that fails before it has logged
+        anything leaves an earlier run's logs in the same folder as they were."""
+        if self._started:
+            return
+        self._started = True
+        if self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter  # ~1 s to import; many uses never log
+            # Events after the resumed step (a run that went further before) are purged; the
+            # resumed step's own point stays, so the continued curve joins the old one.
+            purge = None if self._resume_step is None else self._resume_step + 1
+            self._writer = SummaryWriter(str(self.log_dir), purge_step=purge)
+        if self.jsonl is not None:
+            _keep_lines_up_to(self.jsonl, self._resume_step)
 
     def record(self, tag: str, value: float) -> None:
         self.pending[tag] = float(value)
@@ -42,6 +50,7 @@ class Logger:
         written, self.pending = self.pending, {}
         if not written:
             return written
+        self._start()
         if self._writer is not None:
             for tag, value in written.items():
                 self._writer.add_scalar(tag, value, global_step=step)
@@ -64,6 +73,7 @@ class Logger:
     def add_custom_scalars(self, layout: dict) -> None:
         """TensorBoard's custom-scalars layout: {category: {chart: ["Multiline" | "Margin", tags]}};
         a Margin chart takes [value, lower, upper] tags."""
+        self._start()
         if self._writer is not None:
             self._writer.add_custom_scalars(layout)
             self._writer.flush()

@@ -12,6 +12,7 @@ import argparse
 import math
 import random
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass, fields
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.files import FORMAT_VERSION, FolderLock, save_checkpoint, write_json
+from common.files import FORMAT_VERSION, FolderLock, save_checkpoint, write_bytes, write_json
 from common.logger import Logger
 from common.rng import capture_global_rng, restore_global_rng
 from data import Tokenizer, count_words, encode_cached, eval_batches, load_corpus, random_batch, train_tokenizer
@@ -88,6 +89,7 @@ class BaseRun:
     train_ids: torch.Tensor = None
     valid_ids: torch.Tensor = None
     last_good: Path | None = None  # this run's latest checkpoint (or the one it resumed from)
+    run_files_written: bool = False  # tokenizer.model and base_config.json, with the first checkpoint
 
     @property
     def ckpt_path(self) -> Path:
@@ -112,6 +114,12 @@ class BaseRun:
         })
         if Path(path) == self.ckpt_path:
             self.last_good = self.ckpt_path
+        if not self.run_files_written:  # only now: a run that fails earlier leaves an earlier run's files alone
+            self.run_files_written = True
+            write_bytes(self.out_dir / "tokenizer.model", self.tokenizer.to_bytes())
+            write_json(self.out_dir / "base_config.json", {
+                "model": self.model_cfg.to_dict(), "train": self.train_cfg.to_dict(), "data": self.corpus.source,
+                "train_split": self.train_split, "device": str(self.device)})
 
     def evaluate(self, ids: torch.Tensor, max_batches: int | None = None, words: int | None = None) -> dict:
         """Mean loss and metrics on `ids`; perplexity, and per word when `words` is given."""
@@ -161,9 +169,10 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
         print(f"corpus {corpus.name} from {corpus.source} (training on the '{split}' split)")
     out_dir.mkdir(parents=True, exist_ok=True)
     if tokenizer is None:
-        t0, tok_path = time.time(), out_dir / "tokenizer.model"
-        tokenizer = train_tokenizer(corpus.train, str(tok_path), model_cfg.vocab_size)
-        print(f"trained a {tokenizer.vocab_size}-piece SentencePiece tokenizer in {time.time() - t0:.1f}s -> {tok_path}")
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as scratch:  # tokenizer.model is written with the first checkpoint
+            tokenizer = train_tokenizer(corpus.train, str(Path(scratch) / "tokenizer.model"), model_cfg.vocab_size)
+        print(f"trained a {tokenizer.vocab_size}-piece SentencePiece tokenizer in {time.time() - t0:.1f}s")
         model_cfg = InfinitoConfig(**{**model_cfg.to_dict(), "vocab_size": tokenizer.vocab_size})
     run = BaseRun(model_cfg, train_cfg, tokenizer, corpus, split, out_dir, device, bf16)
     run.train_ids, run.valid_ids = run.ids("train"), run.ids("valid")
@@ -283,9 +292,6 @@ def run_base(args: argparse.Namespace) -> int:
 def _run_base(args: argparse.Namespace) -> int:
     run, ckpt = prepare(args)
     cfg = run.train_cfg
-    write_json(run.out_dir / "base_config.json", {
-        "model": run.model_cfg.to_dict(), "train": cfg.to_dict(), "data": run.corpus.source,
-        "train_split": run.train_split, "device": str(run.device)})
     if cfg.snapshot_at > cfg.steps:
         print(f"note: no snapshot is kept: snapshot_at {cfg.snapshot_at} is past the last step {cfg.steps}")
     logger = Logger(args.logdir or run.out_dir / "runs" / "base", jsonl=run.out_dir / "base_log.jsonl",

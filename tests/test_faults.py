@@ -170,3 +170,21 @@ def test_identical_runs_write_identical_checkpoint_bytes(tmp_path):
         assert res.returncode == 0, res.stderr
         digests.append(hashlib.sha256((tmp_path / name / "base.pt").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_a_failed_run_leaves_an_earlier_run_in_the_same_folder_byte_identical(capsys, base_dir, tmp_path,
+                                                                              monkeypatch):
+    import shutil
+    import stages.base
+    out = tmp_path / "o"
+    shutil.copytree(base_dir, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def nan_step(*args, **kwargs):
+        raise stages.base.NonFiniteLoss("training loss is nan")
+
+    monkeypatch.setattr(stages.base, "train_step", nan_step)
+    one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out),
+                                       "--lr", "0.01"]), "loss is nan at step 1")
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # config, tokenizer, logs, TensorBoard events, checkpoints: all as they were
