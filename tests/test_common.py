@@ -313,10 +313,14 @@ def test_logger_writes_one_jsonl_line_per_dump_and_truncates_on_resume(tmp_path)
     assert log.latest == {"train/loss": 3.0, "env/phi": -30} and [s for s, _ in log.history] == [10, 20, 30]
     log.close()
 
-    resumed = Logger(jsonl=path, quiet=True, resume_step=20)  # a checkpoint at 20: 30 is dropped
-    assert [r["step"] for r in read_jsonl(path)] == [10, 20]
+    resumed = Logger(jsonl=path, quiet=True, resume_step=20)  # a checkpoint at 20: the old 30 is dropped ...
+    assert [r["step"] for r in read_jsonl(path)] == [10, 20, 30]  # ... at the first write, not before
     resumed.record("train/loss", 2.5)
     resumed.dump(30)
-    assert read_jsonl(path)[-1] == {"step": 30, "train/loss": 2.5}
-    Logger(jsonl=path, quiet=True)  # a new run starts the file afresh
-    assert not path.exists()
+    assert read_jsonl(path) == [{"step": 10, "train/loss": 1.0, "env/phi": -10},
+                                {"step": 20, "train/loss": 2.0, "env/phi": -20}, {"step": 30, "train/loss": 2.5}]
+    fresh = Logger(jsonl=path, quiet=True)  # a new run starts the file afresh at its first write
+    assert len(read_jsonl(path)) == 3
+    fresh.record("train/loss", 9.0)
+    fresh.dump(1)
+    assert read_jsonl(path) == [{"step": 1, "train/loss": 9.0}]
