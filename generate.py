@@ -18,9 +18,15 @@ Every user error ends with one line on stderr starting "error:" and exit status 
 """
 from __future__ import annotations
 
-import argparse
-import json
+import signal
 import sys
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): one line and 130, not an import traceback
+    signal.signal(signal.SIGINT, lambda *_: (print("error: interrupted while starting; nothing was written",
+                                                   file=sys.stderr), sys.exit(130)))
+
+import argparse  # noqa: E402
+import json
 
 from common.files import CheckpointError
 from data import DataError
@@ -153,4 +159,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C is handled by run_cli / StopFlag
     sys.exit(main())

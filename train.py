@@ -14,8 +14,14 @@ The stages live in stages/ (base.py, rl.py, report.py); this file is the command
 """
 from __future__ import annotations
 
-import argparse
+import signal
 import sys
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): one line and 130, not an import traceback
+    signal.signal(signal.SIGINT, lambda *_: (print("error: interrupted while starting; nothing was written",
+                                                   file=sys.stderr), sys.exit(130)))
+
+import argparse  # noqa: E402
 from dataclasses import fields
 
 from common.files import CheckpointError, FolderInUse
@@ -123,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs too
     return run_cli(lambda: run_stage(build_parser().parse_args(argv)), (DataError, CheckpointError, EnvError, FolderInUse),
                    os_hint="; check the path and free disk space",
-                   interrupted="interrupted before training started; nothing was saved")
+                   interrupted="interrupted; nothing more was saved (checkpoints already written are intact)")
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C is handled by run_cli / StopFlag
     sys.exit(main())

@@ -188,3 +188,18 @@ def test_a_failed_run_leaves_an_earlier_run_in_the_same_folder_byte_identical(ca
                                        "--lr", "0.01"]), "loss is nan at step 1")
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # config, tokenizer, logs, TensorBoard events, checkpoints: all as they were
+
+
+@pytest.mark.parametrize("script", ["train.py", "generate.py"])
+def test_ctrl_c_while_starting_is_one_line(script, tmp_path):
+    import time
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), "--out" if script == "train.py" else "--prompt",
+                             str(tmp_path / "o") if script == "train.py" else "x"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    time.sleep(0.3)  # torch is still loading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().startswith("error: interrupted") and "\n" not in err.strip() and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
