@@ -68,6 +68,8 @@ def _flags(args: argparse.Namespace) -> tuple[dict, dict]:
     for k, v in run_flags.items():
         if v < (0 if k in ("eval_seed", "heldout_seed") else 1):
             raise UserError(f"--{k.replace('_', '-')} must be >= {0 if 'seed' in k else 1}, got {v}")
+    if args.patience < 1:
+        raise UserError(f"--patience must be >= 1, got {args.patience}")
     ppo_flags = {k: getattr(args, k) for k in PPO_FLAGS if getattr(args, k) is not None}
     ppo_flags.update({v: getattr(args, k) for k, v in SHARED_WITH_BASE.items() if getattr(args, k) is not None})
     return run_flags, ppo_flags

@@ -203,3 +203,11 @@ def test_ctrl_c_while_starting_is_one_line(script, tmp_path):
     assert proc.returncode == 130, err
     assert err.strip().startswith("error: interrupted") and "\n" not in err.strip() and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_rl_flags_out_of_range_are_one_line(capsys, base_dir, tmp_path):
+    for flags, needle in ((("--patience", "0"), "--patience must be >= 1"), (("--eval-episodes", "0"), "--eval-episodes"),
+                          (("--clip-range", "-1"), "clip_range")):
+        one_line_error(capsys, train.main(["--stage", "rl", "--preset", "tiny", "--base", str(base_dir / "base.pt"),
+                                           "--out", str(tmp_path / "o"), *flags]), needle)
+    assert not (tmp_path / "o").exists()
