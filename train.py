@@ -14,12 +14,14 @@ The stages live in stages/ (base.py, rl.py, report.py); this file is the command
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): one line and 130, not an import traceback
+    # os._exit, not sys.exit: an import that catches broad exceptions would swallow SystemExit
     signal.signal(signal.SIGINT, lambda *_: (print("error: interrupted while starting; nothing was written",
-                                                   file=sys.stderr), sys.exit(130)))
+                                                   file=sys.stderr, flush=True), os._exit(130)))
 
 import argparse  # noqa: E402
 from dataclasses import fields

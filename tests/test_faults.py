@@ -193,11 +193,12 @@ def test_a_failed_run_leaves_an_earlier_run_in_the_same_folder_byte_identical(ca
 @pytest.mark.parametrize("script", ["train.py", "generate.py"])
 def test_ctrl_c_while_starting_is_one_line(script, tmp_path):
     import time
-    proc = subprocess.Popen([sys.executable, str(ROOT / script), "--out" if script == "train.py" else "--prompt",
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), "--quiet" if script == "train.py" else "--json",
+                             "--out" if script == "train.py" else "--prompt",
                              str(tmp_path / "o") if script == "train.py" else "x"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    time.sleep(0.3)  # torch is still loading
+    time.sleep(0.15)  # torch is still loading
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
