@@ -18,7 +18,8 @@ from env.presets import HELDOUT_SEED
 from ppo import TrainedPolicy
 
 from .cli import UserError, file_digest
-from .scoring import make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls, write_rl_report
+from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
+                      write_rl_report)
 
 
 def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
@@ -86,6 +87,7 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
                                           heldout_controls)
     built = write_rl_report(ckpt_dir, evaluations, controls, baseline_step, env_cfg, thresholds,
                             report_notes(str(base_path), env_cfg, episodes, seed), heldout)
+    keep_best(ckpt_dir, heldout["step"])  # best.pt follows the re-scored recommendation
     print(f"re-evaluated {len(files)} checkpoints and {len(controls)} control policies on {episodes} episodes in "
           f"{(time.time() - t0) / 60:.1f} min; recommended: step {heldout['step']:,}; on held-out seeds it "
           f"{built['heldout']['verdict']['text']}; report {ckpt_dir / 'report.md'}")

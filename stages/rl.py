@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common.files import FolderLock, write_bytes
+from common.files import FolderLock
 from common.logger import Logger
 from env import RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
 from infinito.training import NonFiniteLoss
@@ -30,7 +30,8 @@ from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCal
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, file_digest
 from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
-from .scoring import make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls, write_rl_report
+from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
+                      write_rl_report)
 
 
 class RLStageCallback(Callback):
@@ -74,14 +75,6 @@ class RLStageCallback(Callback):
     def write_report(self, trainer, heldout: dict | None = None) -> dict:
         return write_rl_report(self.p.out_dir, [r.to_dict() for r in trainer.eval_history], self.controls,
                                self.baseline_step, self.p.env_cfg, self.thresholds, self.notes, heldout)
-
-
-def keep_best(out_dir: Path, step: int) -> None:
-    """best.pt is the checkpoint the report recommends (one meaning of "best": the highest lower
-    bound of the 95 % CI among the checkpoints not flagged as over-fitting), copied atomically."""
-    best, source = out_dir / "best.pt", out_dir / f"{step}.pt"
-    if not (best.exists() and TrainedPolicy.load(str(best)).global_step == step):
-        write_bytes(best, source.read_bytes())
 
 
 def score_all_controls(p: RLPlan, envs: list, quiet: bool) -> tuple[dict, dict]:

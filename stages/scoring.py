@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from env import EnvConfig, control_policies, run_policy
+from common.files import write_bytes
 from common.stats import t975
 from ppo import Column, EvalResult, Report, Thresholds, TrainedPolicy, write_report
 
@@ -103,3 +104,11 @@ def recommend_and_score_heldout(envs, env_cfg: EnvConfig, run: dict, evaluations
     rec = Report(evaluations, controls, baseline_step, thresholds).build()["recommended"]
     print(f"scoring the recommended checkpoint (step {rec['step']:,}) on the held-out seeds")
     return score_heldout(envs, env_cfg, run, Path(rec["checkpoint"]), heldout_controls)
+
+
+def keep_best(out_dir: Path, step: int) -> None:
+    """best.pt is the checkpoint the report recommends (one meaning of "best": the highest lower
+    bound of the 95 % CI among the checkpoints not flagged as over-fitting), copied atomically."""
+    best, source = out_dir / "best.pt", out_dir / f"{step}.pt"
+    if not (best.exists() and TrainedPolicy.load(str(best)).global_step == step):
+        write_bytes(best, source.read_bytes())

@@ -154,6 +154,7 @@ def test_report_stage_re_evaluates_every_checkpoint(tiny_rl, tmp_path, capsys):
     assert all(c["n_episodes"] == 3 for c in report["controls"])
     assert (out / "64.pt").read_bytes() == before  # checkpoints are read, never rewritten
     assert "re-evaluated 2 checkpoints" in capsys.readouterr().out
+    assert agent_ckpt(out / "best.pt")["global_step"] == report["recommended"]["step"]  # follows the re-score
 
 
 def expect_error(capsys, code, *fragments):
