@@ -12,6 +12,7 @@ every kind: this code reads versions 1 .. FORMAT_VERSION.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Call `write(f)` on a temporary file beside `path`, then move it into place.
     OSError (disk full, no permission) propagates; callers word it for their users."""
     path = Path(path)
+    with naming(path):
+        _write_and_replace(path, write)
+
+
+def _write_and_replace(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -46,6 +52,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         os.replace(tmp, path)
     except BaseException:  # also on KeyboardInterrupt: never leave the temporary file behind
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike):
+    """OSErrors raised inside that name no file (a write to a full disk) are re-raised naming
+    `path`, so the one-line message says where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
 
 
@@ -122,6 +140,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
 
 # atomic_write's temporary files: ".<final name>.<random>.tmp" beside the final file.
 _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+_OTHER_LOCK = re.compile(r"^\.lock-(\d+)$")  # a contender's PID file, left if it was killed mid-way
 
 
 class FolderInUse(Exception):
@@ -138,22 +157,35 @@ class FolderLock:
 
     def __enter__(self) -> "FolderLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                break
-            except FileExistsError:
-                owner = _lock_owner(self.path)
-                if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise FolderInUse(f"{self.path.parent} is in use by another run (process {owner}); wait "
-                                      "for it, or use another --out") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        mine = self._write_own_pid()
+        try:
+            while True:
+                try:  # a hard link appears whole: no other run ever reads a lock without its PID
+                    os.link(mine, self.path)
+                    break
+                except FileExistsError:
+                    owner = _lock_owner(self.path)
+                    if owner is not None and owner != os.getpid() and _alive(owner):
+                        raise FolderInUse(f"{self.path.parent} is in use by another run (process {owner}); "
+                                          "wait for it, or use another --out") from None
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+        finally:
+            mine.unlink(missing_ok=True)
         for tmp in self.path.parent.iterdir():
-            if _TEMP.match(tmp.name) and tmp.is_file():
+            other_pid = _OTHER_LOCK.match(tmp.name)
+            if (_TEMP.match(tmp.name) or (other_pid and not _alive(int(other_pid[1])))) and tmp.is_file():
                 tmp.unlink(missing_ok=True)
         return self
+
+    def _write_own_pid(self) -> Path:
+        mine = self.path.with_name(f".lock-{os.getpid()}")
+        try:
+            with naming(self.path):
+                mine.write_text(f"{os.getpid()}\n")
+        except OSError:  # a full disk: leave nothing behind
+            mine.unlink(missing_ok=True)
+            raise
+        return mine
 
     def __exit__(self, *exc) -> None:
         if _lock_owner(self.path) == os.getpid():

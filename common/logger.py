@@ -8,8 +8,12 @@ console line that does not break a progress bar.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from pathlib import Path
+
+from .files import naming
 
 
 class Logger:
@@ -38,9 +42,12 @@ class Logger:
             # Events after the resumed step (a run that went further before) are purged; the
             # resumed step's own point stays, so the continued curve joins the old one.
             purge = None if self._resume_step is None else self._resume_step + 1
-            self._writer = SummaryWriter(str(self.log_dir), purge_step=purge)
+            _quiet_writer_thread_errors()
+            with naming(self.log_dir):
+                self._writer = SummaryWriter(str(self.log_dir), purge_step=purge)
         if self.jsonl is not None:
-            _keep_lines_up_to(self.jsonl, self._resume_step)
+            with naming(self.jsonl):
+                _keep_lines_up_to(self.jsonl, self._resume_step)
 
     def record(self, tag: str, value: float) -> None:
         self.pending[tag] = float(value)
@@ -52,11 +59,12 @@ class Logger:
             return written
         self._start()
         if self._writer is not None:
-            for tag, value in written.items():
-                self._writer.add_scalar(tag, value, global_step=step)
-            self._writer.flush()
+            with self._tensorboard():
+                for tag, value in written.items():
+                    self._writer.add_scalar(tag, value, global_step=step)
+                self._writer.flush()
         if self.jsonl is not None:
-            with self.jsonl.open("a") as f:
+            with naming(self.jsonl), self.jsonl.open("a") as f:
                 f.write(json.dumps({"step": int(step), **written}) + "\n")
         self.latest.update(written)
         self.history.append((int(step), dict(written)))
@@ -75,13 +83,57 @@ class Logger:
         a Margin chart takes [value, lower, upper] tags."""
         self._start()
         if self._writer is not None:
-            self._writer.add_custom_scalars(layout)
-            self._writer.flush()
+            with self._tensorboard():
+                self._writer.add_custom_scalars(layout)
+                self._writer.flush()
+
+    def __enter__(self) -> "Logger":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        """Closes; while another error is on its way out, a failure to close (the same full disk)
+        does not replace it."""
+        if exc_type is None:
+            self.close()
+        else:
+            with contextlib.suppress(Exception):
+                self.close()
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            with naming(self.log_dir):
+                writer.close()
+
+    @contextlib.contextmanager
+    def _tensorboard(self):
+        """A failed TensorBoard write (a full disk) is an OSError naming the log folder; the
+        writer is dropped, so closing the logger afterwards does not fail a second time."""
+        try:
+            with naming(self.log_dir):
+                yield
+        except OSError:
+            writer, self._writer = self._writer, None
+            with contextlib.suppress(Exception):
+                writer.close()
+            raise
+
+
+def _quiet_writer_thread_errors() -> None:
+    """TensorBoard writes events on a background thread; when a write fails there (a full disk)
+    the thread dies printing a traceback, and the same error is raised again in the main thread
+    at the next write or flush, where the scripts turn it into one line. Silence the thread's copy."""
+    previous = threading.excepthook
+    if getattr(previous, "_keeps_tensorboard_quiet", False):
+        return
+
+    def hook(args):
+        if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+
+    hook._keeps_tensorboard_quiet = True
+    threading.excepthook = hook
 
 
 def _keep_lines_up_to(path: Path, step: int | None) -> None:

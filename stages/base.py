@@ -297,10 +297,8 @@ def _run_base(args: argparse.Namespace) -> int:
     logger = Logger(args.logdir or run.out_dir / "runs" / "base", jsonl=run.out_dir / "base_log.jsonl",
                     quiet=args.quiet, resume_step=run.step if ckpt is not None else None)
     stop_at = min(args.stop_at or cfg.steps, cfg.steps)
-    try:
+    with logger:
         interrupted = train_loop(run, stop_at, logger, args.quiet)
-    finally:
-        logger.close()
     path = run.ckpt_path
     if interrupted:
         print(f"interrupted at step {run.step}; checkpoint saved to {path}; continue with --resume {path}",

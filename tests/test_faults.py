@@ -91,6 +91,21 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint
     assert not list(out.glob(".*.tmp"))  # and no temporary file is left behind
 
 
+def test_a_failing_tensorboard_writer_thread_adds_no_traceback(base_dir, tmp_path):
+    """TensorBoard writes its event file on a background thread. When that write fails (here a
+    file-size limit, on a full disk ENOSPC) the thread used to print its own traceback after our
+    `error:` line; now the one line names the log folder and nothing follows it."""
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--stage", "rl", "--preset", "tiny", "--quiet",
+                          "--base", str(base_dir / "base.pt"), "--out", str(tmp_path / "rl")],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_limit_file_size(600))
+    err = "\n".join(line for line in res.stderr.strip().splitlines() if not line.startswith("note: "))
+    assert res.returncode == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert "File too large" in err and str(tmp_path / "rl" / "runs" / "rl") in err, err
+    assert not list((tmp_path / "rl").glob(".*.tmp")) and not (tmp_path / "rl" / ".lock").exists()
+
+
 def test_a_really_full_disk_is_one_line_too(base_dir, tmp_path):
     """A 400 KB tmpfs (needs root; skipped elsewhere): torch's zip writer then fails with a
     RuntimeError ("unexpected pos"), not an OSError, and still ends in one line."""
@@ -112,6 +127,41 @@ def test_a_really_full_disk_is_one_line_too(base_dir, tmp_path):
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
+@pytest.fixture
+def full_tmpfs(tmp_path):
+    """A 200 KB tmpfs (needs root; skipped elsewhere) and a function filling it to `free_kb` free."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+
+    def fill(free_kb: int) -> Path:
+        with open(mount / "filler", "wb") as f:
+            f.write(b"\0" * (os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize - free_kb * 1024))
+        return mount / "run"
+    yield fill
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("stage, free_kb, where", [
+    ("base", 0, ".lock"),           # not even the lock file fits
+    ("base", 4, "runs/base"),       # TensorBoard's writer thread is the first to fail
+    ("rl", 4, "runs/rl"),
+])
+def test_a_disk_full_from_the_start_is_one_line_and_leaves_nothing(base_dir, full_tmpfs, stage, free_kb, where):
+    out = full_tmpfs(free_kb)
+    flags = (["--resume", str(base_dir / "base.pt"), "--steps", "60", "--log-every", "1"] if stage == "base"
+             else ["--preset", "tiny", "--base", str(base_dir / "base.pt")])
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--stage", stage, "--quiet", "--out", str(out),
+                          *flags], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    err = "\n".join(line for line in res.stderr.strip().splitlines() if not line.startswith("note: "))
+    assert res.returncode == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert "No space left on device" in err and str(out / where) in err, err
+    assert not out.exists() or not list(out.glob(".*"))  # no lock, no temporary file
+
+
 def test_a_second_run_on_the_same_folder_stops_and_stale_leftovers_are_cleaned(capsys, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
@@ -127,8 +177,10 @@ def test_a_second_run_on_the_same_folder_stops_and_stale_leftovers_are_cleaned(c
     # its process is gone: the lock is stale and taken over; a killed save's temporary file is removed
     (out / ".base.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     (out / "notes.tmp").write_text("not ours")
+    (out / f".lock-{sleeper.pid}").write_text(f"{sleeper.pid}\n")  # a contender killed before it linked
     assert train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out), "--steps", "3"]) == 0
     assert not (out / ".base.pt.abc123.tmp").exists() and (out / "notes.tmp").exists()
+    assert not (out / f".lock-{sleeper.pid}").exists()
     assert not (out / ".lock").exists()  # released at the end
 
 
