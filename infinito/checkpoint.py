@@ -7,6 +7,9 @@ and the tokenizer's serialized model as a uint8 tensor.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 
 from common.files import CheckpointError, load_checkpoint
@@ -16,7 +19,7 @@ from .model import Infinito
 
 BASE_KIND = "infinito-base"
 
-__all__ = ["BASE_KIND", "CheckpointError", "load_checkpoint", "build_model", "check_weights",
+__all__ = ["BASE_KIND", "CheckpointError", "load_checkpoint", "build_model", "check_weights", "content_digest",
            "bytes_to_tensor", "tensor_to_bytes"]
 
 
@@ -56,3 +59,19 @@ def bytes_to_tensor(blob: bytes) -> torch.Tensor:
 
 def tensor_to_bytes(t: torch.Tensor) -> bytes:
     return bytes(t.cpu().numpy().tobytes())
+
+
+def content_digest(ckpt: dict) -> str:
+    """A base checkpoint's identity: SHA-256 (first 16 hex digits) of what training further from
+    it depends on — model config, weights (memory buffers included), tokenizer and corpus — but
+    not its optimiser moments, step, random states or file bytes. Two files holding the same
+    model therefore have the same identity however they were written."""
+    h = hashlib.sha256()
+    corpus = {"data": ckpt.get("data"), "builtin_size": ckpt.get("train_config", {}).get("builtin_size")}
+    h.update(json.dumps([ckpt["model_config"], corpus], sort_keys=True, default=str).encode())
+    for name in sorted(ckpt["model"]):
+        t = ckpt["model"][name].detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(tensor_to_bytes(ckpt["tokenizer"]))
+    return h.hexdigest()[:16]

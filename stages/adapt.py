@@ -19,7 +19,8 @@ from env import EnvConfig, TextSchedulingEnv
 from infinito.model import Infinito
 from ppo import TrainedPolicy
 
-from .cli import UserError, file_digest
+from .cli import UserError
+from .identity import KEYS, check_base
 
 
 @dataclass
@@ -68,19 +69,13 @@ class Adaptation:
 
 
 def load_agent(agent_path: str, ckpt_flag: str | None) -> tuple[TrainedPolicy, str]:
-    """The trained policy and the base checkpoint it runs on (checked by digest)."""
+    """The trained policy and the base checkpoint it runs on (checked by its content digest)."""
     policy = TrainedPolicy.load(agent_path)  # missing / corrupt / wrong kind -> CheckpointError
     extra = policy.extra
-    if not all(k in extra for k in ("env", "base", "base_digest")):
+    if not ("env" in extra and "base" in extra and any(k in extra for k in KEYS)):
         raise UserError(f"{agent_path} is a PPO checkpoint but not one of train.py --stage rl "
                         "(it names no environment or base checkpoint)")
-    base = ckpt_flag or extra["base"]
-    if not Path(base).is_file():
-        raise UserError(f"the base checkpoint {base} does not exist; pass the one {agent_path} was trained on "
-                        f"({extra['base']}) with --ckpt")
-    if file_digest(base) != extra["base_digest"]:
-        raise UserError(f"{base} is not the base checkpoint {agent_path} was trained on ({extra['base']}, "
-                        f"sha256 {extra['base_digest']}...); pass that one with --ckpt")
+    base = str(check_base(ckpt_flag or extra["base"], extra, agent_path, "--ckpt"))
     return policy, base
 
 

@@ -17,7 +17,8 @@ from env import EnvConfig, TextSchedulingEnv, load_base
 from env.presets import HELDOUT_SEED
 from ppo import TrainedPolicy
 
-from .cli import UserError, file_digest
+from .cli import UserError
+from .identity import check_base, identity_of
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
                       write_rl_report)
 
@@ -32,7 +33,7 @@ def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
     if "run" not in last or "env" not in last:
         raise UserError(f"{files[-1]} is a PPO checkpoint but not one of train.py --stage rl")
     for p, a in zip(files, agents):
-        if a.extra.get("base_digest") != last["base_digest"] or a.extra.get("env") != last["env"]:
+        if identity_of(a.extra) != identity_of(last) or a.extra.get("env") != last["env"]:
             raise UserError(f"{p} was trained on another base checkpoint or environment than {files[-1]}; "
                             "keep one run per directory")
     return files, agents
@@ -45,15 +46,6 @@ def _baseline_step(args: argparse.Namespace, agents: list, ckpt_dir: Path) -> in
     if step not in [a.global_step for a in agents]:
         raise UserError(f"--baseline {args.baseline} (step {step}) is not among the checkpoints in {ckpt_dir}")
     return step
-
-
-def _base_path(args: argparse.Namespace, extra: dict) -> Path:
-    path = Path(args.base or extra["base"])
-    if not path.is_file():
-        raise UserError(f"the base checkpoint {path} does not exist; pass its location with --base")
-    if file_digest(path) != extra["base_digest"]:
-        raise UserError(f"{path} is not the base checkpoint these agents were trained on; pass the original with --base")
-    return path
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -73,7 +65,7 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     run = {**extra["run"], "eval_episodes": episodes, "heldout_seed": extra["run"].get("heldout_seed", HELDOUT_SEED)}
-    env_cfg, seed, base_path = EnvConfig.from_dict(extra["env"]), run["eval_seed"], _base_path(args, extra)
+    env_cfg, seed, base_path = EnvConfig.from_dict(extra["env"]), run["eval_seed"], check_base(args.base or extra["base"], extra, "these agents", "--base")
     assets = load_base(base_path, env_cfg)
     envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(args.workers or run["workers"], episodes)))]
     t0 = time.time()

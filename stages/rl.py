@@ -27,7 +27,8 @@ from infinito.training import NonFiniteLoss
 from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, StopOnOverfit, Thresholds,
                  TrainedPolicy)
 
-from .cli import EXIT_INTERRUPTED, StopFlag, UserError, file_digest
+from .cli import EXIT_INTERRUPTED, StopFlag, UserError
+from .identity import identify, identity_of
 from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
@@ -137,9 +138,9 @@ def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds) -> int:
     train_env = VectorEnv([TextSchedulingEnv(assets, p.env_cfg) for _ in range(run["num_envs"])], run["workers"])
     eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
     controls, heldout_controls = score_all_controls(p, eval_envs, args.quiet)
+    # a resumed run keeps the identity its first checkpoints store, so they stay one run
     extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path),
-             "base_digest": p.extra.get("base_digest") or file_digest(p.base_path),
-             "controls": controls, "heldout_controls": heldout_controls}
+             **(identity_of(p.extra) or identify(p.base_path)), "controls": controls, "heldout_controls": heldout_controls}
     agent = build_agent(p, train_env, extra, args)
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.batch_size}, "

@@ -16,7 +16,8 @@ from env import EnvConfig
 from env.presets import HELDOUT_SEED, RL_PRESETS, RUN_KEYS
 from ppo import PPOConfig, load_agent_checkpoint
 
-from .cli import UserError, file_digest
+from .cli import UserError
+from .identity import check_base
 
 PPO_FLAGS = ("clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "clip_range_vf", "n_steps",
              "n_epochs", "gamma", "gae_lambda")
@@ -75,15 +76,6 @@ def _flags(args: argparse.Namespace) -> tuple[dict, dict]:
     return run_flags, ppo_flags
 
 
-def _check_base(path: Path, digest: str, agent: str) -> None:
-    if not path.is_file():
-        raise UserError(f"the base checkpoint {path} this agent was trained on does not exist; "
-                        "pass its new location with --base")
-    if file_digest(path) != digest:
-        raise UserError(f"{path} is not the base checkpoint {agent} was trained on (its contents differ); "
-                        "pass the original with --base, or start a new run")
-
-
 def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
     run_flags, ppo_flags = _flags(args)
     preset = args.preset or "demo"
@@ -137,8 +129,7 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     if note:
         print(note)
     env_cfg = merge_env(extra["env"], parse_env_overrides(args.env))
-    base_path = Path(args.base or extra["base"])
-    _check_base(base_path, extra["base_digest"], args.resume)
+    base_path = check_base(args.base or extra["base"], extra, args.resume, "--base")
     if len(env_cfg.modes) != head["n_actions"]:
         raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
                         f"{len(env_cfg.modes)}; resume with the original modes or start a new run")

@@ -211,8 +211,8 @@ def test_nan_in_a_new_run_does_not_name_an_earlier_runs_checkpoint(capsys, base_
 
 def test_identical_runs_write_identical_checkpoint_bytes(tmp_path):
     """Every stored random state is seeded, so two identical runs (separate processes, whose
-    unseeded generators would differ) give byte-identical files: an agent trained over one base
-    file is accepted with the other (agents name their base by its digest)."""
+    unseeded generators would differ) give byte-identical files (agents know their base by its
+    content anyway: see the test above)."""
     import hashlib
     digests = []
     for name in ("a", "b"):
@@ -222,6 +222,42 @@ def test_identical_runs_write_identical_checkpoint_bytes(tmp_path):
         assert res.returncode == 0, res.stderr
         digests.append(hashlib.sha256((tmp_path / name / "base.pt").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_an_agent_knows_its_base_by_the_model_not_by_the_files_bytes(capsys, base_dir, rl_dir, tmp_path):
+    """The same model in a file with other bytes (its optimiser state and step changed,
+    as a re-save or another machine would) is accepted by generate.py --agent, --stage report and
+    --resume; one weight changed is refused by each; an agent written before content digests
+    (it stores the file's SHA-256) is still checked by the file."""
+    import torch
+    from stages.cli import file_digest
+    ck = torch.load(base_dir / "base.pt", weights_only=True)
+    ck["step"] = ck["step"] + 1
+    for state in ck["optimizer"]["state"].values():
+        state["exp_avg"] = state["exp_avg"] + 1.0
+    same = tmp_path / "same-model.pt"
+    torch.save(ck, same)
+    ck["model"]["tok_emb.weight"][0, 0] += 1e-3
+    other = tmp_path / "other-model.pt"
+    torch.save(ck, other)
+    assert file_digest(same) != file_digest(base_dir / "base.pt")
+
+    gen = ["--agent", str(rl_dir / "64.pt"), "--agent-steps", "2", "--max-new-tokens", "4"]
+    assert generate.main([*gen, "--ckpt", str(same)]) == 0
+    one_line_error(capsys, generate.main([*gen, "--ckpt", str(other)]), "not the base checkpoint", "another model")
+    report = ["--stage", "report", "--ckpt-dir", str(rl_dir), "--out", str(tmp_path / "r"), "--episodes", "1"]
+    one_line_error(capsys, train.main([*report, "--base", str(other)]), "not the base checkpoint")
+    resume = ["--stage", "rl", "--resume", str(rl_dir / "64.pt"), "--out", str(tmp_path / "rl"), "--quiet"]
+    one_line_error(capsys, train.main([*resume, "--base", str(other), "--timesteps", "64"]), "not the base checkpoint")
+    capsys.readouterr()
+
+    old = torch.load(rl_dir / "64.pt", weights_only=True)  # as agents stored it before
+    del old["extra"]["base_content"]
+    old["extra"]["base_digest"] = file_digest(base_dir / "base.pt")
+    torch.save(old, tmp_path / "old-agent.pt")
+    gen_old = ["--agent", str(tmp_path / "old-agent.pt"), *gen[2:]]
+    assert generate.main([*gen_old, "--ckpt", str(base_dir / "base.pt")]) == 0
+    one_line_error(capsys, generate.main([*gen_old, "--ckpt", str(same)]), "not the base checkpoint")
 
 
 def test_a_failed_run_leaves_an_earlier_run_in_the_same_folder_byte_identical(capsys, base_dir, tmp_path,

@@ -1,0 +1,46 @@
+"""Which base checkpoint an agent was trained on, and whether a given file holds it.
+
+An agent stores `base_content`, the base model's content digest
+(`infinito.checkpoint.content_digest`): the same model in another file — copied,
+re-saved, or written by an identical run — is accepted, another model is refused.
+Agents written before this store `base_digest`, the SHA-256 of the file's bytes,
+and are still checked that way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from infinito.checkpoint import BASE_KIND, content_digest, load_checkpoint
+
+from .cli import UserError, file_digest
+
+KEYS = ("base_content", "base_digest")  # new, old
+
+
+def identify(path: str | Path) -> dict:
+    """The identity to store in a new agent's checkpoint."""
+    return {"base_content": content_digest(load_checkpoint(path, kind=BASE_KIND))}
+
+
+def identity_of(extra: dict) -> dict:
+    """The identity an agent's checkpoint stores (new or old form)."""
+    return {k: extra[k] for k in KEYS if k in extra}
+
+
+def holds_base(path: str | Path, extra: dict) -> bool:
+    if "base_content" in extra:
+        return content_digest(load_checkpoint(path, kind=BASE_KIND)) == extra["base_content"]
+    return file_digest(path) == extra["base_digest"]
+
+
+def check_base(path: str | Path, extra: dict, agent: str, flag: str) -> Path:
+    """`path` if it holds the base model `agent` (its checkpoint's `extra`) was trained on;
+    otherwise one line saying to pass the right one with `flag`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"the base checkpoint {path} that {agent} was trained on does not exist; "
+                        f"pass its location with {flag}")
+    if not holds_base(path, extra):
+        raise UserError(f"{path} is not the base checkpoint {agent} was trained on ({extra.get('base')}): it holds "
+                        f"another model; pass that one with {flag}")
+    return path
