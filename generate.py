@@ -34,12 +34,12 @@ from common.files import CheckpointError
 from data import DataError
 from env import EnvError
 from infinito.sampling import SamplingConfig
-from infinito.training import NonFiniteLoss
 from stages.adapt import adapt_with_agent, load_agent
-from stages.cli import OneLineParser, UserError, pick_device, run_cli
+from stages.cli import OneLineParser, UserError, diverged, pick_device, run_cli
 from stages.sampling import load_base_model, run_sample
 
 DEFAULT_CKPT = "ckpt/base.pt"
+MAX_NEW_TOKENS = 1_000_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +99,8 @@ def check_args(args: argparse.Namespace) -> None:
                         ("--agent-steps", args.agent_steps)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
+    if args.max_new_tokens > MAX_NEW_TOKENS:  # the text is held in one preallocated tensor
+        raise UserError(f"--max-new-tokens must be at most {MAX_NEW_TOKENS:,}, got {args.max_new_tokens}")
     if args.agent is None:
         for flag, given in (("--compare", args.compare), ("--agent-steps", args.agent_steps is not None)):
             if given:
@@ -131,10 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
     models = [("base", model)]
     if policy is not None:
-        try:
+        with diverged("while the agent adapted the model", "try fewer --agent-steps or another agent"):
             adapted, trace = adapt_with_agent(policy, args.agent, base_path, args.agent_steps, args.seed, device)
-        except NonFiniteLoss as e:
-            raise UserError(f"{e} while the agent adapted the model; try fewer --agent-steps or another agent") from None
         if args.json:
             emit_json({"type": "adaptation", **trace.summary()})
         else:

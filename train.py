@@ -121,7 +121,8 @@ def run_stage(args: argparse.Namespace) -> int:
     if args.stage != "base":
         bad = rl_flag_problems(args)
         if bad:
-            raise UserError(f"{', '.join(sorted(set(bad)))} only apply to --stage base")
+            bad = sorted(set(bad))
+            raise UserError(f"{', '.join(bad)} appl{'ies' if len(bad) == 1 else 'y'} only to --stage base")
         pick_device(args.device)  # fails now if CUDA is asked for but absent
     return {"base": run_base, "rl": run_rl, "report": run_report}[args.stage](args)
 

@@ -5,6 +5,7 @@ PPO checkpoint's `extra` and rebuild the same environment later.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from .errors import EnvError
@@ -38,7 +39,11 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):
             self.reward = reward_from_dict(self.reward)
-        self.modes = tuple((str(n), float(wt), float(wp)) for n, wt, wp in self.modes)
+        try:
+            self.modes = tuple((str(n), float(wt), float(wp)) for n, wt, wp in self.modes)
+        except (TypeError, ValueError):
+            raise EnvError(f"invalid env config: modes must be a list of [name, w_text, w_phi], got "
+                           f"{self.modes!r}") from None
         problems = []
         for name in ("max_steps", "inner_steps", "batch_size", "seq_len", "eval_batch_size"):
             if getattr(self, name) < 1:
@@ -49,6 +54,8 @@ class EnvConfig:
             problems.append("beta1 and beta2 must be in [0, 1)")
         if self.weight_decay < 0 or self.grad_clip <= 0:
             problems.append("weight_decay must be >= 0 and grad_clip > 0")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
+            problems.append(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
         if len(self.modes) < 1 or any(wt < 0 or wp < 0 or wt + wp == 0 for _, wt, wp in self.modes):
             problems.append("modes need non-negative weights, not both zero")
         if problems:

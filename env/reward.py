@@ -48,15 +48,21 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
+from common.fields import type_problems
+
 from .errors import EnvError
 
 
 def known_fields(cls, d: dict, what: str) -> dict:
-    """`d` without a leading "name", after checking every key is a field of dataclass `cls`."""
+    """`d` without a leading "name", after checking every key is a field of dataclass `cls` and
+    every value fits the field's type."""
     d = {k: v for k, v in d.items() if k != "name"}
     unknown = sorted(set(d) - {f.name for f in fields(cls)})
     if unknown:
         raise EnvError(f"unknown {what} key(s): {', '.join(unknown)}")
+    problems = type_problems(cls, d)
+    if problems:
+        raise EnvError(f"invalid {what}: {'; '.join(problems)}")
     return d
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.fields import type_problems
 from common.files import FORMAT_VERSION, FolderLock, save_checkpoint, write_bytes, write_json
 from common.logger import Logger
 from common.rng import capture_global_rng, restore_global_rng
@@ -61,14 +62,10 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 def check_types(values: dict) -> None:
     """A TOML value of the wrong type (`steps = "ten"`) is a one-line error naming the key."""
-    kinds = {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for dc in CONFIG_CLASSES for f in fields(dc)}
-    accepted = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string")}
-    for key, value in values.items():
-        if kinds.get(key) not in accepted:
-            continue  # unknown keys are reported by the presets, with the known ones listed
-        types, words = accepted[kinds[key]]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise UserError(f"config key {key} must be {words}, got {value!r}")
+    for dc in CONFIG_CLASSES:
+        problems = type_problems(dc, values)
+        if problems:
+            raise UserError(f"config key {problems[0]}")
 
 
 @dataclass

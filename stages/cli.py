@@ -7,6 +7,7 @@ and exit status 2; an interruption exits with 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import signal
 import sys
@@ -40,6 +41,16 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def diverged(what: str, advice: str):
+    """A NaN/inf loss inside (an environment's training, an adaptation) as one line with advice."""
+    from infinito.training import NonFiniteLoss
+    try:
+        yield
+    except NonFiniteLoss as e:
+        raise UserError(f"{e} {what}; {advice}") from None
+
+
 def fail(message: object) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_USER_ERROR
@@ -48,7 +59,7 @@ def fail(message: object) -> int:
 def run_cli(body: Callable[[], int], user_errors: tuple = (), os_hint: str = "",
             interrupted: str = "interrupted") -> int:
     """Run a script's body; user errors (UserError, `user_errors`, config ValueErrors starting
-    "invalid"/"unknown", OSError) become one `error:` line and exit 2, Ctrl-C exit 130.
+    "invalid"/"unknown", OSError, MemoryError) become one `error:` line and exit 2, Ctrl-C exit 130.
     Anything else is a bug and keeps its traceback."""
     try:
         return body()
@@ -61,6 +72,8 @@ def run_cli(body: Callable[[], int], user_errors: tuple = (), os_hint: str = "",
     except OSError as e:  # unreadable or unwritable paths, disk full, a closed stdout
         where = f" ({e.filename})" if e.filename else ""
         return fail(f"{e.strerror or e}{where}{os_hint}")
+    except MemoryError:
+        return fail("out of memory; use a smaller preset, fewer environments or a shorter text")
     except KeyboardInterrupt:
         print(f"error: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -38,9 +38,8 @@ def check_base(path: str | Path, extra: dict, agent: str, flag: str) -> Path:
     otherwise one line saying to pass the right one with `flag`."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"the base checkpoint {path} that {agent} was trained on does not exist; "
-                        f"pass its location with {flag}")
+        raise UserError(f"{path}, the base checkpoint of {agent}, does not exist; pass its location with {flag}")
     if not holds_base(path, extra):
-        raise UserError(f"{path} is not the base checkpoint {agent} was trained on ({extra.get('base')}): it holds "
-                        f"another model; pass that one with {flag}")
+        raise UserError(f"{path} is not the base checkpoint of {agent} ({extra.get('base')}): it holds another "
+                        f"model; pass that one with {flag}")
     return path

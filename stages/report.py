@@ -17,8 +17,9 @@ from env import EnvConfig, TextSchedulingEnv, load_base
 from env.presets import HELDOUT_SEED
 from ppo import TrainedPolicy
 
-from .cli import UserError
+from .cli import UserError, diverged
 from .identity import check_base, identity_of
+from .rl_config import check_seed_ranges
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
                       write_rl_report)
 
@@ -53,7 +54,8 @@ def run_report(args: argparse.Namespace) -> int:
     thresholds = make_thresholds(args)
     ckpt_dir = Path(args.ckpt_dir or args.out or "ckpt")
     files, agents = load_run(ckpt_dir)
-    with FolderLock(ckpt_dir):
+    with FolderLock(ckpt_dir), diverged("inside the environment while scoring",
+                                        "these agents' environment config is unstable; retrain with a lower --env lr"):
         return _rescore(args, ckpt_dir, files, agents, thresholds)
 
 
@@ -65,7 +67,9 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     run = {**extra["run"], "eval_episodes": episodes, "heldout_seed": extra["run"].get("heldout_seed", HELDOUT_SEED)}
-    env_cfg, seed, base_path = EnvConfig.from_dict(extra["env"]), run["eval_seed"], check_base(args.base or extra["base"], extra, "these agents", "--base")
+    check_seed_ranges(run)
+    env_cfg, seed = EnvConfig.from_dict(extra["env"]), run["eval_seed"]
+    base_path = check_base(args.base or extra["base"], extra, "these agents", "--base")
     assets = load_base(base_path, env_cfg)
     envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(args.workers or run["workers"], episodes)))]
     t0 = time.time()

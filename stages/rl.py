@@ -27,7 +27,7 @@ from infinito.training import NonFiniteLoss
 from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, StopOnOverfit, Thresholds,
                  TrainedPolicy)
 
-from .cli import EXIT_INTERRUPTED, StopFlag, UserError
+from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged
 from .identity import identify, identity_of
 from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
@@ -128,7 +128,9 @@ def run_rl(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(threads, 1))
     thresholds = make_thresholds(args)
     p = plan(args, threads)
-    with FolderLock(p.out_dir):
+    lr = p.env_cfg.lr
+    with FolderLock(p.out_dir), diverged(f"inside the environment (its lr is {lr:g})",
+                                        f"lower it, e.g. --env lr={lr / 10:g}"):
         return _run_rl(args, p, thresholds)
 
 

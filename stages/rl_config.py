@@ -23,6 +23,7 @@ PPO_FLAGS = ("clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", 
              "n_epochs", "gamma", "gae_lambda")
 SHARED_WITH_BASE = {"lr": "learning_rate", "batch_size": "batch_size"}  # base-stage flags the RL stage reuses
 RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many evaluation periods
+MAX_ENVS = 1024  # environments trained side by side
 
 
 @dataclass
@@ -69,11 +70,33 @@ def _flags(args: argparse.Namespace) -> tuple[dict, dict]:
     for k, v in run_flags.items():
         if v < (0 if k in ("eval_seed", "heldout_seed") else 1):
             raise UserError(f"--{k.replace('_', '-')} must be >= {0 if 'seed' in k else 1}, got {v}")
+    if run_flags.get("num_envs", 1) > MAX_ENVS:  # each holds its own model and optimiser
+        raise UserError(f"--num-envs must be at most {MAX_ENVS}, got {run_flags['num_envs']}")
     if args.patience < 1:
         raise UserError(f"--patience must be >= 1, got {args.patience}")
     ppo_flags = {k: getattr(args, k) for k in PPO_FLAGS if getattr(args, k) is not None}
     ppo_flags.update({v: getattr(args, k) for k, v in SHARED_WITH_BASE.items() if getattr(args, k) is not None})
     return run_flags, ppo_flags
+
+
+def check_rollout(cfg: PPOConfig, num_envs: int, left: int) -> None:
+    """A rollout longer than the steps left would never reach its first update (and a huge one
+    would only fail allocating its buffer)."""
+    if cfg.n_steps * num_envs > left:
+        raise UserError(f"a rollout of --n-steps {cfg.n_steps} x {num_envs} environments is more than the "
+                        f"{left:,} steps to train; lower --n-steps or raise --timesteps")
+
+
+def check_seed_ranges(run: dict) -> None:
+    """Episode k of an evaluation starts from seed + k: the selection's seeds and the held-out
+    seeds must be distinct sets (else "held-out" would be a claim, not a fact) and stay in 63 bits."""
+    n, ev, ho = run["eval_episodes"], run["eval_seed"], run["heldout_seed"]
+    for flag, seed in (("--eval-seed", ev), ("--heldout-seed", ho)):
+        if not 0 <= seed <= 2**63 - 1 - n:
+            raise UserError(f"{flag} must be in [0, 2**63 - {n}) for {n} episodes, got {seed}")
+    if abs(ev - ho) < n:
+        raise UserError(f"--eval-seed {ev} and --heldout-seed {ho} give overlapping episode seeds for {n} episodes "
+                        f"(each uses seed .. seed + {n - 1}); keep them at least {n} apart")
 
 
 def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
@@ -82,6 +105,7 @@ def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
     if preset not in RL_PRESETS:
         raise UserError(f"unknown preset '{preset}' (choose from {', '.join(RL_PRESETS)})")
     run = {**RL_PRESETS[preset]["run"], **run_flags, "preset": preset}
+    check_seed_ranges(run)
     env_cfg = merge_env(RL_PRESETS[preset]["env"], parse_env_overrides(args.env))
     base_path = Path(args.base) if args.base else out_dir / run["base_file"]
     if not base_path.is_file():
@@ -94,6 +118,7 @@ def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
                                "torch_threads": max(threads, 1), "progress_bar": not args.quiet})
     except ValueError as e:
         raise UserError(str(e)) from None
+    check_rollout(ppo_cfg, run["num_envs"], run["timesteps"])
     return RLPlan(run, env_cfg, base_path, out_dir, ppo_cfg=ppo_cfg)
 
 
@@ -123,6 +148,7 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
         raise UserError(f"{args.resume} is a PPO checkpoint but not one of train.py --stage rl; "
                         "resume it from the code that wrote it")
     run = {"heldout_seed": HELDOUT_SEED, **extra["run"], **run_flags}
+    check_seed_ranges(run)
     start = int(head["global_step"])
     run["timesteps"], note = resumed_total(start, head["config"]["total_timesteps"], run_flags.get("timesteps"),
                                            run["eval_freq"])
@@ -134,9 +160,10 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
         raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
                         f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
     try:
-        PPOConfig.from_dict(head["config"]).replace(**ppo_flags)  # fails now, with the flag's name, if invalid
+        resumed_cfg = PPOConfig.from_dict(head["config"]).replace(**ppo_flags)  # fails now, naming the flag
     except ValueError as e:
         raise UserError(str(e)) from None
+    check_rollout(resumed_cfg, run["num_envs"], run["timesteps"] - start)
     overrides = {**ppo_flags, "total_timesteps": run["timesteps"], "progress_bar": not args.quiet}
     return RLPlan(run, env_cfg, base_path, out_dir, ppo_overrides=overrides, start_step=start, extra=extra,
                   resume=args.resume)

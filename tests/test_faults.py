@@ -44,7 +44,7 @@ def test_config_values_of_the_wrong_type_name_the_key(capsys, tmp_path):
                                        "--out", str(tmp_path / "o")]), "config key steps must be an integer", "'ten'")
     cfg.write_text("[train]\nlr = true\n")
     one_line_error(capsys, train.main(["--stage", "base", "--config", str(cfg), "--out", str(tmp_path / "o")]),
-                   "config key lr must be a number")
+                   "config key lr must be a finite number")
 
 
 def test_usage_errors_are_one_line_in_both_scripts(capsys):
@@ -294,9 +294,34 @@ def test_ctrl_c_while_starting_is_one_line(script, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_rl_flags_out_of_range_are_one_line(capsys, base_dir, tmp_path):
-    for flags, needle in ((("--patience", "0"), "--patience must be >= 1"), (("--eval-episodes", "0"), "--eval-episodes"),
-                          (("--clip-range", "-1"), "clip_range")):
-        one_line_error(capsys, train.main(["--stage", "rl", "--preset", "tiny", "--base", str(base_dir / "base.pt"),
-                                           "--out", str(tmp_path / "o"), *flags]), needle)
+@pytest.mark.parametrize("flags, needle", [
+    (("--patience", "0"), "--patience must be >= 1"),
+    (("--eval-episodes", "0"), "--eval-episodes"),
+    (("--clip-range", "-1"), "clip_range"),
+    (("--eval-seed", str(2**70)), "--eval-seed must be in [0, 2**63"),
+    (("--eval-seed", "5", "--heldout-seed", "6"), "overlapping episode seeds"),  # held out only in name
+    (("--n-steps", str(10**20)), "a rollout of --n-steps"),                      # a 5 TiB buffer before
+    (("--num-envs", str(10**11)), "--num-envs must be at most 1024"),
+    (("--env", "lr=abc"), "lr must be a finite number, got 'abc'"),
+    (("--env", "lr=NaN"), "lr must be a finite number, got nan"),
+    (("--env", "reward.phi_low=abc"), "phi_low must be a finite number"),
+    (("--env", "max_steps=2.5"), "max_steps must be an integer"),
+    (("--env", "modes=xyz"), "modes must be a list of [name, w_text, w_phi]"),
+    (("--env", "device=tpu"), "device must be cpu, cuda or cuda:N"),
+])
+def test_rl_flags_out_of_range_are_one_line(capsys, base_dir, tmp_path, flags, needle):
+    one_line_error(capsys, train.main(["--stage", "rl", "--preset", "tiny", "--base", str(base_dir / "base.pt"),
+                                       "--out", str(tmp_path / "o"), *flags]), needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_diverging_environment_is_one_line_naming_its_lr(capsys, base_dir, tmp_path):
+    """NaN while the controls are scored (before PPO starts) used to end in a traceback."""
+    one_line_error(capsys, train.main(["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base_dir / "base.pt"),
+                                       "--out", str(tmp_path / "o"), "--env", "lr=1e6"]),
+                   "loss is nan inside the environment (its lr is 1e+06)", "--env lr=100000")
+
+
+def test_generate_refuses_an_absurd_length(capsys, base_dir):
+    one_line_error(capsys, generate.main(["--ckpt", str(base_dir / "base.pt"), "--max-new-tokens", str(10**20)]),
+                   "--max-new-tokens must be at most 1,000,000")
