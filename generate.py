@@ -18,14 +18,11 @@ Every user error ends with one line on stderr starting "error:" and exit status 
 """
 from __future__ import annotations
 
-import os
-import signal
 import sys
 
-if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): one line and 130, not an import traceback
-    # os._exit, not sys.exit: an import that catches broad exceptions would swallow SystemExit
-    signal.signal(signal.SIGINT, lambda *_: (print("error: interrupted while starting; nothing was written",
-                                                   file=sys.stderr, flush=True), os._exit(130)))
+if __name__ == "__main__":  # Ctrl-C while torch loads, or torch not installed: one line, not a traceback
+    from stages.startup import guard_startup, started
+    guard_startup()
 
 import argparse  # noqa: E402
 import json
@@ -161,5 +158,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C is handled by run_cli / StopFlag
+    started()  # loaded: from here Ctrl-C is handled by run_cli / StopFlag
     sys.exit(main())

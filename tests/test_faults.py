@@ -325,3 +325,16 @@ def test_a_diverging_environment_is_one_line_naming_its_lr(capsys, base_dir, tmp
 def test_generate_refuses_an_absurd_length(capsys, base_dir):
     one_line_error(capsys, generate.main(["--ckpt", str(base_dir / "base.pt"), "--max-new-tokens", str(10**20)]),
                    "--max-new-tokens must be at most 1,000,000")
+
+
+def test_a_missing_dependency_is_one_line(capsys, monkeypatch):
+    from stages import startup
+    monkeypatch.setattr(startup, "RUNTIME_DEPENDENCIES", ("torch", "no_such_module_xyz"))
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            startup.guard_startup()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stop.value.code == 2
+    one_line_error(capsys, 2, "no_such_module_xyz is not installed", "pip install torch==2.13.0 -e .")
