@@ -30,9 +30,16 @@ class CheckpointError(Exception):
     """A checkpoint cannot be written or read; the message is one line saying what is wrong and what to do."""
 
 
+# False in the processes of a distributed job other than rank 0 (common.distributed.use):
+# there every file write below is skipped, so one process alone writes each file.
+WRITES_ENABLED = True
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(f)` on a temporary file beside `path`, then move it into place.
     OSError (disk full, no permission) propagates; callers word it for their users."""
+    if not WRITES_ENABLED:
+        return
     path = Path(path)
     with naming(path):
         _write_and_replace(path, write)
@@ -156,6 +163,9 @@ class FolderLock:
         self.path = Path(directory) / ".lock"
 
     def __enter__(self) -> "FolderLock":
+        self.held = WRITES_ENABLED  # in a distributed job, rank 0 holds it for all ranks
+        if not self.held:
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         mine = self._write_own_pid()
         try:
@@ -188,7 +198,7 @@ class FolderLock:
         return mine
 
     def __exit__(self, *exc) -> None:
-        if _lock_owner(self.path) == os.getpid():
+        if self.held and _lock_owner(self.path) == os.getpid():
             self.path.unlink(missing_ok=True)
 
 

@@ -13,6 +13,7 @@ import json
 import threading
 from pathlib import Path
 
+from . import files
 from .files import naming
 
 
@@ -37,6 +38,8 @@ class Logger:
         if self._started:
             return
         self._started = True
+        if not files.WRITES_ENABLED:  # a distributed job's ranks other than 0 log nothing
+            self.log_dir = self.jsonl = None
         if self.log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # ~1 s to import; many uses never log
             # Events after the resumed step (a run that went further before) are purged; the

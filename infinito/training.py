@@ -46,8 +46,12 @@ class NonFiniteLoss(RuntimeError):
 
 def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                w_text: float = 1.0, w_phi: float = 0.0, grad_clip: float = 1.0,
-               bf16: bool = False, metrics: bool = True) -> dict:
+               bf16: bool = False, metrics: bool = True, forward=None, average=None) -> dict:
     """One real optimiser step on loss = w_text·CE + w_phi·L_phi; writes the batch to memory.
+
+    Data-parallel training passes `forward` (the DistributedDataParallel wrapper of `model`,
+    which averages the gradients over the ranks) and `average` (a tensor's mean over the
+    ranks): every rank then writes the same summary, of the whole global batch, to its memory.
 
     Returns plain floats: loss, loss_text, grad_norm and, with `metrics`, loss_phi, phi,
     consciousness, memory_util. `metrics` only chooses what is reported: Φ is the memory's
@@ -57,7 +61,7 @@ def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tenso
     model.train()
     need_phi = metrics or w_phi > 0 or model.memory.slots > 0
     with autocast(x.device, bf16):
-        out = model(x, y, metrics=need_phi, phi_grad=w_phi > 0)
+        out = (forward or model)(x, y, metrics=need_phi, phi_grad=w_phi > 0)
     loss = w_text * out.loss
     if w_phi > 0:
         loss = loss + w_phi * out.metrics["loss_phi"]
@@ -69,8 +73,11 @@ def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tenso
     optimizer.step()
     stats = {"loss": loss.item(), "loss_text": out.loss.item(), "grad_norm": grad_norm.item()}
     if need_phi:
-        phi = out.metrics["phi"].item()
-        model.memory.write(out.summary, phi)
+        summary, phi_t = out.summary, out.metrics["phi"].detach()
+        if average is not None:
+            summary, phi_t = average(summary), average(phi_t)
+        phi = phi_t.item()
+        model.memory.write(summary, phi)
     if metrics:
         m = out.metrics
         stats.update(loss_phi=m["loss_phi"].item(), phi=phi, consciousness=m["consciousness"].item(),
@@ -93,6 +100,6 @@ def evaluate(model: Infinito, batches, bf16: bool = False) -> dict:
         cs.append(float(out.metrics["consciousness"]))
     if total_tokens == 0:
         raise ValueError("evaluation got no batches")
-    return {"nll_sum": total_nll, "tokens": total_tokens, "loss": total_nll / total_tokens,
+    return {"nll_sum": total_nll, "tokens": total_tokens, "loss": total_nll / total_tokens, "batches": len(phis),
             "phi": sum(phis) / len(phis), "consciousness": sum(cs) / len(cs),
             "memory_util": model.memory.utilisation}

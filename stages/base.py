@@ -15,12 +15,14 @@ import sys
 import tempfile
 import time
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import distributed
+from common.distributed import Dist
 from common.fields import type_problems
 from common.files import FORMAT_VERSION, FolderLock, save_checkpoint, write_bytes, write_json
 from common.logger import Logger
@@ -33,7 +35,7 @@ from infinito.model import Infinito
 from infinito.presets import BaseTrainConfig, resolve, snapshot_name
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 
-from .cli import EXIT_INTERRUPTED, StopFlag, UserError, pick_device
+from .cli import EXIT_INTERRUPTED, StopFlag, UserError, joined, pick_device
 
 CONFIG_CLASSES = (InfinitoConfig, BaseTrainConfig)
 
@@ -86,6 +88,8 @@ class BaseRun:
     train_ids: torch.Tensor = None
     valid_ids: torch.Tensor = None
     last_good: Path | None = None  # this run's latest checkpoint (or the one it resumed from)
+    dist: Dist = field(default_factory=Dist)  # the torchrun group (a group of one without torchrun)
+    ddp: object = None               # DistributedDataParallel(model) when there are several ranks
     run_files_written: bool = False  # tokenizer.model and base_config.json, with the first checkpoint
 
     @property
@@ -98,8 +102,13 @@ class BaseRun:
         return torch.from_numpy(ids.astype("int64"))
 
     def save(self, path: Path, metrics: dict | None = None) -> None:
+        """Called on every rank (the ranks' random states are gathered); rank 0 writes."""
         corpus = self.corpus
-        save_checkpoint(path, {
+        ranks = {}
+        if self.dist.active:  # each rank's own streams, so a resume with as many ranks is exact
+            ranks = {"ranks": {"world": self.dist.world, "data_rng": self.dist.gather(self.data_gen.get_state()),
+                               "rng": self.dist.gather(capture_global_rng())}}
+        save_checkpoint(path, {**ranks,
             "format_version": FORMAT_VERSION, "kind": BASE_KIND,
             "model_config": self.model_cfg.to_dict(), "train_config": self.train_cfg.to_dict(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
@@ -120,10 +129,15 @@ class BaseRun:
 
     def evaluate(self, ids: torch.Tensor, max_batches: int | None = None, words: int | None = None) -> dict:
         """Mean loss and metrics on `ids`; perplexity, and per word when `words` is given."""
-        cfg = self.train_cfg
+        cfg, d = self.train_cfg, self.dist
         batches = ((x.to(self.device), y.to(self.device))
-                   for x, y in eval_batches(ids, cfg.batch_size, self.model_cfg.context, max_batches))
+                   for k, (x, y) in enumerate(eval_batches(ids, cfg.batch_size, self.model_cfg.context, max_batches))
+                   if k % d.world == d.rank)  # sharded over the ranks, summed below
         ev = evaluate(self.model, batches, self.bf16)
+        if d.active:
+            nll, tokens, phi, c, n = d.sum([ev["nll_sum"], ev["tokens"], ev["phi"] * ev["batches"],
+                                            ev["consciousness"] * ev["batches"], ev["batches"]])
+            ev.update(nll_sum=nll, tokens=tokens, loss=nll / tokens, phi=phi / n, consciousness=c / n, batches=n)
         ev["ppl"] = math.exp(min(ev["loss"], 50))
         if words:
             ev["word_ppl"] = math.exp(min(ev["nll_sum"] / words, 50))
@@ -148,7 +162,9 @@ def _resumed_configs(args: argparse.Namespace, overrides: dict, device: torch.de
 
 def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
     """Configs, corpus, tokenizer, token ids, model and optimiser: new, or from --resume."""
-    device = pick_device(args.device)
+    device, d = pick_device(args.device), distributed.current()
+    if d.active and device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)  # one GPU per rank
     out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
     overrides = config_overrides(args)
     if args.resume:
@@ -167,11 +183,15 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if tokenizer is None:
         t0 = time.time()
-        with tempfile.TemporaryDirectory() as scratch:  # tokenizer.model is written with the first checkpoint
-            tokenizer = train_tokenizer(corpus.train, str(Path(scratch) / "tokenizer.model"), model_cfg.vocab_size)
+        blob = None
+        if d.is_main:  # trained once and sent to the other ranks: every rank must cut text the same way
+            with tempfile.TemporaryDirectory() as scratch:  # tokenizer.model is written with the first checkpoint
+                blob = train_tokenizer(corpus.train, str(Path(scratch) / "tokenizer.model"),
+                                       model_cfg.vocab_size).to_bytes()
+        tokenizer = Tokenizer.from_bytes(d.broadcast(blob))
         print(f"trained a {tokenizer.vocab_size}-piece SentencePiece tokenizer in {time.time() - t0:.1f}s")
         model_cfg = InfinitoConfig(**{**model_cfg.to_dict(), "vocab_size": tokenizer.vocab_size})
-    run = BaseRun(model_cfg, train_cfg, tokenizer, corpus, split, out_dir, device, bf16)
+    run = BaseRun(model_cfg, train_cfg, tokenizer, corpus, split, out_dir, device, bf16, dist=d)
     run.train_ids, run.valid_ids = run.ids("train"), run.ids("valid")
     _build_model(run, ckpt)
     if ckpt is not None:
@@ -183,19 +203,50 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
 
 
 def _build_model(run: BaseRun, ckpt: dict | None) -> None:
-    cfg = run.train_cfg
+    cfg, d = run.train_cfg, run.dist
     # every generator whose state a checkpoint stores is seeded: identical runs write identical bytes
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     run.model = Infinito(run.model_cfg).to(run.device) if ckpt is None else build_model(ckpt, run.device)
+    if d.rank:
+        torch.manual_seed(cfg.seed + d.rank)  # each rank's own dropout masks
     run.optimizer = make_optimizer(run.model, cfg.lr, weight_decay=cfg.weight_decay)
-    run.data_gen = torch.Generator().manual_seed(cfg.seed)
+    run.data_gen = torch.Generator().manual_seed(cfg.seed + d.rank)  # each rank's own batches
     if ckpt is not None:
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.step = ckpt["step"]
-        restore_global_rng(ckpt["rng"])
-        run.data_gen.set_state(ckpt["data_rng"])
+        rng, data_rng = _rank_states(ckpt, d)
+        restore_global_rng(rng)
+        if data_rng is not None:
+            run.data_gen.set_state(data_rng)
+    if d.active:
+        run.ddp = data_parallel(run.model, run.device)
+
+
+def data_parallel(model: Infinito, device: torch.device):
+    """DistributedDataParallel over the ranks. The memory is a buffer that every rank writes
+    from the gathered summaries (train_step's `average`): no buffer broadcast, which would
+    impose rank 0's. Its read-out has no gradient while it is empty, hence find_unused_parameters
+    (DDP then warns once, from C++, that it found none: expected once the memory fills)."""
+    import warnings
+    from torch.nn.parallel import DistributedDataParallel
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers' successor still syncs at init
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       broadcast_buffers=False, find_unused_parameters=True)
+
+
+def _rank_states(ckpt: dict, d: Dist) -> tuple[dict, torch.Tensor | None]:
+    """This rank's (global RNG, data stream) from a checkpoint. With as many ranks as wrote it,
+    exact; otherwise rank r continues rank r's stream where there is one and the data order changes."""
+    ranks = ckpt.get("ranks") or {"world": 1, "rng": [ckpt["rng"]], "data_rng": [ckpt["data_rng"]]}
+    if ranks["world"] != d.world:
+        print(f"note: the checkpoint was written by {ranks['world']} process(es), this run has {d.world}: "
+              "the data order differs from the uninterrupted run")
+    if d.rank < ranks["world"]:
+        return ranks["rng"][d.rank], ranks["data_rng"][d.rank]
+    return ranks["rng"][0], None  # a new rank: its freshly seeded stream
 
 
 def one_step(run: BaseRun) -> tuple[dict, float]:
@@ -205,9 +256,10 @@ def one_step(run: BaseRun) -> tuple[dict, float]:
     for g in run.optimizer.param_groups:
         g["lr"] = lr
     x, y = random_batch(run.train_ids, cfg.batch_size, mcfg.context, run.data_gen)
+    average = run.dist.mean if run.dist.active else None
     try:
         stats = train_step(run.model, run.optimizer, x.to(run.device), y.to(run.device), 1.0, cfg.lambda_phi,
-                           cfg.grad_clip, run.bf16)
+                           cfg.grad_clip, run.bf16, forward=run.ddp, average=average)
     except NonFiniteLoss as e:
         last = run.last_good or "not written yet"  # never an earlier run's file in the same folder
         raise UserError(f"{e} at step {run.step + 1}; lower --lr or use --precision fp32; "
@@ -219,18 +271,19 @@ def one_step(run: BaseRun) -> tuple[dict, float]:
 def train_loop(run: BaseRun, stop_at: int, logger: Logger, quiet: bool) -> bool:
     """Train until `stop_at` or Ctrl-C, logging, evaluating and saving on schedule -> interrupted?"""
     from tqdm import tqdm
-    cfg = run.train_cfg
+    cfg, d = run.train_cfg, run.dist
     bar = tqdm(total=cfg.steps, initial=run.step, desc="base", disable=quiet, dynamic_ncols=True)
-    t_last, steps_since, last_eval = time.perf_counter(), 0, {}
+    t_last, steps_since, last_eval, stopping = time.perf_counter(), 0, {}, False
     with StopFlag() as stop, bar:  # the bar is closed before any error line is printed
-        while run.step < stop_at and not stop.requested:
+        while run.step < stop_at and not stopping:
             stats, lr = one_step(run)
             steps_since += 1
             bar.update(1)
             if run.step % cfg.log_every == 0 or run.step == stop_at:
                 now = time.perf_counter()
-                tps = steps_since * cfg.batch_size * run.model_cfg.context / max(now - t_last, 1e-9)
+                tps = steps_since * cfg.batch_size * d.world * run.model_cfg.context / max(now - t_last, 1e-9)
                 t_last, steps_since = now, 0
+                stats = dict(zip(stats, (v / d.world for v in d.sum(list(stats.values())))))  # over the ranks
                 _record_train(logger, stats, lr, tps)
                 bar.set_postfix(loss=f"{stats['loss_text']:.3f}", ppl=f"{math.exp(min(stats['loss_text'], 50)):.1f}",
                                 phi=f"{stats['phi']:.2f}", tok_s=f"{tps:,.0f}")
@@ -241,9 +294,10 @@ def train_loop(run: BaseRun, stop_at: int, logger: Logger, quiet: bool) -> bool:
                 snap = run.out_dir / snapshot_name(run.step)
                 run.save(snap, run.evaluate(run.valid_ids, cfg.eval_batches or None))
                 logger.print(f"step {run.step}: snapshot for the RL stage -> {snap}")
+            stopping = d.any(stop.requested)  # every rank stops after the same step
         bar.close()
         run.save(run.ckpt_path, last_eval)
-        return stop.requested
+        return stopping
 
 
 def _record_train(logger: Logger, stats: dict, lr: float, tokens_per_sec: float) -> None:
@@ -282,7 +336,7 @@ def summarize(run: BaseRun) -> dict:
 def run_base(args: argparse.Namespace) -> int:
     if args.stop_at is not None and args.stop_at < 1:
         raise UserError(f"--stop-at must be >= 1, got {args.stop_at}")
-    with FolderLock(Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))):
+    with joined(args.device), FolderLock(Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))):
         return _run_base(args)
 
 

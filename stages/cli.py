@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -52,8 +53,32 @@ def diverged(what: str, advice: str):
 
 
 def fail(message: object) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone says it (every rank exits 2)
+        print(f"error: {message}", file=sys.stderr)
     return EXIT_USER_ERROR
+
+
+@contextlib.contextmanager
+def joined(device_name: str):
+    """The stage's processes: the torchrun group this one belongs to (a group of one without
+    torchrun). Rank 0 alone prints and writes files; the group is left at the end."""
+    from common import distributed
+    try:
+        d = distributed.Dist.from_env(pick_device(device_name).type)
+    except RuntimeError as e:
+        raise UserError(f"cannot join the torchrun group: {str(e).splitlines()[0]}") from None
+    distributed.use(d)
+    saved = sys.stdout
+    if not d.is_main:
+        sys.stdout = open(os.devnull, "w")
+    try:
+        yield d
+    finally:
+        if sys.stdout is not saved:
+            sys.stdout.close()
+            sys.stdout = saved
+        distributed.reset()
+        d.close()
 
 
 def run_cli(body: Callable[[], int], user_errors: tuple = (), os_hint: str = "",

@@ -1,0 +1,62 @@
+"""Worker functions the distributed tests start with torch.multiprocessing (spawn imports
+this module in each child, so they live outside the test file)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from common import distributed
+from data import random_batch
+from infinito.config import InfinitoConfig
+from infinito.model import Infinito
+from infinito.presets import PRESETS
+from infinito.training import make_optimizer, train_step
+
+SEED, STEPS, BATCH, VOCAB = 3, 6, 2, 64
+
+
+def tiny_model() -> tuple[Infinito, torch.optim.Optimizer]:
+    torch.manual_seed(SEED)
+    model = Infinito(InfinitoConfig(**{**PRESETS["tiny"]["model"], "vocab_size": VOCAB, "context": 16}))
+    return model, make_optimizer(model, 3e-3)
+
+
+def ids() -> torch.Tensor:
+    return torch.randint(0, VOCAB, (2000,), generator=torch.Generator().manual_seed(0))
+
+
+def join(rank: int, world: int, port: int) -> distributed.Dist:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    d = distributed.Dist.from_env("cpu")
+    distributed.use(d)
+    return d
+
+
+def base_rank(rank: int, world: int, port: int, out: str) -> None:
+    """The base stage's step on each rank: its own batch stream (seed + rank), gradients averaged
+    by DDP, the memory written from the ranks' mean summary and Φ."""
+    from stages.base import data_parallel
+    d = join(rank, world, port)
+    model, opt = tiny_model()
+    ddp = data_parallel(model, torch.device("cpu"))
+    gen, data, losses = torch.Generator().manual_seed(SEED + rank), ids(), []
+    for _ in range(STEPS):
+        x, y = random_batch(data, BATCH, 16, gen)
+        stats = train_step(model, opt, x, y, 1.0, 0.1, 1.0, forward=ddp, average=d.mean)
+        losses.append(d.sum([stats["loss"]])[0] / world)
+    torch.save({"losses": losses, "state": model.state_dict()}, os.path.join(out, f"rank{rank}.pt"))
+    d.close()
+
+
+def reference(world: int) -> dict:
+    """One process, batch world x BATCH: rank r's rows, stacked in rank order."""
+    model, opt = tiny_model()
+    gens, data, losses = [torch.Generator().manual_seed(SEED + r) for r in range(world)], ids(), []
+    for _ in range(STEPS):
+        parts = [random_batch(data, BATCH, 16, g) for g in gens]
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        losses.append(train_step(model, opt, x, y, 1.0, 0.1, 1.0)["loss"])
+    return {"losses": losses, "state": model.state_dict()}
