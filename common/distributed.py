@@ -66,6 +66,29 @@ class Dist:
                 dist.destroy_process_group()
 
     # ------------------------------------------------------------------ collectives
+    def gather_or_raise(self, work: Callable[[], Any]) -> list:
+        """Every rank's `work()` result on every rank; when it raised on some rank, the first
+        such exception is raised on every rank (instead of the others waiting forever)."""
+        try:
+            mine = ("ok", work())
+        except Exception as e:  # noqa: BLE001 -- re-raised below, on every rank
+            mine = ("error", e)
+        if not self.active:
+            if mine[0] == "error":
+                raise mine[1]
+            return [mine[1]]
+        parts = self.gather(mine)
+        for kind, value in parts:
+            if kind == "error":
+                raise value
+        return [value for _, value in parts]
+
+    def barrier(self) -> None:
+        """Wait for every rank (e.g. before reading a file rank 0 has just written)."""
+        if self.active:
+            import torch.distributed as dist
+            dist.barrier()
+
     def gather(self, obj: Any) -> list:
         """Every rank's `obj`, in rank order, on every rank (any picklable object)."""
         if not self.active:
@@ -140,8 +163,8 @@ def spread_episodes(run: Callable[[int, int], list], n: int, seed: int) -> list:
     if not d.active:
         return run(n, seed)
     mine = d.slice(n)
-    part = run(len(mine), seed + mine.start) if len(mine) else []
-    return [ep for block in d.gather(part) for ep in block]
+    blocks = d.gather_or_raise(lambda: run(len(mine), seed + mine.start) if len(mine) else [])
+    return [ep for block in blocks for ep in block]
 
 
 class DistributedVectorEnv:
@@ -160,21 +183,19 @@ class DistributedVectorEnv:
         self.observation_space, self.action_space = local.observation_space, local.action_space
 
     def reset(self, seed: int | None = None, options: dict | None = None):
-        obs, infos = self.local.reset(seed=None if seed is None else seed + self.mine.start, options=options)
-        return self._merge([(obs, infos)])
+        parts = self.dist.gather_or_raise(
+            lambda: self.local.reset(seed=None if seed is None else seed + self.mine.start, options=options))
+        return self._merge(parts)
 
     def step(self, actions):
         actions = np.asarray(actions).reshape(-1)
-        obs, rewards, terminated, truncated, infos = self.local.step(actions[self.mine.start:self.mine.stop])
-        parts = self.dist.gather((obs, rewards, terminated, truncated, infos))
-        obs, packed = self._merge([(p[0], p[4]) for p in parts], gathered=True)
+        parts = self.dist.gather_or_raise(lambda: self.local.step(actions[self.mine.start:self.mine.stop]))
+        obs, packed = self._merge([(p[0], p[4]) for p in parts])
         cat = lambda k: np.concatenate([p[k] for p in parts])  # noqa: E731
         return obs, cat(1), cat(2), cat(3), packed
 
-    def _merge(self, parts: list, gathered: bool = False) -> tuple[np.ndarray, dict]:
+    def _merge(self, parts: list) -> tuple[np.ndarray, dict]:
         """Whole-batch observations and infos from every rank's (obs, infos)."""
-        if not gathered:
-            parts = self.dist.gather(parts[0])
         obs = np.concatenate([p[0] for p in parts])
         infos = [p[1] for p in parts]
         packed: dict = {"env_infos": [i for info in infos for i in info["env_infos"]]}

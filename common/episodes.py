@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from .distributed import spread_episodes
+
 
 @dataclass
 class Episode:
@@ -57,9 +59,17 @@ def run_episodes(envs, policy: Callable, n_episodes: int, seed: int = 0) -> list
     With several environments each gets a contiguous block of seeds and a deep copy of
     `policy` (a policy may hold state, e.g. a generator), stepped on its own thread. An
     environment that draws from a global random generator (`uses_global_rng`, True when
-    it does not say) would make threads change results, so those run on one thread."""
+    it does not say) would make threads change results, so those run on one thread.
+    In a distributed job every rank must call it: each plays its share of the seeds
+    and all get every episode (common.distributed.spread_episodes)."""
     if n_episodes < 1:
         raise ValueError("n_episodes must be >= 1")
+    return spread_episodes(lambda count, start: _play_here(envs, policy, count, start), n_episodes, seed)
+
+
+def _play_here(envs, policy: Callable, n_episodes: int, seed: int) -> list[Episode]:
+    if n_episodes == 0:
+        return []
     envs = list(envs)[:n_episodes] if isinstance(envs, Sequence) else [envs]
     if len(envs) == 1 or any(getattr(e, "uses_global_rng", True) for e in envs):
         return [play(envs[0], policy, seed + k) for k in range(n_episodes)]

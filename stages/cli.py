@@ -68,15 +68,15 @@ def joined(device_name: str):
     except RuntimeError as e:
         raise UserError(f"cannot join the torchrun group: {str(e).splitlines()[0]}") from None
     distributed.use(d)
-    saved = sys.stdout
-    if not d.is_main:
-        sys.stdout = open(os.devnull, "w")
+    saved = sys.stdout, sys.stderr
+    if not d.is_main:  # progress bars and lines too: failures reach rank 0 through the collectives
+        sys.stdout = sys.stderr = open(os.devnull, "w")
     try:
         yield d
     finally:
-        if sys.stdout is not saved:
+        if sys.stdout is not saved[0]:
             sys.stdout.close()
-            sys.stdout = saved
+            sys.stdout, sys.stderr = saved
         distributed.reset()
         d.close()
 

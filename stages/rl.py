@@ -20,14 +20,16 @@ from pathlib import Path
 
 import torch
 
+from common import distributed
+from common.distributed import DistributedVectorEnv
 from common.files import FolderLock
 from common.logger import Logger
-from env import RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
+from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
 from infinito.training import NonFiniteLoss
 from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, StopOnOverfit, Thresholds,
                  TrainedPolicy)
 
-from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged
+from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify, identity_of
 from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
@@ -55,7 +57,7 @@ class RLStageCallback(Callback):
 
     def on_step(self, trainer, infos: dict) -> None:
         self.monitor.observe(infos)
-        if self.stop.requested:
+        if distributed.current().any(self.stop.requested):  # every rank stops after the same step
             trainer.request_stop("interrupted")
 
     def on_update_end(self, trainer) -> None:
@@ -129,15 +131,18 @@ def run_rl(args: argparse.Namespace) -> int:
     thresholds = make_thresholds(args)
     p = plan(args, threads)
     lr = p.env_cfg.lr
-    with FolderLock(p.out_dir), diverged(f"inside the environment (its lr is {lr:g})",
-                                        f"lower it, e.g. --env lr={lr / 10:g}"):
+    with joined(args.device) as d, FolderLock(p.out_dir), diverged(f"inside the environment (its lr is {lr:g})",
+                                                                  f"lower it, e.g. --env lr={lr / 10:g}"):
+        if p.run["num_envs"] % d.world:
+            raise UserError(f"{p.run['num_envs']} environments cannot be shared evenly by {d.world} processes; "
+                            f"pass --num-envs as a multiple of --nproc_per_node")
         return _run_rl(args, p, thresholds)
 
 
 def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds) -> int:
     assets = load_base(p.base_path, p.env_cfg)
     run = p.run
-    train_env = VectorEnv([TextSchedulingEnv(assets, p.env_cfg) for _ in range(run["num_envs"])], run["workers"])
+    train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"])
     eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
     controls, heldout_controls = score_all_controls(p, eval_envs, args.quiet)
     # a resumed run keeps the identity its first checkpoints store, so they stay one run
@@ -168,6 +173,14 @@ def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds) -> int:
     return 0
 
 
+def training_envs(assets, env_cfg: EnvConfig, num_envs: int, workers: int):
+    """The vector env PPO trains on; under torchrun each rank steps its share of the environments
+    and every rank sees the whole batch (common.distributed.DistributedVectorEnv)."""
+    d = distributed.current()
+    local = VectorEnv([TextSchedulingEnv(assets, env_cfg) for _ in d.slice(num_envs)], workers)
+    return DistributedVectorEnv(local, num_envs, d) if d.active else local
+
+
 def train(agent: PPO, callbacks: list, eval_cb: EvalCallback, ckpt_cb: CheckpointCallback, out_dir: Path) -> Path:
     """agent.learn; the final policy is always evaluated (unless interrupted) and saved -> its checkpoint."""
     try:
@@ -187,7 +200,7 @@ def archive_later_run(out_dir: Path, step: int) -> str | None:
     """Resuming from step S in a directory where the earlier run went past S: move that run's
     later checkpoints, evaluations and report aside instead of overwriting them."""
     later = sorted((p for p in out_dir.glob("*.pt") if p.stem.isdigit() and int(p.stem) > step), key=lambda p: int(p.stem))
-    if not later:
+    if not later or not distributed.current().is_main:
         return None
     dest, n = out_dir / f"superseded-{step}", 1
     while dest.exists():

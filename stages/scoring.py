@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from env import EnvConfig, control_policies, run_policy
+from common import distributed
 from common.files import write_bytes
 from common.stats import t975
 from ppo import Column, EvalResult, Report, Thresholds, TrainedPolicy, write_report
@@ -103,12 +104,15 @@ def recommend_and_score_heldout(envs, env_cfg: EnvConfig, run: dict, evaluations
     """The report's recommended checkpoint, re-scored on the held-out seeds."""
     rec = Report(evaluations, controls, baseline_step, thresholds).build()["recommended"]
     print(f"scoring the recommended checkpoint (step {rec['step']:,}) on the held-out seeds")
+    distributed.current().barrier()  # rank 0 has written that checkpoint
     return score_heldout(envs, env_cfg, run, Path(rec["checkpoint"]), heldout_controls)
 
 
 def keep_best(out_dir: Path, step: int) -> None:
     """best.pt is the checkpoint the report recommends (one meaning of "best": the highest lower
     bound of the 95 % CI among the checkpoints not flagged as over-fitting), copied atomically."""
+    if not distributed.current().is_main:  # rank 0 writes the files (and only it is sure they exist)
+        return
     best, source = out_dir / "best.pt", out_dir / f"{step}.pt"
     if not (best.exists() and TrainedPolicy.load(str(best)).global_step == step):
         write_bytes(best, source.read_bytes())

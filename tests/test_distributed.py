@@ -1,7 +1,11 @@
 """torch.distributed on CPU (gloo, two processes): data-parallel base training equals one
 process with the ranks' batches stacked; the RL stage's policies stay identical, bit for bit,
 to one process stepping all the environments."""
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,3 +37,70 @@ def test_two_ranks_train_the_base_model_like_one_process_with_both_batches(tmp_p
     # as ~1e-5 after six steps of lr 3e-3; 1e-4 is 3 % of one step)
     for k, v in ref["state"].items():
         torch.testing.assert_close(ranks[0]["state"][k], v, rtol=1e-3, atol=1e-4, msg=k)
+
+
+# ----------------------------------------------------------------------------- the stages under torchrun
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def torchrun(nproc: int, *argv) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--master_port", str(free_port()), str(ROOT / "train.py"), *map(str, argv)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+
+
+def weights(path: Path, key: str) -> dict:
+    return torch.load(path, weights_only=True)[key]
+
+
+def test_base_stage_under_torchrun_resumes_exactly(tmp_path):
+    common = ("--stage", "base", "--preset", "tiny", "--quiet", "--steps", 20, "--eval-every", 10)
+    assert torchrun(2, *common, "--out", tmp_path / "straight").returncode == 0
+    res = torchrun(2, *common, "--out", tmp_path / "split", "--stop-at", 10)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = torchrun(2, "--stage", "base", "--quiet", "--resume", tmp_path / "split" / "base.pt")
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = weights(tmp_path / "straight" / "base.pt", "model"), weights(tmp_path / "split" / "base.pt", "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ranks = torch.load(tmp_path / "straight" / "base.pt", weights_only=True)["ranks"]
+    assert ranks["world"] == 2 and not torch.equal(ranks["data_rng"][0], ranks["data_rng"][1])  # own streams
+    # one process resuming a 2-process checkpoint works and says the data order changes
+    one = subprocess.run([sys.executable, str(ROOT / "train.py"), "--stage", "base", "--quiet", "--steps", "22",
+                          "--resume", str(tmp_path / "straight" / "base.pt"), "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert one.returncode == 0 and "the data order differs" in one.stdout, one.stderr
+
+
+def test_rl_stage_two_ranks_equal_one_process_bit_for_bit_and_resume_exactly(base_dir, tmp_path):
+    common = ("--stage", "rl", "--preset", "tiny", "--quiet", "--num-envs", 4, "--base", base_dir / "base.pt",
+              "--eval-freq", 1000)
+    one = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, common), "--timesteps", "64",
+                          "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert one.returncode == 0, one.stderr[-2000:]
+    res = torchrun(2, *common, "--timesteps", 64, "--out", tmp_path / "two")
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = torchrun(2, *common, "--timesteps", 32, "--out", tmp_path / "split")
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = torchrun(2, "--stage", "rl", "--quiet", "--resume", tmp_path / "split" / "32.pt", "--timesteps", 32)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ref = torch.load(tmp_path / "one" / "64.pt", weights_only=True)
+    for run in ("two", "split"):
+        ck = torch.load(tmp_path / run / "64.pt", weights_only=True)
+        for k, v in ref["policy"].items():
+            assert torch.equal(v, ck["policy"][k]), (run, k)
+        envs = ck["rollout"]["env_state"]["envs"]
+        assert len(envs) == 4  # rank 0 saved every rank's environments
+        for ea, eb in zip(ref["rollout"]["env_state"]["envs"], envs):
+            assert all(torch.equal(ea["model"][k], eb["model"][k]) for k in ea["model"]), run
+
+
+def test_a_world_size_that_does_not_divide_the_environments_is_one_line(base_dir, tmp_path):
+    res = torchrun(2, "--stage", "rl", "--preset", "tiny", "--num-envs", 3, "--base", base_dir / "base.pt",
+                   "--out", tmp_path / "o")
+    assert res.returncode != 0
+    ours = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and "cannot be shared evenly by 2 processes" in ours[0], res.stderr[-2000:]
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.pt"))
