@@ -60,3 +60,37 @@ def reference(world: int) -> dict:
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         losses.append(train_step(model, opt, x, y, 1.0, 0.1, 1.0)["loss"])
     return {"losses": losses, "state": model.state_dict()}
+
+
+class _Failing:
+    """A one-environment vector env whose step fails on rank 1 only."""
+    num_envs = 1
+
+    def __init__(self, rank: int):
+        from common.spaces import Box, Discrete
+        self.rank, self.observation_space, self.action_space = rank, Box(-1.0, 1.0, (2,)), Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        import numpy as np
+        return np.zeros((1, 2), np.float32), {"env_infos": [{}]}
+
+    def step(self, actions):
+        import numpy as np
+        if self.rank == 1:
+            raise FloatingPointError("training loss is nan (rank 1's environment)")
+        return np.zeros((1, 2), np.float32), np.zeros(1), np.zeros(1, bool), np.zeros(1, bool), {"env_infos": [{}]}
+
+
+def failing_rank(rank: int, world: int, port: int, out: str) -> None:
+    """A failure on one rank is raised on every rank, not left for the others to wait on."""
+    d = join(rank, world, port)
+    env = distributed.DistributedVectorEnv(_Failing(rank), world, d)
+    env.reset(seed=0)
+    try:
+        env.step([0] * world)
+        outcome = "no error"
+    except FloatingPointError as e:
+        outcome = str(e)
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+        f.write(outcome)
+    d.close()

@@ -39,6 +39,12 @@ def test_two_ranks_train_the_base_model_like_one_process_with_both_batches(tmp_p
         torch.testing.assert_close(ranks[0]["state"][k], v, rtol=1e-3, atol=1e-4, msg=k)
 
 
+def test_a_failure_on_one_rank_is_raised_on_every_rank(tmp_path):
+    mp.spawn(dist_workers.failing_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    for r in range(2):
+        assert (tmp_path / f"rank{r}.txt").read_text() == "training loss is nan (rank 1's environment)"
+
+
 # ----------------------------------------------------------------------------- the stages under torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
