@@ -136,6 +136,8 @@ def run_rl(args: argparse.Namespace) -> int:
         if p.run["num_envs"] % d.world:
             raise UserError(f"{p.run['num_envs']} environments cannot be shared evenly by {d.world} processes; "
                             f"pass --num-envs as a multiple of --nproc_per_node")
+        if d.active and p.env_cfg.device.startswith("cuda"):
+            p.env_cfg = p.env_cfg.replace(device=f"cuda:{d.local_rank}")  # one GPU per rank
         return _run_rl(args, p, thresholds)
 
 
