@@ -17,7 +17,7 @@ from env import EnvConfig, TextSchedulingEnv, load_base
 from env.presets import HELDOUT_SEED
 from ppo import TrainedPolicy
 
-from .cli import UserError, diverged
+from .cli import UserError, diverged, joined
 from .identity import check_base, identity_of
 from .rl_config import check_seed_ranges
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
@@ -54,7 +54,7 @@ def run_report(args: argparse.Namespace) -> int:
     thresholds = make_thresholds(args)
     ckpt_dir = Path(args.ckpt_dir or args.out or "ckpt")
     files, agents = load_run(ckpt_dir)
-    with FolderLock(ckpt_dir), diverged("inside the environment while scoring",
+    with joined(args.device), FolderLock(ckpt_dir), diverged("inside the environment while scoring",
                                         "these agents' environment config is unstable; retrain with a lower --env lr"):
         return _rescore(args, ckpt_dir, files, agents, thresholds)
 
