@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="save and stop once this global step is done (the schedule still plans for --steps)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="a fresh run may replace an earlier run of the same stage in --out (default: it stops)")
     add_rl_arguments(p)
     cfg = p.add_argument_group("--stage base: config overrides (any key of the model or training config); "
                                 "--lr, --batch-size, --seed, --threads also apply to --stage rl")

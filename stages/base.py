@@ -36,6 +36,7 @@ from infinito.presets import BaseTrainConfig, resolve, snapshot_name
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, joined, pick_device
+from .outputs import fresh_run_check, replacing
 
 CONFIG_CLASSES = (InfinitoConfig, BaseTrainConfig)
 
@@ -336,12 +337,18 @@ def summarize(run: BaseRun) -> dict:
 def run_base(args: argparse.Namespace) -> int:
     if args.stop_at is not None and args.stop_at < 1:
         raise UserError(f"--stop-at must be >= 1, got {args.stop_at}")
-    with joined(args.device), FolderLock(Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))):
-        return _run_base(args)
+    out = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
+    with joined(args.device), FolderLock(out):
+        return _run_base(args, fresh_run_check(out, args, "base"))
 
 
-def _run_base(args: argparse.Namespace) -> int:
+def _run_base(args: argparse.Namespace, earlier: list[Path]) -> int:
     run, ckpt = prepare(args)
+    with replacing(earlier, "base"):  # --overwrite: only now, every check has passed
+        return _train_base(args, run, ckpt)
+
+
+def _train_base(args: argparse.Namespace, run: BaseRun, ckpt: dict | None) -> int:
     cfg = run.train_cfg
     if cfg.snapshot_at > cfg.steps:
         print(f"note: no snapshot is kept: snapshot_at {cfg.snapshot_at} is past the last step {cfg.steps}")

@@ -31,6 +31,7 @@ from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCal
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify, identity_of
+from .outputs import fresh_run_check, replacing
 from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
@@ -138,10 +139,10 @@ def run_rl(args: argparse.Namespace) -> int:
                             f"pass --num-envs as a multiple of --nproc_per_node")
         if d.active and p.env_cfg.device.startswith("cuda"):
             p.env_cfg = p.env_cfg.replace(device=f"cuda:{d.local_rank}")  # one GPU per rank
-        return _run_rl(args, p, thresholds)
+        return _run_rl(args, p, thresholds, fresh_run_check(p.out_dir, args, "rl"))
 
 
-def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds) -> int:
+def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, earlier: list[Path]) -> int:
     assets = load_base(p.base_path, p.env_cfg)
     run = p.run
     train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"])
@@ -150,11 +151,18 @@ def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds) -> int:
     # a resumed run keeps the identity its first checkpoints store, so they stay one run
     extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path),
              **(identity_of(p.extra) or identify(p.base_path)), "controls": controls, "heldout_controls": heldout_controls}
+    with replacing(earlier, "rl"):  # --overwrite: only now, every check has passed
+        return _train_rl(args, p, thresholds, train_env, eval_envs, extra)
+
+
+def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train_env, eval_envs: list,
+              extra: dict) -> int:
+    run, controls, heldout_controls = p.run, extra["controls"], extra["heldout_controls"]
     agent = build_agent(p, train_env, extra, args)
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.batch_size}, "
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {p.env_cfg.max_steps} decisions per episode, "
-          f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.batch_size}x{assets.seq_len} tokens; logs "
+          f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.batch_size}x{eval_envs[0].assets.seq_len} tokens; logs "
           f"{agent.logger.log_dir}")
     t0 = time.time()
     with StopFlag() as stop:

@@ -203,8 +203,8 @@ def test_nan_in_a_new_run_does_not_name_an_earlier_runs_checkpoint(capsys, base_
         raise stages.base.NonFiniteLoss("training loss is nan")
 
     monkeypatch.setattr(stages.base, "train_step", nan_step)
-    err = one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out)]),
-                         "loss is nan at step 1", "not written yet")
+    err = one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out),
+                                             "--overwrite"]), "loss is nan at step 1", "not written yet")
     assert str(out / "base.pt") not in err
     assert (out / "base.pt").read_bytes() == (base_dir / "base.pt").read_bytes()
 
@@ -272,8 +272,12 @@ def test_a_failed_run_leaves_an_earlier_run_in_the_same_folder_byte_identical(ca
         raise stages.base.NonFiniteLoss("training loss is nan")
 
     monkeypatch.setattr(stages.base, "train_step", nan_step)
+    # without --overwrite the fresh run stops at once; with it, the earlier run is held aside while
+    # the new one trains and put back when it fails
+    one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out)]),
+                   "already holds a base run", "--resume", "--overwrite")
     one_line_error(capsys, train.main(["--stage", "base", "--preset", "tiny", "--quiet", "--out", str(out),
-                                       "--lr", "0.01"]), "loss is nan at step 1")
+                                       "--lr", "0.01", "--overwrite"]), "loss is nan at step 1")
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # config, tokenizer, logs, TensorBoard events, checkpoints: all as they were
 

@@ -1,0 +1,31 @@
+"""A fresh run never silently replaces an earlier run of the same stage in its --out."""
+import shutil
+
+import train
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_fresh_rl_run_into_an_occupied_folder_stops_and_leaves_every_file(capsys, base_dir, rl_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    shutil.copytree(rl_dir, out)
+    before = snapshot(out)
+    rl = ["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base_dir / "base.pt"), "--out", str(out)]
+    assert train.main(rl) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "already holds an RL run" in err and f"--resume {out / '64.pt'}" in err and "--overwrite" in err
+    assert snapshot(out) == before
+    # --overwrite replaces it: the new run's files, none of the old run's left aside
+    assert train.main([*rl, "--overwrite", "--timesteps", "32"]) == 0
+    assert (out / "32.pt").exists() and not (out / "64.pt").exists()
+    assert not list(out.glob(".earlier-run-*"))
+
+
+def test_the_rl_stage_still_trains_beside_its_base_checkpoint(base_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    shutil.copytree(base_dir, out)  # base.pt, the snapshot, tokenizer, logs: the base stage's files
+    assert train.main(["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(out / "base.pt"),
+                       "--out", str(out), "--timesteps", "32"]) == 0
