@@ -36,7 +36,7 @@ from infinito.presets import BaseTrainConfig, resolve, snapshot_name
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, joined, pick_device
-from .outputs import fresh_run_check, replacing
+from .outputs import fresh_run_check, next_steps, replacing
 
 CONFIG_CLASSES = (InfinitoConfig, BaseTrainConfig)
 
@@ -372,6 +372,7 @@ def _train_base(args: argparse.Namespace, run: BaseRun, ckpt: dict | None) -> in
     print(f"done: {run.step} steps; validation ppl {summary['val_ppl']:.2f}{words} (unigram ppl "
           f"{summary['unigram_ppl']:.1f}, {summary['unigram_ppl'] / summary['val_ppl']:.1f}x lower); "
           f"phi {summary['phi']:.2f}; checkpoint {path}")
+    print(next_steps(run.out_dir, "base", Path(args.logdir or run.out_dir / "runs")))
     return 0
 
 

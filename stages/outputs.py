@@ -84,3 +84,19 @@ def replacing(found: list[Path], stage: str):
         raise
     shutil.rmtree(held)
     print(f"--overwrite: the earlier run's {len(found)} files in {out_dir} were replaced")
+
+
+
+def next_steps(out_dir: Path, stage: str, tensorboard_dir: Path) -> str:
+    """What to run after a finished stage, as the lines the scripts print last."""
+    if stage == "base":
+        snapshots = sorted(out_dir.glob("base-step*.pt"))
+        base = snapshots[0] if snapshots else out_dir / "base.pt"
+        lines = [f"python generate.py --ckpt {out_dir / 'base.pt'} --prompt 'The'   # sample text",
+                 f"python train.py --stage rl --base {base} --out {out_dir}   # train the PPO scheduler on it"]
+    else:
+        lines = [f"python generate.py --agent {out_dir / 'best.pt'}   # the recommended agent adapts, then samples",
+                 f"python train.py --stage report --ckpt-dir {out_dir} --episodes 30   # re-score with more episodes",
+                 f"cat {out_dir / 'report.md'}   # which checkpoint to keep, which are over-fitted"]
+    lines.append(f"tensorboard --logdir {tensorboard_dir}   # the dashboards")
+    return "next:\n" + "\n".join("  " + line for line in lines)

@@ -31,7 +31,7 @@ from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCal
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify, identity_of
-from .outputs import fresh_run_check, replacing
+from .outputs import fresh_run_check, next_steps, replacing
 from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
@@ -180,6 +180,7 @@ def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train
     print(f"done: step {agent.global_step:,} in {(time.time() - t0) / 60:.1f} min{why}; recommended checkpoint "
           f"(best.pt): step {heldout['step']:,}; on held-out seeds it {built['heldout']['verdict']['text']}; "
           f"report {p.out_dir / 'report.md'}")
+    print(next_steps(p.out_dir, "rl", Path(args.logdir or p.out_dir / "runs")))
     return 0
 
 

@@ -24,8 +24,11 @@ def test_a_fresh_rl_run_into_an_occupied_folder_stops_and_leaves_every_file(caps
     assert not list(out.glob(".earlier-run-*"))
 
 
-def test_the_rl_stage_still_trains_beside_its_base_checkpoint(base_dir, tmp_path):
+def test_the_rl_stage_still_trains_beside_its_base_checkpoint_and_says_what_next(base_dir, tmp_path, capsys):
     out = tmp_path / "ckpt"
     shutil.copytree(base_dir, out)  # base.pt, the snapshot, tokenizer, logs: the base stage's files
     assert train.main(["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(out / "base.pt"),
                        "--out", str(out), "--timesteps", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert f"python generate.py --agent {out / 'best.pt'}" in printed
+    assert f"python train.py --stage report --ckpt-dir {out}" in printed and f"tensorboard --logdir {out / 'runs'}" in printed
