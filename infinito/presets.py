@@ -22,7 +22,7 @@ class BaseTrainConfig:
     seed: int = 1337
     builtin_size: str = "demo"   # size of the built-in corpus when --data is not given
     precision: str = "auto"      # auto | fp32 | bf16  (auto: bf16 autocast on CUDA, fp32 on CPU)
-    threads: int = 0             # torch CPU threads; 0 keeps torch's default
+    threads: int = 0             # torch CPU threads; 0: the cores idle at start (README, "Threads")
     snapshot_at: int = 0         # also keep the model at this step as base-step<N>.pt (0: none): the RL
                                  # stage's start, taken while text training still moves the model
 

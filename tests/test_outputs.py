@@ -32,3 +32,16 @@ def test_the_rl_stage_still_trains_beside_its_base_checkpoint_and_says_what_next
     printed = capsys.readouterr().out
     assert f"python generate.py --agent {out / 'best.pt'}" in printed
     assert f"python train.py --stage report --ckpt-dir {out}" in printed and f"tensorboard --logdir {out / 'runs'}" in printed
+
+
+def test_base_threads_default_to_the_idle_cores(monkeypatch):
+    import os
+
+    import torch
+
+    from stages import base
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    for load, threads in ((0.05, 2), (0.9, 1), (1.0, 1), (6.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert base.idle_cores() == threads, load
