@@ -117,7 +117,8 @@ def make_callbacks(p: RLPlan, args, eval_envs: list, controls: dict, thresholds:
                      checkpoint=str(out / f"{trainer.global_step}.pt"))
 
     eval_cb = EvalCallback(eval_envs, run["eval_freq"], evaluate=evaluate)
-    ckpt_cb = CheckpointCallback(run["save_freq"], str(out / "{step}.pt"), on_evaluation=True)
+    ckpt_cb = CheckpointCallback(run["save_freq"], str(out / "{step}.pt"), on_evaluation=True,
+                                 env_state=args.full_checkpoints)
     stage_cb = RLStageCallback(p, controls, thresholds, stop, eval_cb)
     # the stage's callback last: the evaluated step's checkpoint exists when the report recommends it
     callbacks = [eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json")), stage_cb]

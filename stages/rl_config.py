@@ -14,6 +14,7 @@ from pathlib import Path
 
 from env import EnvConfig
 from env.presets import HELDOUT_SEED, RL_PRESETS, RUN_KEYS
+from ppo.checkpoint import is_light
 from ppo import PPOConfig, load_agent_checkpoint
 
 from .cli import UserError
@@ -143,6 +144,10 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
         raise UserError("--seed cannot change when resuming (the random state continues from the checkpoint)")
     run_flags, ppo_flags = _flags(args)
     head = load_agent_checkpoint(args.resume, required=("global_step", "extra", "config", "n_actions"))
+    if is_light(head):
+        print(f"note: {args.resume} is a light checkpoint (no environment state; only a run's latest checkpoint "
+              "keeps it, see --full-checkpoints): the environments restart from the base model, so this run "
+              "continues but does not repeat the uninterrupted one")
     extra = head["extra"]
     if "run" not in extra or "env" not in extra:
         raise UserError(f"{args.resume} is a PPO checkpoint but not one of train.py --stage rl; "

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from env import EnvConfig, control_policies, run_policy
 from common import distributed
-from common.files import write_bytes
 from common.stats import t975
+from ppo.checkpoint import write_light
 from ppo import Column, EvalResult, Report, Thresholds, TrainedPolicy, write_report
 
 from .cli import UserError
@@ -110,9 +110,10 @@ def recommend_and_score_heldout(envs, env_cfg: EnvConfig, run: dict, evaluations
 
 def keep_best(out_dir: Path, step: int) -> None:
     """best.pt is the checkpoint the report recommends (one meaning of "best": the highest lower
-    bound of the 95 % CI among the checkpoints not flagged as over-fitting), copied atomically."""
+    bound of the 95 % CI among the checkpoints not flagged as over-fitting), copied atomically
+    without the environments' state (kilobytes, not the full checkpoint's megabytes)."""
     if not distributed.current().is_main:  # rank 0 writes the files (and only it is sure they exist)
         return
     best, source = out_dir / "best.pt", out_dir / f"{step}.pt"
     if not (best.exists() and TrainedPolicy.load(str(best)).global_step == step):
-        write_bytes(best, source.read_bytes())
+        write_light(str(source), str(best))  # a light copy: what evaluation and generation read

@@ -45,3 +45,31 @@ def test_base_threads_default_to_the_idle_cores(monkeypatch):
     for load, threads in ((0.05, 2), (0.9, 1), (1.0, 1), (6.0, 1)):
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
         assert base.idle_cores() == threads, load
+
+
+def test_only_the_latest_checkpoint_is_full_and_a_light_one_evaluates_and_generates_the_same(
+        rl_dir, tmp_path, capsys):
+    import json
+
+    import torch
+
+    import generate
+    from ppo.checkpoint import is_light, write_light
+    ckpts = {name: torch.load(rl_dir / name, weights_only=True) for name in ("32.pt", "64.pt", "best.pt")}
+    assert is_light(ckpts["32.pt"]) and is_light(ckpts["best.pt"]) and not is_light(ckpts["64.pt"])
+    assert (rl_dir / "best.pt").stat().st_size < (rl_dir / "64.pt").stat().st_size / 4
+    light = tmp_path / "64-light.pt"
+    write_light(str(rl_dir / "64.pt"), str(light))
+
+    def sample(agent):
+        assert generate.main(["--agent", str(agent), "--agent-steps", "3", "--max-new-tokens", "8", "--json"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return [{k: v for k, v in row.items() if k != "agent"} for row in rows]  # all but the file's name
+    assert sample(light) == sample(rl_dir / "64.pt")  # the adaptation's decisions and the text
+
+
+def test_resuming_a_light_checkpoint_says_it_does_not_repeat_the_run(base_dir, rl_dir, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    shutil.copytree(rl_dir, out)
+    assert train.main(["--stage", "rl", "--quiet", "--resume", str(out / "32.pt"), "--timesteps", "32"]) == 0
+    assert "is a light checkpoint" in capsys.readouterr().out
