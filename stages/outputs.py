@@ -23,7 +23,7 @@ from .cli import UserError
 STAGE_FILES = {
     "base": (("base.pt", "base-step*.pt", "base_config.json", "base_log.jsonl", "base_summary.json",
               "tokenizer.model", "runs/base"), "base.pt"),
-    "rl": (("[0-9]*.pt", "best.pt", "evaluations.json", "report.md", "report.json", "report.svg", "rl_log.jsonl",
+    "rl": (("[0-9]*.pt", "best.pt", "evaluations.json", "report*.md", "report*.json", "report*.svg", "rl_log.jsonl",
             "runs/rl", "superseded-*"), None),
 }
 

@@ -1,23 +1,30 @@
 """The report stage: re-score every RL checkpoint of a directory (`python train.py --stage report`).
 
-Every checkpoint's greedy policy and every control policy play the same seeded
-episodes again (as many as --episodes), the recommended checkpoint is scored on
-the held-out seeds, and report.md / report.json are rewritten.
+Every checkpoint's greedy policy and every control policy are scored on the same
+seeded episodes (as many as --episodes): an evaluation already played on those
+seeds — in training, or by an earlier (or interrupted) run of this stage, kept
+in report-cache.json — is reused, the rest is played. The recommended checkpoint
+is scored on the held-out seeds. With the training's settings the report is
+report.md (and best.pt follows it); with others it is written beside it, e.g.
+report-30ep.md, and the training's report and best.pt are left as they were.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from common.files import FolderLock
+from common.files import FolderLock, write_json
 from env import EnvConfig, TextSchedulingEnv, load_base
 from env.presets import HELDOUT_SEED
 from ppo import TrainedPolicy
 
-from .cli import UserError, diverged, joined
+from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
 from .identity import check_base, identity_of
 from .rl_config import check_seed_ranges
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
@@ -54,13 +61,71 @@ def run_report(args: argparse.Namespace) -> int:
     thresholds = make_thresholds(args)
     ckpt_dir = Path(args.ckpt_dir or args.out or "ckpt")
     files, agents = load_run(ckpt_dir)
-    with joined(args.device), FolderLock(ckpt_dir), diverged("inside the environment while scoring",
-                                        "these agents' environment config is unstable; retrain with a lower --env lr"):
-        return _rescore(args, ckpt_dir, files, agents, thresholds)
+    try:
+        with joined(args.device), FolderLock(ckpt_dir), diverged(
+                "inside the environment while scoring",
+                "these agents' environment config is unstable; retrain with a lower --env lr"):
+            return _rescore(args, ckpt_dir, files, agents, thresholds)
+    except KeyboardInterrupt:
+        print(f"error: interrupted; the evaluations played so far are kept in {ckpt_dir / CACHE}: run the same "
+              "command again to continue from there", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+CACHE = "report-cache.json"  # every evaluation this stage played, so a rerun (or an interrupted one) reuses it
+
+
+def policy_digest(agent: TrainedPolicy) -> str:
+    """Which policy an evaluation belongs to: the same step of another lineage (a resumed run
+    that replaced it) is another policy."""
+    h = hashlib.sha256()
+
+    def feed(name: str, value) -> None:
+        if isinstance(value, dict):
+            for k in sorted(value):
+                feed(f"{name}.{k}", value[k])
+        else:
+            h.update(name.encode() + torch.as_tensor(value).detach().cpu().contiguous().numpy().tobytes())
+    feed("policy", agent.policy.state_dict())
+    feed("obs_normalizer", agent.obs_normalizer.state_dict())  # it decides the actions too
+    return h.hexdigest()[:16]
+
+
+class ScoreCache:
+    """Evaluations already played on given seeds: those each checkpoint stores from training, and
+    those this stage played before (CACHE, written after every one, so Ctrl-C loses at most one)."""
+
+    def __init__(self, ckpt_dir: Path, agents: list):
+        self.path = ckpt_dir / CACHE
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"evaluations": {}, "controls": {}}
+        self.stored = {a.global_step: [d for d in a.evaluations if d.get("step") == a.global_step] for a in agents}
+
+    def evaluation(self, agent: TrainedPolicy, seed: int, n: int) -> dict | None:
+        for d in self.stored.get(agent.global_step, []):  # the checkpoint's own evaluation, from training
+            if d["seed"] == seed and d["n_episodes"] == n:
+                return d
+        return self.data["evaluations"].get(f"{policy_digest(agent)}@{seed}x{n}")
+
+    def keep_evaluation(self, agent: TrainedPolicy, seed: int, n: int, d: dict) -> None:
+        self.data["evaluations"][f"{policy_digest(agent)}@{seed}x{n}"] = d
+        write_json(self.path, self.data)
+
+    def controls(self, seed: int, n: int) -> dict | None:
+        return self.data["controls"].get(f"{seed}x{n}")
+
+    def keep_controls(self, seed: int, n: int, controls: dict) -> None:
+        self.data["controls"][f"{seed}x{n}"] = controls
+        write_json(self.path, self.data)
+
+
+def _report_stem(args: argparse.Namespace, episodes: int, trained_with: int) -> str:
+    """The training's report is report.*; a report with other settings is written beside it."""
+    if episodes == trained_with and not args.baseline:
+        return "report"
+    return f"report-{episodes}ep" + (f"-vs{Path(args.baseline).stem}" if args.baseline else "")
 
 
 def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list, thresholds) -> int:
-    from tqdm import tqdm
     extra = agents[-1].extra
     baseline_step = _baseline_step(args, agents, ckpt_dir)
     episodes = args.episodes if args.episodes is not None else extra["run"]["eval_episodes"]
@@ -72,19 +137,48 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
     base_path = check_base(args.base or extra["base"], extra, "these agents", "--base")
     assets = load_base(base_path, env_cfg)
     envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(args.workers or run["workers"], episodes)))]
-    t0 = time.time()
-    evaluations = [score(envs, a, env_cfg, episodes, seed, a.global_step, str(p)).to_dict()
-                   for p, a in tqdm(list(zip(files, agents)), desc="checkpoints", disable=args.quiet, dynamic_ncols=True)]
-    controls = score_controls(envs, env_cfg, episodes, seed, args.quiet)
-    heldout_controls = extra.get("heldout_controls")
-    if not heldout_controls or extra["run"].get("eval_episodes") != episodes:
+    cache, t0 = ScoreCache(ckpt_dir, agents), time.time()
+    trained = extra["run"]["eval_episodes"] == episodes and extra["run"]["eval_seed"] == seed
+    evaluations, played = _score_checkpoints(args, envs, env_cfg, files, agents, seed, episodes, cache)
+    controls = (extra.get("controls") if trained else None) or cache.controls(seed, episodes)
+    if controls is None:
+        controls = score_controls(envs, env_cfg, episodes, seed, args.quiet)
+        cache.keep_controls(seed, episodes, controls)
+    heldout_controls = (extra.get("heldout_controls") if trained else None) or cache.controls(run["heldout_seed"], episodes)
+    if heldout_controls is None:
         heldout_controls = score_controls(envs, env_cfg, episodes, run["heldout_seed"], args.quiet)
+        cache.keep_controls(run["heldout_seed"], episodes, heldout_controls)
     heldout = recommend_and_score_heldout(envs, env_cfg, run, evaluations, controls, baseline_step, thresholds,
                                           heldout_controls)
+    stem = _report_stem(args, episodes, extra["run"]["eval_episodes"])
     built = write_rl_report(ckpt_dir, evaluations, controls, baseline_step, env_cfg, thresholds,
-                            report_notes(str(base_path), env_cfg, episodes, seed), heldout)
-    keep_best(ckpt_dir, heldout["step"])  # best.pt follows the re-scored recommendation
-    print(f"re-evaluated {len(files)} checkpoints and {len(controls)} control policies on {episodes} episodes in "
-          f"{(time.time() - t0) / 60:.1f} min; recommended: step {heldout['step']:,}; on held-out seeds it "
-          f"{built['heldout']['verdict']['text']}; report {ckpt_dir / 'report.md'}")
+                            report_notes(str(base_path), env_cfg, episodes, seed), heldout, stem=stem)
+    if stem == "report":
+        keep_best(ckpt_dir, heldout["step"])  # best.pt follows the training report's recommendation
+    kept = "" if stem == "report" else "; the training's report.md and best.pt are unchanged"
+    print(f"re-scored {len(files)} checkpoints on {episodes} episodes ({played} played, {len(files) - played} reused) "
+          f"in {(time.time() - t0) / 60:.1f} min; recommended: step {heldout['step']:,}; on held-out seeds it "
+          f"{built['heldout']['verdict']['text']}; report {ckpt_dir / (stem + '.md')}{kept}")
     return 0
+
+
+def _score_checkpoints(args, envs, env_cfg, files, agents, seed: int, episodes: int, cache: ScoreCache):
+    """Every checkpoint's evaluation on `episodes` episodes from `seed`: reused when stored, else played
+    (with a time estimate after the first) -> (evaluations, how many were played)."""
+    from tqdm import tqdm
+    todo = [i for i, a in enumerate(agents) if cache.evaluation(a, seed, episodes) is None]
+    print(f"{len(agents) - len(todo)} of {len(agents)} checkpoints have an evaluation on these {episodes} seeds "
+          f"stored; playing {len(todo)} x {episodes} episodes (then the controls, where not stored)")
+    evaluations, t0 = [], time.time()
+    for i, (p, a) in enumerate(tqdm(list(zip(files, agents)), desc="checkpoints", disable=args.quiet,
+                                    dynamic_ncols=True)):
+        d = cache.evaluation(a, seed, episodes)
+        if d is None:
+            d = score(envs, a, env_cfg, episodes, seed, a.global_step, str(p)).to_dict()
+            cache.keep_evaluation(a, seed, episodes, d)
+            if i == todo[0] and len(todo) > 1:
+                left = (time.time() - t0) * (len(todo) - 1)
+                print(f"about {left / 60:.1f} min for the other {len(todo) - 1} checkpoints (interrupt at any "
+                      f"time: what is played is kept in {cache.path.name} and reused)")
+        evaluations.append({**d, "extra": {**d.get("extra", {}), "checkpoint": str(p)}})
+    return evaluations, len(todo)

@@ -87,15 +87,15 @@ def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resu
 
 
 def write_rl_report(out_dir: Path, evaluations: list, controls: dict, baseline_step: int | None, env_cfg: EnvConfig,
-                    thresholds: Thresholds, notes: list[str], heldout: dict | None = None) -> dict:
-    """report.md and report.json in `out_dir`; returns the built report."""
+                    thresholds: Thresholds, notes: list[str], heldout: dict | None = None, stem: str = "report") -> dict:
+    """<stem>.md, .json and .svg in `out_dir`; returns the built report."""
     band = "[{:g}, {:g}]".format(*env_cfg.reward.band)
     report = Report(evaluations, controls, baseline_step, thresholds, env_cfg.mode_names,
                     [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
                      Column("C mean", "c_mean", "{:.3f}"), Column("final ppl", "final_ppl", "{:.2f}")],
                     title=f"RL report: {out_dir}", notes=notes, heldout=heldout)
     built = report.build()
-    write_report(out_dir, built, report.markdown(built))
+    write_report(out_dir, built, report.markdown(built), stem)
     return built
 
 

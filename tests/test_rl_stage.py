@@ -143,18 +143,46 @@ def test_resume_reproduces_the_uninterrupted_run(base_dir, tmp_path):
 
 
 def test_report_stage_re_evaluates_every_checkpoint(tiny_rl, tmp_path, capsys):
+    """Other settings than the training's: the report is written beside the training's one, which
+    stays as it was, and so does best.pt."""
     out = tmp_path / "ckpt"
     shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
-    before = (out / "64.pt").read_bytes()
+    before = {name: (out / name).read_bytes() for name in ("64.pt", "report.md", "report.json", "best.pt")}
     assert train.main(["--stage", "report", "--quiet", "--ckpt-dir", str(out), "--baseline", str(out / "32.pt"),
                        "--episodes", "3"]) == 0
-    report = json.loads((out / "report.json").read_text())
-    assert report["baseline"]["step"] == 32
+    report = json.loads((out / "report-3ep-vs32.json").read_text())
+    assert report["baseline"]["step"] == 32 and (out / "report-3ep-vs32.md").exists()
     assert [(r["step"], r["n_episodes"]) for r in report["rows"]] == [(32, 3), (64, 3)]
     assert all(c["n_episodes"] == 3 for c in report["controls"])
-    assert (out / "64.pt").read_bytes() == before  # checkpoints are read, never rewritten
-    assert "re-evaluated 2 checkpoints" in capsys.readouterr().out
-    assert agent_ckpt(out / "best.pt")["global_step"] == report["recommended"]["step"]  # follows the re-score
+    assert {name: (out / name).read_bytes() for name in before} == before  # checkpoints, training report, best
+    assert "re-scored 2 checkpoints on 3 episodes (2 played, 0 reused)" in capsys.readouterr().out
+
+
+def test_report_stage_reuses_stored_evaluations_and_continues_after_an_interruption(tiny_rl, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import stages.report
+    out = tmp_path / "ckpt"
+    shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
+    played = []
+    real_score = stages.report.score
+
+    def counting_score(envs, policy, env_cfg, n, seed, step=None, checkpoint=None, name=None):
+        played.append((step, n))
+        if len(played) == 2 and n == 4:
+            raise KeyboardInterrupt  # Ctrl-C while the second checkpoint plays
+        return real_score(envs, policy, env_cfg, n, seed, step, checkpoint, name)
+    monkeypatch.setattr(stages.report, "score", counting_score)
+    # the training's settings: both checkpoints' evaluations are stored in them, none is played
+    assert train.main(["--stage", "report", "--quiet", "--ckpt-dir", str(out)]) == 0
+    assert played == [] and "(0 played, 2 reused)" in capsys.readouterr().out
+    assert agent_ckpt(out / "best.pt")["global_step"] == json.loads((out / "report.json").read_text())["recommended"]["step"]
+    # 4 episodes, interrupted on the second checkpoint: exit 130, the first is kept ...
+    assert train.main(["--stage", "report", "--quiet", "--ckpt-dir", str(out), "--episodes", "4"]) == 130
+    assert "run the same command again" in capsys.readouterr().err
+    # ... and the rerun plays only the second one
+    played.clear()
+    assert train.main(["--stage", "report", "--quiet", "--ckpt-dir", str(out), "--episodes", "4"]) == 0
+    assert played == [(64, 4)] and "(1 played, 1 reused)" in capsys.readouterr().out
 
 
 def expect_error(capsys, code, *fragments):
