@@ -94,6 +94,9 @@ def next_steps(out_dir: Path, stage: str, tensorboard_dir: Path) -> str:
         base = snapshots[0] if snapshots else out_dir / "base.pt"
         lines = [f"python generate.py --ckpt {out_dir / 'base.pt'} --prompt 'The'   # sample text",
                  f"python train.py --stage rl --base {base} --out {out_dir}   # train the PPO scheduler on it"]
+    elif stage == "report":
+        lines = [f"python generate.py --agent {out_dir / 'best.pt'}   # the recommended agent adapts, then samples",
+                 f"python train.py --stage rl --resume <the step you keep>.pt   # continue from a checkpoint in {out_dir}"]
     else:
         lines = [f"python generate.py --agent {out_dir / 'best.pt'}   # the recommended agent adapts, then samples",
                  f"python train.py --stage report --ckpt-dir {out_dir} --episodes 30   # re-score with more episodes",

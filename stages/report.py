@@ -26,6 +26,7 @@ from ppo import TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
 from .identity import check_base, identity_of
+from .outputs import next_steps
 from .rl_config import check_seed_ranges
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
                       write_rl_report)
@@ -159,6 +160,7 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
     print(f"re-scored {len(files)} checkpoints on {episodes} episodes ({played} played, {len(files) - played} reused) "
           f"in {(time.time() - t0) / 60:.1f} min; recommended: step {heldout['step']:,}; on held-out seeds it "
           f"{built['heldout']['verdict']['text']}; report {ckpt_dir / (stem + '.md')}{kept}")
+    print(next_steps(ckpt_dir, "report", ckpt_dir / "runs"))
     return 0
 
 
