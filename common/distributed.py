@@ -129,10 +129,16 @@ class Dist:
         return bool(self.sum([float(flag)])[0] > 0) if self.active else bool(flag)
 
     def slice(self, n: int) -> range:
-        """This rank's contiguous share of n items (the first n % world ranks take one more)."""
-        per, rest = divmod(n, self.world)
-        start = self.rank * per + min(self.rank, rest)
-        return range(start, start + per + (self.rank < rest))
+        """This rank's contiguous share of n items."""
+        return share(n, self.world, self.rank)
+
+
+def share(n: int, parts: int, i: int) -> range:
+    """Part i of n items cut into `parts` contiguous blocks (the first n % parts take one more):
+    how episodes are split over environments, and environments and episodes over ranks."""
+    per, rest = divmod(n, parts)
+    start = i * per + min(i, rest)
+    return range(start, start + per + (i < rest))
 
 
 SINGLE = Dist()

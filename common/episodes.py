@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .distributed import spread_episodes
+from .distributed import share, spread_episodes
 
 
 @dataclass
@@ -73,9 +73,8 @@ def _play_here(envs, policy: Callable, n_episodes: int, seed: int) -> list[Episo
     envs = list(envs)[:n_episodes] if isinstance(envs, Sequence) else [envs]
     if len(envs) == 1 or any(getattr(e, "uses_global_rng", True) for e in envs):
         return [play(envs[0], policy, seed + k) for k in range(n_episodes)]
-    per, rest = divmod(n_episodes, len(envs))
-    starts = [seed + i * per + min(i, rest) for i in range(len(envs))]
-    counts = [per + (i < rest) for i in range(len(envs))]
+    blocks = [share(n_episodes, len(envs), i) for i in range(len(envs))]
+    starts, counts = [seed + b.start for b in blocks], [len(b) for b in blocks]
 
     def block(env, start: int, count: int) -> list[Episode]:
         mine = copy.deepcopy(policy)
