@@ -77,9 +77,10 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timesteps", type=int, default=None,
                    help="environment decisions to train; on --resume, counted from the resumed step")
     g.add_argument("--save-freq", type=int, default=None, help="write <out>/<step>.pt every this many steps")
-    g.add_argument("--full-checkpoints", choices=["latest", "all"], default="latest",
-                   help="which <step>.pt keep the environments' state that exact resume needs (default latest: "
-                        "the others are light, a few hundred KB, and evaluate and generate the same)")
+    g.add_argument("--full-checkpoints", default="latest", metavar="latest|all|STEP,...",
+                   help="which <step>.pt keep the environments' state that exact resume needs: the latest "
+                        "(default), all, or the latest and these steps (e.g. 4096,8192); the others are light, "
+                        "a few hundred KB, and evaluate and generate the same")
     g.add_argument("--eval-freq", type=int, default=None, help="evaluate (and rewrite the report) every this many steps")
     g.add_argument("--eval-episodes", type=int, default=None, help="seeded episodes per evaluation")
     g.add_argument("--eval-seed", type=int, default=None,

@@ -77,16 +77,18 @@ class PeriodicCallback(Callback):
 class CheckpointCallback(PeriodicCallback):
     """Save ``path.format(step=global_step)`` every ``every`` steps, e.g. ``ckpt/{step}.pt``; with
     ``on_evaluation=True`` also at every evaluated step (so every evaluation has its checkpoint,
-    with that evaluation in it). ``env_state="latest"``: only the newest file keeps the
-    environments' state; each earlier one is rewritten light (``checkpoint.write_light``). One file per step, written once per state: a periodic save and
+    with that evaluation in it). ``env_state="latest"``: only the newest file (and those of the
+    steps in ``keep_full``) keeps the environments' state; each earlier one is rewritten light
+    (``checkpoint.write_light``). One file per step, written once per state: a periodic save and
     an evaluation on the same step write it once, or twice if the periodic save ran first."""
 
     def __init__(self, every: int, path: str = "ckpt/{step}.pt", on_evaluation: bool = False,
-                 env_state: str = "all"):
+                 env_state: str = "all", keep_full: tuple = ()):
         if env_state not in ("all", "latest"):
             raise ValueError(f"env_state must be 'all' or 'latest', got {env_state!r}")
         super().__init__(every)
         self.path, self.at_evaluations, self.env_state = path, on_evaluation, env_state
+        self.keep_full = {self.path.format(step=s) for s in keep_full}  # stay full, with "latest" too
         self.saved: dict[int, str] = {}  # step -> path
         self._evaluations_in: dict[int, int] = {}  # step -> len(eval_history) when that file was written
         self._full: set[str] = set()  # files this run wrote with the environments' state
@@ -100,7 +102,7 @@ class CheckpointCallback(PeriodicCallback):
             trainer.save(self.saved[step])
             self._evaluations_in[step] = n_evaluations
             if self.env_state == "latest":  # the earlier files become light: exact resume needs the latest only
-                for older in sorted(self._full - {self.saved[step]}):
+                for older in sorted(self._full - {self.saved[step]} - self.keep_full):
                     write_light(older, older)
                 self._full = {self.saved[step]}
         return self.saved[step]

@@ -117,8 +117,9 @@ def make_callbacks(p: RLPlan, args, eval_envs: list, controls: dict, thresholds:
                      checkpoint=str(out / f"{trainer.global_step}.pt"))
 
     eval_cb = EvalCallback(eval_envs, run["eval_freq"], evaluate=evaluate)
-    ckpt_cb = CheckpointCallback(run["save_freq"], str(out / "{step}.pt"), on_evaluation=True,
-                                 env_state=args.full_checkpoints)
+    mode, steps = full_checkpoints(args.full_checkpoints)
+    ckpt_cb = CheckpointCallback(run["save_freq"], str(out / "{step}.pt"), on_evaluation=True, env_state=mode,
+                                 keep_full=steps)
     stage_cb = RLStageCallback(p, controls, thresholds, stop, eval_cb)
     # the stage's callback last: the evaluated step's checkpoint exists when the report recommends it
     callbacks = [eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json")), stage_cb]
@@ -131,6 +132,7 @@ def run_rl(args: argparse.Namespace) -> int:
     threads = args.threads if args.threads is not None else 1
     torch.set_num_threads(max(threads, 1))
     thresholds = make_thresholds(args)
+    full_checkpoints(args.full_checkpoints)  # a bad value fails now, before any work
     p = plan(args, threads)
     lr = p.env_cfg.lr
     with joined(args.device) as d, FolderLock(p.out_dir), diverged(f"inside the environment (its lr is {lr:g})",
@@ -183,6 +185,17 @@ def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train
           f"report {p.out_dir / 'report.md'}")
     print(next_steps(p.out_dir, "rl", Path(args.logdir or p.out_dir / "runs")))
     return 0
+
+
+def full_checkpoints(value: str) -> tuple[str, tuple]:
+    """--full-checkpoints latest | all | STEP,STEP,... -> (CheckpointCallback env_state, keep_full)."""
+    if value in ("latest", "all"):
+        return value, ()
+    try:
+        steps = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise UserError(f"--full-checkpoints must be latest, all or steps like 4096,8192; got {value!r}") from None
+    return "latest", steps
 
 
 def training_envs(assets, env_cfg: EnvConfig, num_envs: int, workers: int):

@@ -73,3 +73,14 @@ def test_resuming_a_light_checkpoint_says_it_does_not_repeat_the_run(base_dir, r
     shutil.copytree(rl_dir, out)
     assert train.main(["--stage", "rl", "--quiet", "--resume", str(out / "32.pt"), "--timesteps", "32"]) == 0
     assert "is a light checkpoint" in capsys.readouterr().out
+
+
+def test_the_user_chooses_which_checkpoints_stay_full(base_dir, tmp_path, capsys):
+    import torch
+
+    from ppo.checkpoint import is_light
+    rl = ["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base_dir / "base.pt")]
+    assert train.main([*rl, "--out", str(tmp_path / "a"), "--full-checkpoints", "32"]) == 0
+    assert not any(is_light(torch.load(tmp_path / "a" / f, weights_only=True)) for f in ("32.pt", "64.pt"))
+    assert train.main([*rl, "--out", str(tmp_path / "b"), "--full-checkpoints", "soon"]) == 2
+    assert "--full-checkpoints must be latest, all or steps" in capsys.readouterr().err
