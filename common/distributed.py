@@ -59,10 +59,15 @@ class Dist:
                                     timeout=datetime.timedelta(seconds=timeout_s))
         return cls(rank, world, local)
 
-    def close(self) -> None:
+    def close(self, together: bool = True) -> None:
+        """Leave the group. `together` (a run that ended normally): first wait for every rank, so
+        no rank tears its connections down while another still uses them. Not after a failure:
+        the other ranks may never arrive."""
         if self.active:
             import torch.distributed as dist
             if dist.is_initialized():
+                if together:
+                    dist.barrier()
                 dist.destroy_process_group()
 
     # ------------------------------------------------------------------ collectives

@@ -71,14 +71,16 @@ def joined(device_name: str):
     saved = sys.stdout, sys.stderr
     if not d.is_main:  # progress bars and lines too: failures reach rank 0 through the collectives
         sys.stdout = sys.stderr = open(os.devnull, "w")
+    ended_normally = False
     try:
         yield d
+        ended_normally = True
     finally:
+        distributed.reset()
+        d.close(together=ended_normally)
         if sys.stdout is not saved[0]:
             sys.stdout.close()
             sys.stdout, sys.stderr = saved
-        distributed.reset()
-        d.close()
 
 
 def run_cli(body: Callable[[], int], user_errors: tuple = (), os_hint: str = "",
