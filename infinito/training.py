@@ -65,8 +65,13 @@ def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tenso
     loss = w_text * out.loss
     if w_phi > 0:
         loss = loss + w_phi * out.metrics["loss_phi"]
-    if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"training loss is {loss.item()}")
+    finite = torch.isfinite(loss.detach()).float()
+    if average is not None:  # one rank's NaN stops every rank here, before the gradients' all-reduce
+        finite = average(finite)
+    if finite.item() < 1:
+        local = loss.item()
+        raise NonFiniteLoss(f"training loss is {local}" if not math.isfinite(local)
+                            else "training loss is not finite on another process")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -94,3 +94,30 @@ def failing_rank(rank: int, world: int, port: int, out: str) -> None:
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
         f.write(outcome)
     d.close()
+
+
+def nan_on_rank_1(rank: int, world: int, port: int, out: str) -> None:
+    """Rank 1's loss is NaN at the second step: both ranks stop there with NonFiniteLoss (none
+    waits in the gradient all-reduce for the other)."""
+    from infinito.training import NonFiniteLoss
+    from stages.base import data_parallel
+    d = join(rank, world, port)
+    model, opt = tiny_model()
+    ddp = data_parallel(model, torch.device("cpu"))
+
+    def forward(x, y, **kw):
+        result = ddp(x, y, **kw)
+        if rank == 1 and step == 1:
+            result.loss = result.loss * float("nan")
+        return result
+    gen, data, outcome = torch.Generator().manual_seed(SEED + rank), ids(), "no error"
+    for step in range(3):
+        x, y = random_batch(data, BATCH, 16, gen)
+        try:
+            train_step(model, opt, x, y, forward=forward, average=d.mean)
+        except NonFiniteLoss as e:
+            outcome = f"step {step}: {e}"
+            break
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+        f.write(outcome)
+    d.close()

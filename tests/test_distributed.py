@@ -45,6 +45,12 @@ def test_a_failure_on_one_rank_is_raised_on_every_rank(tmp_path):
         assert (tmp_path / f"rank{r}.txt").read_text() == "training loss is nan (rank 1's environment)"
 
 
+def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    mp.spawn(dist_workers.nan_on_rank_1, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    assert (tmp_path / "rank1.txt").read_text() == "step 1: training loss is nan"
+    assert (tmp_path / "rank0.txt").read_text() == "step 1: training loss is not finite on another process"
+
+
 # ----------------------------------------------------------------------------- the stages under torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
