@@ -17,6 +17,7 @@ import json
 import os
 import re
 import tempfile
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -125,6 +126,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     that must be present."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else would fail as a pickle
+        raise CheckpointError(f"{path} is corrupt or not a readable checkpoint (not a torch.save archive: another "
+                              "kind of file, or cut short); re-create it or pick another")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for bad files (zip, pickle, EOF, unpickler)

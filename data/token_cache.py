@@ -36,13 +36,15 @@ def _dtype(tokenizer: Tokenizer) -> type[np.integer]:
     return np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
 
 
-def encode_cached(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: str) -> np.ndarray:
+def encode_cached(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: str,
+                  progress: bool = True) -> np.ndarray:
     """1-D token ids of ``text`` (uint16 when the vocabulary fits, else int32).
 
     The ids are stored as ``{cache_dir}/{name}-{key16}.npy``, where the key
     hashes the text and the tokenizer fingerprint, and loaded from there on
     later calls. A cache file that cannot be read (truncated, corrupt, wrong
-    dtype) is ignored and rewritten. If the cache cannot be written, e.g. on a
+    dtype) is ignored and rewritten. `progress`: a bar while encoding a long text. If the
+    cache cannot be written, e.g. on a
     read-only file system, a note goes to stderr and the ids are returned
     anyway: caching is an optimisation, never a reason to fail.
     """
@@ -55,7 +57,7 @@ def encode_cached(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: 
                 return ids
         except (OSError, ValueError, EOFError):
             pass  # corrupt: fall through and rewrite it
-    ids = _encode(text, tokenizer, dtype, desc=f"tokenizing {name}")
+    ids = _encode(text, tokenizer, dtype, desc=f"tokenizing {name}" if progress else None)
     buf = io.BytesIO()
     np.save(buf, ids, allow_pickle=False)
     try:
@@ -66,13 +68,14 @@ def encode_cached(text: str, tokenizer: Tokenizer, cache_dir: str | Path, name: 
     return ids
 
 
-def _encode(text: str, tokenizer: Tokenizer, dtype: type[np.integer], desc: str) -> np.ndarray:
-    """Encode in chunks of lines, joined by the newline id exactly as ``Tokenizer.encode`` does."""
+def _encode(text: str, tokenizer: Tokenizer, dtype: type[np.integer], desc: str | None) -> np.ndarray:
+    """Encode in chunks of lines, joined by the newline id exactly as ``Tokenizer.encode`` does
+    (with a progress bar labelled `desc`; None: no bar)."""
     lines = text.split("\n")
     chunks: list[np.ndarray] = []
     newline = np.array([tokenizer.newline_id], dtype=dtype)
     with tqdm(total=len(text), desc=desc, unit="char", unit_scale=True, leave=False,
-              disable=len(text) < _PROGRESS_MIN_CHARS) as bar:
+              disable=desc is None or len(text) < _PROGRESS_MIN_CHARS) as bar:
         for start in range(0, len(lines), _LINES_PER_CHUNK):
             chunk = lines[start : start + _LINES_PER_CHUNK]
             if start:

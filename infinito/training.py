@@ -41,7 +41,7 @@ def autocast(device: torch.device, bf16: bool):
 
 
 class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """Training diverged: the loss became NaN or infinite, or the optimiser's step overflowed float32."""
 
 
 def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -75,7 +75,13 @@ def train_step(model: Infinito, optimizer: torch.optim.Optimizer, x: torch.Tenso
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    try:
+        optimizer.step()
+    except RuntimeError as e:  # lr / (1 - beta1) past float32's range (lr 1e38): torch cannot convert the step size
+        if "overflow" not in str(e):
+            raise
+        lr = optimizer.param_groups[0]["lr"]
+        raise NonFiniteLoss(f"the optimiser's step overflows float32 (learning rate {lr:g})") from None
     stats = {"loss": loss.item(), "loss_text": out.loss.item(), "grad_norm": grad_norm.item()}
     if need_phi:
         summary, phi_t = out.summary, out.metrics["phi"].detach()

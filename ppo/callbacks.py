@@ -107,6 +107,11 @@ class CheckpointCallback(PeriodicCallback):
                 self._full = {self.saved[step]}
         return self.saved[step]
 
+    def continue_from(self, path: str) -> None:
+        """A resumed run's checkpoint, when it is one of this callback's files (`path` formatted
+        like them): it was the latest, so the next save makes it light like any earlier one."""
+        self._full.add(path)
+
     def fire(self, trainer) -> None:
         self.save(trainer)
 

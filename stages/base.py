@@ -25,7 +25,7 @@ import torch
 from common import distributed
 from common.distributed import Dist
 from common.fields import type_problems
-from common.files import FORMAT_VERSION, FolderLock, save_checkpoint, write_bytes, write_json
+from common.files import FORMAT_VERSION, save_checkpoint, write_bytes, write_json
 from common.logger import Logger
 from common.rng import capture_global_rng, restore_global_rng
 from data import Tokenizer, count_words, encode_cached, eval_batches, load_corpus, random_batch, train_tokenizer
@@ -37,7 +37,7 @@ from infinito.presets import BaseTrainConfig, resolve, snapshot_name
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, joined, pick_device
-from .outputs import fresh_run_check, next_steps, replacing
+from .outputs import claimed, fresh_run_check, next_steps, replacing
 
 CONFIG_CLASSES = (InfinitoConfig, BaseTrainConfig)
 
@@ -93,6 +93,7 @@ class BaseRun:
     dist: Dist = field(default_factory=Dist)  # the torchrun group (a group of one without torchrun)
     ddp: object = None               # DistributedDataParallel(model) when there are several ranks
     run_files_written: bool = False  # tokenizer.model and base_config.json, with the first checkpoint
+    quiet: bool = False              # --quiet: no progress bars
 
     @property
     def ckpt_path(self) -> Path:
@@ -100,7 +101,8 @@ class BaseRun:
 
     def ids(self, split: str) -> torch.Tensor:
         text = getattr(self.corpus, split)
-        ids = encode_cached(text, self.tokenizer, self.out_dir / "cache", f"{self.corpus.name}-{split}")
+        ids = encode_cached(text, self.tokenizer, self.out_dir / "cache", f"{self.corpus.name}-{split}",
+                            progress=not self.quiet)
         return torch.from_numpy(ids.astype("int64"))
 
     def save(self, path: Path, metrics: dict | None = None) -> None:
@@ -194,7 +196,7 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
         tokenizer = Tokenizer.from_bytes(d.broadcast(blob))
         print(f"trained a {tokenizer.vocab_size}-piece SentencePiece tokenizer in {time.time() - t0:.1f}s")
         model_cfg = InfinitoConfig(**{**model_cfg.to_dict(), "vocab_size": tokenizer.vocab_size})
-    run = BaseRun(model_cfg, train_cfg, tokenizer, corpus, split, out_dir, device, bf16, dist=d)
+    run = BaseRun(model_cfg, train_cfg, tokenizer, corpus, split, out_dir, device, bf16, dist=d, quiet=args.quiet)
     run.train_ids, run.valid_ids = run.ids("train"), run.ids("valid")
     _build_model(run, ckpt)
     if ckpt is not None:
@@ -207,14 +209,39 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
 
 
 def idle_cores() -> int:
-    """Threads for a training process: the cores not already busy (1-minute load average), at
-    least 1, at most torch's default. Measured on 2 cores (README, "Threads"): 2 threads are 1.56x
-    faster than 1 when the machine is idle, but 0.60x of 1 when one other job is running."""
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform
-        busy = 0.0
+    """Threads for a training process: the cores not busy now, at least 1, at most torch's default.
+    Measured on 2 cores (README, "Threads"): 2 threads are 1.56x faster than 1 when the machine is
+    idle, but 0.60x of 1 when one other job is running."""
+    busy = busy_cores()
+    if busy is None:  # no /proc/stat (not Linux): the 1-minute load average
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            busy = 0.0
     return max(1, min(torch.get_num_threads(), round((os.cpu_count() or 1) - busy)))
+
+
+def busy_cores(interval: float = 0.25) -> float | None:
+    """Cores busy over the next `interval` seconds, from /proc/stat; None where it cannot be read.
+    Not the load average: that trails by minutes, so the `pip install` that just ran counts as a
+    running job (it chose 1 thread on an idle machine right after the Quickstart's install)."""
+    try:
+        total0, idle0 = _cpu_times()
+        time.sleep(interval)
+        total1, idle1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(all, idle) clock ticks of every CPU since boot: /proc/stat's first line is user, nice,
+    system, idle, iowait, irq, softirq, steal (time stolen by other machines counts as busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    return sum(ticks), ticks[3] + ticks[4]
 
 
 def _build_model(run: BaseRun, ckpt: dict | None) -> None:
@@ -352,7 +379,7 @@ def run_base(args: argparse.Namespace) -> int:
     if args.stop_at is not None and args.stop_at < 1:
         raise UserError(f"--stop-at must be >= 1, got {args.stop_at}")
     out = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
-    with joined(args.device), FolderLock(out):
+    with joined(args.device), claimed(out, "base"):
         return _run_base(args, fresh_run_check(out, args, "base"))
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -52,10 +53,10 @@ def diverged(what: str, advice: str):
         raise UserError(f"{e} {what}; {advice}") from None
 
 
-def fail(message: object) -> int:
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone says it (every rank exits 2)
+def fail(message: object, status: int = EXIT_USER_ERROR) -> int:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone says it (every rank exits too)
         print(f"error: {message}", file=sys.stderr)
-    return EXIT_USER_ERROR
+    return status
 
 
 @contextlib.contextmanager
@@ -89,7 +90,9 @@ def run_cli(body: Callable[[], int], user_errors: tuple = (), os_hint: str = "",
     "invalid"/"unknown", OSError, MemoryError) become one `error:` line and exit 2, Ctrl-C exit 130.
     Anything else is a bug and keeps its traceback."""
     try:
-        return body()
+        with warnings.catch_warnings():  # a library's warning is a one-line note, not two lines and a source path
+            warnings.showwarning = _note
+            return body()
     except (UserError, *user_errors) as e:
         return fail(e)
     except ValueError as e:  # config validation
@@ -100,10 +103,21 @@ def run_cli(body: Callable[[], int], user_errors: tuple = (), os_hint: str = "",
         where = f" ({e.filename})" if e.filename else ""
         return fail(f"{e.strerror or e}{where}{os_hint}")
     except MemoryError:
-        return fail("out of memory; use a smaller preset, fewer environments or a shorter text")
+        return fail(OUT_OF_MEMORY)
+    except RuntimeError as e:  # torch's allocators raise RuntimeError (CPU) or its OutOfMemoryError subclass (CUDA)
+        if "can't allocate memory" in str(e) or isinstance(e, torch.cuda.OutOfMemoryError):
+            return fail(OUT_OF_MEMORY)
+        raise
     except KeyboardInterrupt:
-        print(f"error: {interrupted}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return fail(interrupted, EXIT_INTERRUPTED)
+
+
+OUT_OF_MEMORY = ("out of memory; use a smaller preset, --context or --batch-size, fewer environments or a shorter "
+                 "text")
+
+
+def _note(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"note: {str(message).strip().splitlines()[0]}", flush=True)
 
 
 class StopFlag:

@@ -11,11 +11,13 @@ holds its base checkpoint.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import shutil
 from pathlib import Path
 
 from common import distributed
+from common.files import FolderLock
 
 from .cli import UserError
 
@@ -60,31 +62,154 @@ def fresh_run_check(out_dir: Path, args, stage: str) -> list[Path]:
     return check_fresh(out_dir, stage, args.overwrite)
 
 
+HELD = ".earlier-run-"  # + the PID of the --overwrite run that holds an earlier run aside there
+
+
+def _held_name(rel: Path) -> str:
+    return rel.as_posix().replace("/", "__")  # runs/base -> runs__base: one flat folder
+
+
+def _original(held_file: Path, out_dir: Path) -> Path:
+    return out_dir / held_file.name.replace("__", "/")
+
+
+def _remove(paths) -> None:
+    for p in paths:
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def replacing(found: list[Path], stage: str):
-    """--overwrite: the earlier run's files are moved aside while the new run trains; they are
-    deleted once it ends (finished or interrupted with a checkpoint) and put back, with the
-    failed run's files removed, when it fails. Rank 0 alone moves files."""
+    """--overwrite: the earlier run's files are moved aside (into .earlier-run-<pid>) while the
+    new run trains; they are deleted once it ends (finished or interrupted with a checkpoint)
+    and put back, with the failed run's files removed, when it fails or is aborted. A run
+    killed outright leaves them held: the next run in the folder puts them back
+    (put_back_held_runs). Rank 0 alone moves files."""
     if not found or not distributed.current().is_main:
         yield
         return
     out_dir = found[0].parent
-    held = out_dir / f".earlier-run-{os.getpid()}"
+    held = out_dir / f"{HELD}{os.getpid()}"
     held.mkdir()
     for p in found:
-        p.replace(held / p.relative_to(out_dir).as_posix().replace("/", "__"))
+        p.replace(held / _held_name(p.relative_to(out_dir)))
     try:
         yield
-    except Exception:
-        for p in earlier_run(out_dir, stage):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        for p in found:
-            (held / p.relative_to(out_dir).as_posix().replace("/", "__")).replace(p)
+    except BaseException:  # a failure, or a second Ctrl-C: the earlier run comes back
+        _remove(earlier_run(out_dir, stage))
+        for f in held.iterdir():
+            f.replace(_original(f, out_dir))
         held.rmdir()
         raise
     shutil.rmtree(held)
     print(f"--overwrite: the earlier run's {len(found)} files in {out_dir} were replaced")
 
+
+def _is_stage_file(rel: Path, stage: str) -> bool:
+    """One of the stage's files (or inside one of its folders), `rel` relative to the output folder."""
+    return any(fnmatch.fnmatch(part, pattern) for pattern in STAGE_FILES[stage][0]
+               for part in (rel.as_posix(), *(p.as_posix() for p in rel.parents)))
+
+
+def _stage_of(originals: list[Path], out_dir: Path) -> str:
+    for stage in STAGE_FILES:
+        if any(_is_stage_file(p.relative_to(out_dir), stage) for p in originals):
+            return stage
+    return "base"
+
+
+def put_back_held_runs(out_dir: Path) -> None:
+    """With the folder's lock held, a .earlier-run-<pid> there belongs to an --overwrite run that was
+    killed (kill -9, a lost machine) before it could delete it or put it back. If that run wrote no
+    checkpoint, its files go and the earlier run comes back; if it did, both are kept: the earlier
+    run goes to a visible earlier-run-<pid>/ and a line says so."""
+    for held in sorted(p for p in out_dir.glob(HELD + "*") if p.is_dir()):
+        pid = held.name[len(HELD):]
+        originals = {f: _original(f, out_dir) for f in held.iterdir()}
+        stage = _stage_of(list(originals.values()), out_dir)
+        killed_runs = earlier_run(out_dir, stage)
+        if not any(p.suffix == ".pt" for p in killed_runs):
+            _remove(killed_runs)
+            dest, said = out_dir, (f"note: put back the earlier {stage} run in {out_dir}: the --overwrite run "
+                                   f"(process {pid}) replacing it was killed before its first checkpoint")
+        else:
+            dest = out_dir / f"earlier-run-{pid}"
+            said = (f"note: an --overwrite run (process {pid}) was killed after writing checkpoints in {out_dir}; "
+                    f"the earlier {stage} run it was replacing is kept in {dest}: delete that folder if you do "
+                    "not need it")
+        for f, original in originals.items():
+            target = dest / original.relative_to(out_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            f.replace(target)
+        held.rmdir()
+        print(said)
+
+
+def _inventory(folder: Path) -> tuple[set[Path], dict[tuple[int, int], Path]]:
+    """(directories, files by (device, inode)) under `folder`. A file written since has a new
+    inode: every file the project keeps is written atomically (common.files), moved ones keep theirs."""
+    dirs, files = set(), {}
+    for root, _, names in os.walk(folder):
+        dirs.add(Path(root))
+        for name in names:
+            with contextlib.suppress(OSError):
+                st = os.stat(Path(root) / name, follow_symlinks=False)
+                files[st.st_dev, st.st_ino] = Path(root) / name
+    return dirs, files
+
+
+def _undo(out_dir: Path, stage: str, created: Path | None, before: tuple[set, dict]) -> None:
+    """Remove what a failed run created, unless it got as far as a checkpoint (then its files are
+    that checkpoint's logs, caches and tokenizer, and the error names it). In a folder that was
+    there before, only the stage's own files and the token cache: another program may be writing
+    beside them (--out . is allowed)."""
+    dirs, files = _inventory(out_dir)
+
+    def ours(p: Path) -> bool:
+        rel = p.relative_to(out_dir)
+        return created is not None or rel.parts[0] == "cache" or _is_stage_file(rel, stage) or any(
+            pattern.startswith(rel.as_posix() + "/") for pattern in STAGE_FILES[stage][0])  # runs/ of runs/base
+
+    new_files = [p for inode, p in files.items() if inode not in before[1] and ours(p)]
+    if any(p.suffix == ".pt" for p in new_files):
+        return
+    _remove(new_files)
+    for d in sorted((d for d in dirs - before[0] if ours(d)), key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only if empty: a folder holding moved, older files stays
+    _remove_created(out_dir, created)
+
+
+def _remove_created(out_dir: Path, created: Path | None) -> None:
+    """rmdir --out and its parents up to `created`, the first of them this run made (if they are empty)."""
+    while created is not None and out_dir != created.parent:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()
+        out_dir = out_dir.parent
+
+
+@contextlib.contextmanager
+def claimed(out_dir: Path, stage: str):
+    """A base or RL run's hold on its output folder: locked for this run alone (FolderLock), an
+    earlier --overwrite run killed there put back (put_back_held_runs), and, if the run fails or
+    is refused before its first checkpoint, every file and folder it created removed, --out
+    itself included: a refused start leaves no trace."""
+    if not distributed.current().is_main:  # rank 0 holds the folder and writes for every rank
+        yield
+        return
+    created = next((p for p in reversed([out_dir, *out_dir.parents]) if not p.exists()), None)
+    before = None
+    try:
+        with FolderLock(out_dir):
+            before = _inventory(out_dir)  # taken under the lock: no other run is writing here
+            put_back_held_runs(out_dir)
+            yield
+    except BaseException:
+        if before is None:  # the lock itself failed (a full disk, another run): only folders this run made
+            _remove_created(out_dir, created)
+        else:
+            _undo(out_dir, stage, created, before)
+        raise
 
 
 def next_steps(out_dir: Path, stage: str, tensorboard_dir: Path) -> str:

@@ -22,7 +22,6 @@ import torch
 
 from common import distributed
 from common.distributed import DistributedVectorEnv
-from common.files import FolderLock
 from common.logger import Logger
 from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
 from infinito.training import NonFiniteLoss
@@ -31,7 +30,7 @@ from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCal
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify, identity_of
-from .outputs import fresh_run_check, next_steps, replacing
+from .outputs import claimed, fresh_run_check, next_steps, replacing
 from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
@@ -120,6 +119,9 @@ def make_callbacks(p: RLPlan, args, eval_envs: list, controls: dict, thresholds:
     mode, steps = full_checkpoints(args.full_checkpoints)
     ckpt_cb = CheckpointCallback(run["save_freq"], str(out / "{step}.pt"), on_evaluation=True, env_state=mode,
                                  keep_full=steps)
+    resumed_here = out / f"{p.start_step}.pt"
+    if p.resume and Path(p.resume).resolve() == resumed_here.resolve():
+        ckpt_cb.continue_from(str(resumed_here))
     stage_cb = RLStageCallback(p, controls, thresholds, stop, eval_cb)
     # the stage's callback last: the evaluated step's checkpoint exists when the report recommends it
     callbacks = [eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json")), stage_cb]
@@ -135,7 +137,7 @@ def run_rl(args: argparse.Namespace) -> int:
     full_checkpoints(args.full_checkpoints)  # a bad value fails now, before any work
     p = plan(args, threads)
     lr = p.env_cfg.lr
-    with joined(args.device) as d, FolderLock(p.out_dir), diverged(f"inside the environment (its lr is {lr:g})",
+    with joined(args.device) as d, claimed(p.out_dir, "rl"), diverged(f"inside the environment (its lr is {lr:g})",
                                                                   f"lower it, e.g. --env lr={lr / 10:g}"):
         if p.run["num_envs"] % d.world:
             raise UserError(f"{p.run['num_envs']} environments cannot be shared evenly by {d.world} processes; "
@@ -194,7 +196,9 @@ def full_checkpoints(value: str) -> tuple[str, tuple]:
     try:
         steps = tuple(int(v) for v in value.split(","))
     except ValueError:
-        raise UserError(f"--full-checkpoints must be latest, all or steps like 4096,8192; got {value!r}") from None
+        steps = ()
+    if not steps or min(steps) < 1:  # a step is a positive decision count: 0 or -5 would name no checkpoint
+        raise UserError(f"--full-checkpoints must be latest, all or positive steps like 4096,8192; got {value!r}")
     return "latest", steps
 
 

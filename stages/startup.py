@@ -1,5 +1,5 @@
-"""The first thing both scripts do, before torch loads (seconds): make Ctrl-C during that
-time, and a dependency that is not installed, one line each instead of a traceback.
+"""The first thing both scripts do, before torch loads (seconds): make Ctrl-C or SIGTERM during
+that time, and a dependency that is not installed, one line each instead of a traceback.
 Imports nothing heavy."""
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ RUNTIME_DEPENDENCIES = ("torch", "numpy", "sentencepiece", "tqdm", "tensorboard"
 
 def guard_startup() -> None:
     # os._exit, not sys.exit: an import that catches broad exceptions would swallow SystemExit
-    signal.signal(signal.SIGINT, lambda *_: (print("error: interrupted while starting; nothing was written",
-                                                   file=sys.stderr, flush=True), os._exit(130)))
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a job scheduler's stop
+        signal.signal(sig, lambda *_: (print("error: interrupted while starting; nothing was written",
+                                             file=sys.stderr, flush=True), os._exit(130)))
     missing = [m for m in RUNTIME_DEPENDENCIES if importlib.util.find_spec(m) is None]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
@@ -24,5 +25,7 @@ def guard_startup() -> None:
 
 
 def started() -> None:
-    """Loaded: Ctrl-C raises KeyboardInterrupt again, for run_cli and StopFlag to handle."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    """Loaded: Ctrl-C and SIGTERM raise KeyboardInterrupt, for run_cli and StopFlag to handle
+    (training loops save first; before them, what the run created is removed)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
