@@ -45,6 +45,8 @@ def play(env, policy: Callable, seed: int, max_steps: int | None = None) -> Epis
     while not done:
         action = policy(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
+        if hasattr(policy, "observe"):  # a bandit learns from the reward (common.policies.Exp3S)
+            policy.observe(action, reward)
         done = bool(terminated or truncated)
         ep.actions.append(int(action))
         ep.rewards.append(float(reward))
@@ -53,7 +55,8 @@ def play(env, policy: Callable, seed: int, max_steps: int | None = None) -> Epis
     return ep
 
 
-def run_episodes(envs, policy: Callable, n_episodes: int, seed: int = 0) -> list[Episode]:
+def run_episodes(envs, policy: Callable, n_episodes: int, seed: int = 0,
+                 on_episode: Callable[[], None] | None = None) -> list[Episode]:
     """`n_episodes` episodes seeded seed, seed+1, ... on one environment or a list of them.
 
     With several environments each gets a contiguous block of seeds and a deep copy of
@@ -61,24 +64,35 @@ def run_episodes(envs, policy: Callable, n_episodes: int, seed: int = 0) -> list
     environment that draws from a global random generator (`uses_global_rng`, True when
     it does not say) would make threads change results, so those run on one thread.
     In a distributed job every rank must call it: each plays its share of the seeds
-    and all get every episode (common.distributed.spread_episodes)."""
+    and all get every episode (common.distributed.spread_episodes). `on_episode()` is called
+    after each episode this process plays (a progress bar)."""
     if n_episodes < 1:
         raise ValueError("n_episodes must be >= 1")
-    return spread_episodes(lambda count, start: _play_here(envs, policy, count, start), n_episodes, seed)
+    return spread_episodes(lambda count, start: _play_here(envs, policy, count, start, on_episode or _nothing),
+                           n_episodes, seed)
 
 
-def _play_here(envs, policy: Callable, n_episodes: int, seed: int) -> list[Episode]:
+def _nothing() -> None:
+    pass
+
+
+def _play_here(envs, policy: Callable, n_episodes: int, seed: int, on_episode: Callable[[], None]) -> list[Episode]:
     if n_episodes == 0:
         return []
     envs = list(envs)[:n_episodes] if isinstance(envs, Sequence) else [envs]
+
+    def counted(env, mine, episode_seed: int) -> Episode:
+        ep = play(env, mine, episode_seed)
+        on_episode()
+        return ep
     if len(envs) == 1 or any(getattr(e, "uses_global_rng", True) for e in envs):
-        return [play(envs[0], policy, seed + k) for k in range(n_episodes)]
+        return [counted(envs[0], policy, seed + k) for k in range(n_episodes)]
     blocks = [share(n_episodes, len(envs), i) for i in range(len(envs))]
     starts, counts = [seed + b.start for b in blocks], [len(b) for b in blocks]
 
     def block(env, start: int, count: int) -> list[Episode]:
         mine = copy.deepcopy(policy)
-        return [play(env, mine, start + k) for k in range(count)]
+        return [counted(env, mine, start + k) for k in range(count)]
 
     with ThreadPoolExecutor(len(envs)) as pool:
         return [ep for part in pool.map(block, envs, starts, counts) for ep in part]

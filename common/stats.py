@@ -1,8 +1,11 @@
-"""Mean, sample std and the Student-t 95 % confidence interval of a mean (no scipy)."""
+"""Mean, sample std and the Student-t 95 % confidence interval of a mean; the interquartile mean
+with a stratified bootstrap interval, and the probability of improvement (numpy only, no scipy)."""
 from __future__ import annotations
 
 import math
 from typing import Iterable
+
+import numpy as np
 
 # Two-sided 95 % Student-t quantiles t_{0.975, df} for df = 1..30 (standard tables).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -37,3 +40,50 @@ def summarize(values: Iterable[float]) -> dict:
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
     half = ci95_halfwidth(std, n)
     return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def iqm(values) -> float:
+    """Interquartile mean: the mean of the middle half, floor(n/4) values cut from each end (as
+    scipy's trim_mean(x, 0.25)). Robust to a few outlying episodes, unlike the mean, and less
+    wasteful than the median (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice")."""
+    return float(_iqm_each(np.asarray(values, dtype=float).reshape(1, -1))[0])
+
+
+def _iqm_each(rows: np.ndarray) -> np.ndarray:
+    """The IQM of every row of a 2-D array."""
+    rows = np.sort(rows, axis=1)
+    cut = rows.shape[1] // 4
+    return rows[:, cut:rows.shape[1] - cut].mean(axis=1)
+
+
+def bootstrap_interval(scores, statistic: str = "iqm", n_boot: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> dict:
+    """The IQM (or "mean") of a (runs, episodes) score matrix and its percentile bootstrap interval.
+
+    Agarwal et al. resample the runs within each task (the strata), the tasks fixed. Here the
+    "tasks" are held-out episodes, themselves a sample of the seeds a user could meet, so each
+    resample draws the episodes (columns) with replacement and the training runs (rows) with
+    replacement, the same rows for every column: a two-way bootstrap, keeping each training run's
+    results together. Measured coverage of a 95 % interval (tests/test_study_stats.py): about
+    0.90-0.92 when both the training seed and the episode shift the score, as here; conservative
+    (about 0.99) when neither does. Returns {"value", "low", "high", "n_boot"}."""
+    each = {"iqm": _iqm_each, "mean": lambda rows: rows.mean(axis=1)}[statistic]
+    scores = np.asarray(scores, dtype=float)
+    runs, episodes = scores.shape
+    rng = np.random.default_rng(seed)
+    cols = rng.integers(episodes, size=(n_boot, 1, episodes))
+    rows = rng.integers(runs, size=(n_boot, runs, 1))
+    values = each(scores[rows, cols].reshape(n_boot, -1))  # (n_boot,)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return {"value": float(each(scores.reshape(1, -1))[0]), "low": float(low), "high": float(high),
+            "n_boot": n_boot}
+
+
+def improvement_indicator(x, y) -> np.ndarray:
+    """1 where x beats y, 1/2 on a tie, 0 otherwise; x (runs, episodes) against y (episodes,) or
+    (runs, episodes), paired by episode. Its mean is the probability of improvement P(X > Y), the
+    chance that X beats Y on a random episode (Agarwal et al. 2021); bootstrap_interval(...,
+    "mean") gives its interval."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return (x > y) + 0.5 * (x == y)

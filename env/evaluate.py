@@ -70,11 +70,12 @@ def trace_of(ep: Episode) -> dict:
     return trace
 
 
-def run_policy(envs, policy: Callable, n_episodes: int = 20, seed: int = 0, name: str | None = None) -> PolicyRuns:
+def run_policy(envs, policy: Callable, n_episodes: int = 20, seed: int = 0, name: str | None = None,
+               on_episode: Callable[[], None] | None = None) -> PolicyRuns:
     """`policy(obs, info) -> action` on `n_episodes` episodes seeded seed, seed+1, ... of one
     environment or a list of them (stepped on threads: same result, sooner; each environment
-    owns its model, one torch thread each as in docs/env.md)."""
-    episodes = run_episodes(envs, policy, n_episodes, seed)
+    owns its model, one torch thread each as in docs/env.md); `on_episode()` after each one."""
+    episodes = run_episodes(envs, policy, n_episodes, seed, on_episode)
     return PolicyRuns(name or getattr(policy, "name", type(policy).__name__), [ep.seed for ep in episodes],
                       [ep.total_reward for ep in episodes], [ep.length for ep in episodes],
                       [trace_of(ep) for ep in episodes])
@@ -83,8 +84,9 @@ def run_policy(envs, policy: Callable, n_episodes: int = 20, seed: int = 0, name
 def rescore(runs: PolicyRuns, reward, name: str | None = None) -> PolicyRuns:
     """The same episodes' returns under another reward config.
 
-    Exact, because the reward never feeds back into the dynamics (a policy sees
-    observations, not rewards) and is a pure function of consecutive measurements.
+    Exact for policies that see observations, not rewards (not for the bandit,
+    common.policies.Exp3S): the reward then never feeds back into the dynamics,
+    and it is a pure function of consecutive measurements.
     """
     out = PolicyRuns(name or runs.name, list(runs.seeds), lengths=list(runs.lengths))
     for tr in runs.traces:

@@ -1,9 +1,11 @@
-"""The scheduling environment's policies: the controls with mode names, and a hand-written adaptive one.
+"""The scheduling environment's policies: the controls with mode names, the rule family the
+"tuned rule" control is chosen from, and the bandit control.
 
 Policies follow `common.policies`' protocol: `policy(obs, info) -> action`.
 """
 from __future__ import annotations
 
+from common.policies import Exp3S
 from common.policies import control_policies as _controls
 
 from . import config
@@ -18,9 +20,10 @@ class BandPolicy:
     name = "adaptive (PHI outside the Φ band, else TEXT)"
 
     def __init__(self, low: float = 3.0, high: float = 6.0, margin: float = 0.0,
-                 inside: int = TEXT, outside: int = PHI):
+                 inside: int = TEXT, outside: int = PHI, name: str | None = None):
         self.low, self.high, self.margin = low, high, margin
         self.inside, self.outside = int(inside), int(outside)
+        self.name = name or self.name
 
     def __call__(self, obs, info) -> int:
         phi = float(obs[1])
@@ -33,3 +36,31 @@ def control_policies(n_actions: int | None = None, names=None, seed: int = 0) ->
     if n_actions is None:
         n_actions, names = len(config.MODES), names or [m[0] for m in config.MODES]
     return _controls(n_actions, names, seed)
+
+
+RULE_MARGINS = (0.0, 0.25, 0.5)  # how far inside the reward's Φ band the rule keeps training text
+
+
+def text_mode(env_cfg) -> int:
+    """The mode that trains text only: the one named TEXT, else the one weighting text most over Φ."""
+    names = env_cfg.mode_names
+    if "TEXT" in names:
+        return names.index("TEXT")
+    return max(range(len(env_cfg.modes)), key=lambda a: env_cfg.modes[a][1] - env_cfg.modes[a][2])
+
+
+def rule_family(env_cfg) -> dict:
+    """Every member of "TEXT while Φ is inside the reward's band shrunk by a margin, mode m
+    otherwise": each other mode m times RULE_MARGINS (6 members with the three default modes).
+    The "tuned rule" control is the member with the best mean on the evaluation seeds."""
+    low, high = env_cfg.reward.band
+    text = text_mode(env_cfg)
+    members = [BandPolicy(low, high, margin, text, m, name=f"rule: TEXT in [{low + margin:g}, {high - margin:g}], "
+                                                        f"else {env_cfg.mode_names[m]}")
+               for m in range(len(env_cfg.modes)) if m != text for margin in RULE_MARGINS]
+    return {p.name: p for p in members}
+
+
+def bandit(env_cfg) -> Exp3S:
+    """The bandit control: Exp3.S over the modes, reset every episode, its horizon the episode's length."""
+    return Exp3S(len(env_cfg.modes), env_cfg.max_steps)

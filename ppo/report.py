@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.files import write_json, write_text
-from common.stats import t975
+from common.stats import summarize, t975
 
 from .chart import report_svg
 
@@ -148,15 +148,17 @@ class Column:
 @dataclass
 class Report:
     evaluations: list                     # EvalResult dicts, one per evaluated checkpoint, by step
-    controls: dict = field(default_factory=dict)   # name -> EvalResult dict on the same seeds
+    controls: dict = field(default_factory=dict)   # name -> EvalResult dict on the same seeds: the scale
     baseline_step: Optional[int] = None   # None: the best evaluation (highest mean)
     thresholds: Thresholds = field(default_factory=Thresholds)
     action_names: Sequence[str] = ()
     columns: Sequence[Column] = ()
     title: str = "RL report"
     notes: Sequence[str] = ()             # lines shown under the title (run, environment, seeds)
-    heldout: Optional[dict] = None        # {"step": S, "agent": EvalResult dict, "controls": {name: dict}} on
-    #                                       seeds the selection never saw: the report's headline numbers
+    heldout: Optional[dict] = None        # {"step": S, "agent": EvalResult dict, "controls": {name: dict},
+    #                                       "adaptive": {name: dict}} on seeds the selection never saw: the headline
+    adaptive: dict = field(default_factory=dict)   # name -> EvalResult dict: adaptive controls, shown beside the
+    #                                               constant ones and compared episode by episode (paired)
 
     def build(self) -> dict:
         evals = sorted(self.evaluations, key=lambda e: e["step"])
@@ -178,7 +180,7 @@ class Report:
         rec = recommend(evals, statuses)
         statuses[rec] = "optimal"
         rows = [self._row(e, baseline, s, i == b) for i, (e, s) in enumerate(zip(evals, statuses))]
-        controls = [self._row({**c, "step": None}, baseline, None, False, name=n) for n, c in self.controls.items()]
+        controls = self._control_rows(self.controls, self.adaptive, baseline)
         chosen = rows[rec]
         reason = (f"highest lower bound of the 95% CI among the checkpoints not flagged as over-fitting "
                   f"(mean {chosen['mean_reward']:.4g}, std {chosen['std_reward']:.3g}, "
@@ -187,7 +189,8 @@ class Report:
                 "scale": scale, "unit": unit,
                 "baseline": {"step": baseline["step"], "kind": baseline_kind}, "rows": rows, "controls": controls,
                 "recommended": {"step": chosen["step"], "checkpoint": chosen.get("checkpoint"), "reason": reason,
-                                "vs_controls": verdict(chosen, self.controls)},
+                                "vs_controls": verdict(chosen, self.controls),
+                                "vs_adaptive": paired_verdict(evals[rec], self.adaptive)},
                 "heldout": self._heldout()}
 
     def markdown(self, built: Optional[dict] = None, chart: Optional[str] = None) -> str:
@@ -207,16 +210,27 @@ class Report:
             row[col.key] = e.get("extra", {}).get(col.key)
         return row
 
+    def _control_rows(self, controls: dict, adaptive: dict, reference: dict) -> list[dict]:
+        """Constant controls, then adaptive ones (marked), scored on the constant controls' scale."""
+        rows = [self._row({**c, "step": None}, reference, None, False, name=n) for n, c in controls.items()]
+        for n, c in adaptive.items():
+            row = self._row({**c, "step": None}, reference, None, False, name=n)
+            row["score"] = normalised_score(c["mean_reward"], controls)
+            rows.append({**row, "adaptive": True, "detail": c.get("extra", {}).get("detail")})
+        return rows
+
     def _heldout(self) -> Optional[dict]:
         if not self.heldout:
             return None
         agent, controls = self.heldout["agent"], self.heldout["controls"]
+        adaptive = self.heldout.get("adaptive") or {}
         rows = [self._row({**agent, "step": self.heldout["step"]}, agent, None, True, name=f"step {self.heldout['step']:,}")]
-        rows += [self._row({**c, "step": None}, agent, None, False, name=n) for n, c in controls.items()]
-        for r, e in zip(rows, [agent, *controls.values()]):
-            r["score"] = normalised_score(e["mean_reward"], controls)
+        rows[0]["score"] = normalised_score(agent["mean_reward"], controls)
+        rows += self._control_rows(controls, adaptive, agent)
+        for r in rows[1:len(controls) + 1]:
+            r["score"] = normalised_score(r["mean_reward"], controls)
         return {"step": self.heldout["step"], "seed": agent.get("seed"), "n_episodes": agent["n_episodes"],
-                "rows": rows, "verdict": verdict(rows[0], controls),
+                "rows": rows, "verdict": verdict(rows[0], controls), "vs_adaptive": paired_verdict(agent, adaptive),
                 "source": dict(self.heldout)}  # the EvalResult dicts: Report(heldout=source) rebuilds this
 
 
@@ -233,6 +247,27 @@ def verdict(chosen: dict, controls: dict) -> Optional[dict]:
                      f"{'non-overlapping' if beats else 'overlapping or lower'} 95% CIs"
                      + (f"; normalised score {score:.2f} (0 = worst control, 1 = best control)"
                         if score is not None else ""))}
+
+
+def paired_verdict(agent: dict, adaptive: dict) -> Optional[dict]:
+    """The agent against the best adaptive control on the same seeded episodes: the mean and
+    Student-t 95 % CI of the per-episode differences, and the verdict in words."""
+    same = {n: c for n, c in adaptive.items() if c.get("seed") == agent.get("seed")
+            and len(c.get("episode_returns", ())) == len(agent.get("episode_returns", ())) > 1}
+    if not same:
+        return None
+    name, best = max(same.items(), key=lambda kv: kv[1]["mean_reward"])
+    diffs = [a - b for a, b in zip(agent["episode_returns"], best["episode_returns"])]
+    s = summarize(diffs)
+    word = ("beats" if s["ci95_low"] > 0 else "is worse than" if s["ci95_high"] < 0 else "is no better than")
+    wins = sum(d > 0 for d in diffs)
+    detail = best.get("extra", {}).get("detail")
+    label = f"the {name}" + (f" ({detail})" if detail else "")
+    return {"best_adaptive": name, "verdict": word, "mean_diff": s["mean"], "ci95_low": s["ci95_low"],
+            "ci95_high": s["ci95_high"], "wins": wins, "n": len(diffs),
+            "text": (f"{word} {label}: paired difference {s['mean']:+.2f} [{s['ci95_low']:+.2f}, "
+                     f"{s['ci95_high']:+.2f}] (mean, 95% CI over {len(diffs)} episodes), higher in {wins} of "
+                     f"{len(diffs)}")}
 
 
 class _Table:
@@ -257,7 +292,8 @@ class _Table:
         return "| " + " | ".join([first, *cells, *middle, *extras]) + " |"
 
     def policies(self, rows: list[dict], vs: str) -> list[str]:
-        return self.header("Policy", [vs]) + [self.row(c["name"], c, [_change(c)]) for c in rows]
+        return self.header("Policy", [vs]) + [
+            self.row(c["name"] + (f" ({c['detail']})" if c.get("detail") else ""), c, [_change(c)]) for c in rows]
 
 
 def _change(r: dict) -> str:
@@ -269,9 +305,11 @@ def _heldout_lines(held: dict, table: _Table) -> list[str]:
     lines = ["", f"## Headline: held-out seeds {s0}..{s0 + held['n_episodes'] - 1}", "",
              f"The recommended checkpoint (step {held['step']:,}, chosen on the evaluation seeds below) and the "
              f"control policies, scored on {held['n_episodes']} seeded episodes that no selection saw:", ""]
+    if held.get("vs_adaptive"):
+        lines[3:3] = [f"**Against the best adaptive control: step {held['step']:,} {held['vs_adaptive']['text']}.**", ""]
     lines += table.policies(held["rows"], f"vs step {held['step']:,}")
     if held["verdict"]:
-        lines += ["", f"On the held-out seeds, step {held['step']:,} {held['verdict']['text']}."]
+        lines += ["", f"Against the constant controls: step {held['step']:,} {held['verdict']['text']}."]
     return lines
 
 
@@ -327,6 +365,8 @@ def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Seq
     lines += ["", "## Recommendation", "", f"Production checkpoint: step {rec['step']:,}{where}: {rec['reason']}."]
     if rec.get("vs_controls"):
         lines.append(f"On the evaluation seeds it {rec['vs_controls']['text']}.")
+    if rec.get("vs_adaptive"):
+        lines.append(f"On the evaluation seeds it {rec['vs_adaptive']['text']} (the rule was tuned on these seeds too).")
     return "\n".join(lines) + "\n"
 
 

@@ -28,8 +28,8 @@ from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
 from .identity import check_base, identity_of
 from .outputs import next_steps
 from .rl_config import check_seed_ranges
-from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
-                      write_rl_report)
+from .controls import all_controls
+from .scoring import headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, write_rl_report
 
 
 def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
@@ -98,7 +98,7 @@ class ScoreCache:
 
     def __init__(self, ckpt_dir: Path, agents: list):
         self.path = ckpt_dir / CACHE
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"evaluations": {}, "controls": {}}
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"evaluations": {}}
         self.stored = {a.global_step: [d for d in a.evaluations if d.get("step") == a.global_step] for a in agents}
 
     def evaluation(self, agent: TrainedPolicy, seed: int, n: int) -> dict | None:
@@ -109,13 +109,6 @@ class ScoreCache:
 
     def keep_evaluation(self, agent: TrainedPolicy, seed: int, n: int, d: dict) -> None:
         self.data["evaluations"][f"{policy_digest(agent)}@{seed}x{n}"] = d
-        write_json(self.path, self.data)
-
-    def controls(self, seed: int, n: int) -> dict | None:
-        return self.data["controls"].get(f"{seed}x{n}")
-
-    def keep_controls(self, seed: int, n: int, controls: dict) -> None:
-        self.data["controls"][f"{seed}x{n}"] = controls
         write_json(self.path, self.data)
 
 
@@ -139,17 +132,9 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
     assets = load_base(base_path, env_cfg)
     envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(args.workers or run["workers"], episodes)))]
     cache, t0 = ScoreCache(ckpt_dir, agents), time.time()
-    trained = extra["run"]["eval_episodes"] == episodes and extra["run"]["eval_seed"] == seed
     evaluations, played = _score_checkpoints(args, envs, env_cfg, files, agents, seed, episodes, cache)
-    controls = (extra.get("controls") if trained else None) or cache.controls(seed, episodes)
-    if controls is None:
-        controls = score_controls(envs, env_cfg, episodes, seed, args.quiet)
-        cache.keep_controls(seed, episodes, controls)
-    heldout_controls = (extra.get("heldout_controls") if trained else None) or cache.controls(run["heldout_seed"], episodes)
-    if heldout_controls is None:
-        heldout_controls = score_controls(envs, env_cfg, episodes, run["heldout_seed"], args.quiet)
-        cache.keep_controls(run["heldout_seed"], episodes, heldout_controls)
-    heldout = recommend_and_score_heldout(envs, env_cfg, run, evaluations, controls, baseline_step, thresholds,
+    controls, heldout_controls = all_controls(envs, env_cfg, run, base_path, identity_of(extra), extra, args.quiet)
+    heldout = recommend_and_score_heldout(envs, env_cfg, run, evaluations, controls[0], baseline_step, thresholds,
                                           heldout_controls)
     stem = _report_stem(args, episodes, extra["run"]["eval_episodes"])
     built = write_rl_report(ckpt_dir, evaluations, controls, baseline_step, env_cfg, thresholds,
@@ -158,8 +143,8 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
         keep_best(ckpt_dir, heldout["step"])  # best.pt follows the training report's recommendation
     kept = "" if stem == "report" else "; the training's report.md and best.pt are unchanged"
     print(f"re-scored {len(files)} checkpoints on {episodes} episodes ({played} played, {len(files) - played} reused) "
-          f"in {(time.time() - t0) / 60:.1f} min; recommended: step {heldout['step']:,}; on held-out seeds it "
-          f"{built['heldout']['verdict']['text']}; report {ckpt_dir / (stem + '.md')}{kept}")
+          f"in {(time.time() - t0) / 60:.1f} min; recommended: step {heldout['step']:,}; "
+          f"{headline(built)}; report {ckpt_dir / (stem + '.md')}{kept}")
     print(next_steps(ckpt_dir, "report", ckpt_dir / "runs"))
     return 0
 

@@ -33,8 +33,8 @@ from .identity import identify, identity_of
 from .outputs import claimed, fresh_run_check, next_steps, replacing
 from .dashboards import record_eval_scalars, rl_layout
 from .rl_config import RLPlan, plan
-from .scoring import (keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, score_controls,
-                      write_rl_report)
+from .controls import all_controls
+from .scoring import headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, write_rl_report
 
 
 class RLStageCallback(Callback):
@@ -42,15 +42,17 @@ class RLStageCallback(Callback):
     dashboards' layout, the baseline evaluation of a resumed run, and the report after every
     evaluation."""
 
-    def __init__(self, p: RLPlan, controls: dict, thresholds: Thresholds, stop: StopFlag, eval_cb: EvalCallback):
+    def __init__(self, p: RLPlan, controls: tuple[dict, dict], thresholds: Thresholds, stop: StopFlag,
+                 eval_cb: EvalCallback):
         self.p, self.controls, self.thresholds, self.stop, self.eval_cb = p, controls, thresholds, stop, eval_cb
+        self.every_control = {**controls[0], **controls[1]}  # constant and adaptive, on the dashboards
         self.monitor = RolloutMonitor(p.env_cfg)
         self.baseline_step = p.start_step if p.resume else None
         self.notes = report_notes(str(p.base_path), p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"],
                                   self.baseline_step, p.superseded)
 
     def on_training_start(self, trainer) -> None:
-        trainer.logger.add_custom_scalars(rl_layout(self.p.env_cfg.mode_names, self.controls))
+        trainer.logger.add_custom_scalars(rl_layout(self.p.env_cfg.mode_names, self.every_control))
         if self.baseline_step is not None and not any(r.step == trainer.global_step for r in trainer.eval_history):
             self.eval_cb.fire(trainer)  # the baseline of a resumed run needs an evaluation on the same seeds
             trainer.logger.dump(trainer.global_step)
@@ -67,7 +69,7 @@ class RLStageCallback(Callback):
     def on_evaluation(self, trainer, result) -> None:
         for key in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl"):
             trainer.logger.record(f"eval/{key}", result.extra[key])
-        record_eval_scalars(trainer.logger, result, self.controls)
+        record_eval_scalars(trainer.logger, result, self.every_control)
         built = self.write_report(trainer)
         keep_best(self.p.out_dir, built["recommended"]["step"])
         status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)
@@ -78,21 +80,6 @@ class RLStageCallback(Callback):
     def write_report(self, trainer, heldout: dict | None = None) -> dict:
         return write_rl_report(self.p.out_dir, [r.to_dict() for r in trainer.eval_history], self.controls,
                                self.baseline_step, self.p.env_cfg, self.thresholds, self.notes, heldout)
-
-
-def score_all_controls(p: RLPlan, envs: list, quiet: bool) -> tuple[dict, dict]:
-    """The controls on the evaluation and the held-out seeds (reused from the checkpoint when resuming
-    with the same environment and seeds)."""
-    extra, run, episodes = p.extra, p.run, p.run["eval_episodes"]
-    same_env = extra.get("env") == p.env_cfg.to_dict() and extra.get("run", {}).get("eval_episodes") == episodes
-    controls, heldout = extra.get("controls"), extra.get("heldout_controls")
-    if not (controls and same_env and extra["run"].get("eval_seed") == run["eval_seed"]):
-        print(f"evaluating the control policies on the same seeds ({episodes} episodes each)")
-        controls = score_controls(envs, p.env_cfg, episodes, run["eval_seed"], quiet)
-    if not (heldout and same_env and extra["run"].get("heldout_seed") == run["heldout_seed"]):
-        print(f"evaluating the control policies on the held-out seeds ({episodes} episodes each)")
-        heldout = score_controls(envs, p.env_cfg, episodes, run["heldout_seed"], quiet)
-    return controls, heldout
 
 
 def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict, args: argparse.Namespace) -> PPO:
@@ -108,7 +95,8 @@ def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict, args: argparse.Nam
     return agent
 
 
-def make_callbacks(p: RLPlan, args, eval_envs: list, controls: dict, thresholds: Thresholds, stop: StopFlag):
+def make_callbacks(p: RLPlan, args, eval_envs: list, controls: tuple[dict, dict], thresholds: Thresholds,
+                   stop: StopFlag):
     run, out = p.run, p.out_dir
 
     def evaluate(trainer):
@@ -126,7 +114,7 @@ def make_callbacks(p: RLPlan, args, eval_envs: list, controls: dict, thresholds:
     # the stage's callback last: the evaluated step's checkpoint exists when the report recommends it
     callbacks = [eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json")), stage_cb]
     if args.early_stop:
-        callbacks.append(StopOnOverfit(thresholds, args.patience, controls, stage_cb.baseline_step))
+        callbacks.append(StopOnOverfit(thresholds, args.patience, controls[0], stage_cb.baseline_step))
     return callbacks, eval_cb, ckpt_cb, stage_cb
 
 
@@ -152,17 +140,20 @@ def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, earlier
     run = p.run
     train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"])
     eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
-    controls, heldout_controls = score_all_controls(p, eval_envs, args.quiet)
-    # a resumed run keeps the identity its first checkpoints store, so they stay one run
-    extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path),
-             **(identity_of(p.extra) or identify(p.base_path)), "controls": controls, "heldout_controls": heldout_controls}
+    identity = identity_of(p.extra) or identify(p.base_path)  # a resumed run keeps its first checkpoints' identity
+    controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, identity, p.extra, args.quiet)
+    extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path), **identity,
+             "controls": controls[0], "adaptive": controls[1], "heldout_controls": heldout[0],
+             "heldout_adaptive": heldout[1]}
     with replacing(earlier, "rl"):  # --overwrite: only now, every check has passed
         return _train_rl(args, p, thresholds, train_env, eval_envs, extra)
 
 
 def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train_env, eval_envs: list,
               extra: dict) -> int:
-    run, controls, heldout_controls = p.run, extra["controls"], extra["heldout_controls"]
+    run = p.run
+    controls = extra["controls"], extra["adaptive"]
+    heldout_controls = extra["heldout_controls"], extra["heldout_adaptive"]
     agent = build_agent(p, train_env, extra, args)
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.batch_size}, "
@@ -178,13 +169,12 @@ def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train
               f"--resume {final}", file=sys.stderr)
         return EXIT_INTERRUPTED
     evaluations = [r.to_dict() for r in agent.eval_history]
-    heldout = recommend_and_score_heldout(eval_envs, p.env_cfg, run, evaluations, controls, stage_cb.baseline_step,
+    heldout = recommend_and_score_heldout(eval_envs, p.env_cfg, run, evaluations, controls[0], stage_cb.baseline_step,
                                           thresholds, heldout_controls)
     built = stage_cb.write_report(agent, heldout)
     why = f" ({agent.stop_reason})" if agent.stop_reason else ""
     print(f"done: step {agent.global_step:,} in {(time.time() - t0) / 60:.1f} min{why}; recommended checkpoint "
-          f"(best.pt): step {heldout['step']:,}; on held-out seeds it {built['heldout']['verdict']['text']}; "
-          f"report {p.out_dir / 'report.md'}")
+          f"(best.pt): step {heldout['step']:,}; {headline(built)}; report {p.out_dir / 'report.md'}")
     print(next_steps(p.out_dir, "rl", Path(args.logdir or p.out_dir / "runs")))
     return 0
 

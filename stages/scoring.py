@@ -7,10 +7,9 @@ are compared episode by episode.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from env import EnvConfig, control_policies, run_policy
+from env import EnvConfig, run_policy
 from common import distributed
 from common.stats import t975
 from ppo.checkpoint import write_light
@@ -20,10 +19,10 @@ from .cli import UserError
 
 
 def score(envs, policy, env_cfg: EnvConfig, n_episodes: int, seed: int, step: int | None = None,
-          checkpoint: str | None = None, name: str | None = None) -> EvalResult:
+          checkpoint: str | None = None, name: str | None = None, on_episode=None) -> EvalResult:
     """`policy` on episodes seed .. seed+n-1 -> an EvalResult with the environment's statistics in
     `extra` (its `to_dict()` is the form reports, evaluations.json and checkpoints hold)."""
-    runs = run_policy(envs, policy, n_episodes, seed, name)
+    runs = run_policy(envs, policy, n_episodes, seed, name, on_episode)
     summary = runs.summary(env_cfg.reward.band)
     actions = [a for tr in runs.traces for a in tr["action"]]
     extra = {k: summary[k] for k in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl", "memory_util_mean")}
@@ -33,24 +32,13 @@ def score(envs, policy, env_cfg: EnvConfig, n_episodes: int, seed: int, step: in
     return EvalResult(list(runs.returns), list(runs.lengths), counts, True, seed, step, extra=extra)
 
 
-def score_controls(envs, env_cfg: EnvConfig, n_episodes: int, seed: int, quiet: bool) -> dict:
-    """Every control policy (random, always <mode>) on the same seeds -> {name: EvalResult dict}."""
-    out = {}
-    for name, policy in control_policies(len(env_cfg.modes), env_cfg.mode_names).items():
-        t0 = time.time()
-        out[name] = score(envs, policy, env_cfg, n_episodes, seed, name=name).to_dict()
-        if not quiet:
-            print(f"control policy {name}: {out[name]['mean_reward']:+.3f} ± {out[name]['std_reward']:.3f} "
-                  f"over {n_episodes} episodes ({time.time() - t0:.0f}s)")
-    return out
-
-
-def score_heldout(envs, env_cfg: EnvConfig, run: dict, checkpoint: Path, heldout_controls: dict) -> dict:
-    """The checkpoint's greedy policy on the held-out seeds, beside the controls' results there."""
+def score_heldout(envs, env_cfg: EnvConfig, run: dict, checkpoint: Path, heldout: tuple[dict, dict]) -> dict:
+    """The checkpoint's greedy policy on the held-out seeds, beside the controls' results there
+    (`heldout`: constant and adaptive controls)."""
     policy = TrainedPolicy.load(str(checkpoint))
     agent = score(envs, policy, env_cfg, run["eval_episodes"], run["heldout_seed"], policy.global_step,
                   str(checkpoint)).to_dict()
-    return {"step": policy.global_step, "agent": agent, "controls": heldout_controls}
+    return {"step": policy.global_step, "agent": agent, "controls": heldout[0], "adaptive": heldout[1]}
 
 
 def make_thresholds(args) -> Thresholds:
@@ -86,26 +74,28 @@ def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resu
     return notes
 
 
-def write_rl_report(out_dir: Path, evaluations: list, controls: dict, baseline_step: int | None, env_cfg: EnvConfig,
-                    thresholds: Thresholds, notes: list[str], heldout: dict | None = None, stem: str = "report") -> dict:
-    """<stem>.md, .json and .svg in `out_dir`; returns the built report."""
+def write_rl_report(out_dir: Path, evaluations: list, controls: tuple[dict, dict], baseline_step: int | None,
+                    env_cfg: EnvConfig, thresholds: Thresholds, notes: list[str], heldout: dict | None = None,
+                    stem: str = "report") -> dict:
+    """<stem>.md, .json and .svg in `out_dir` (`controls`: constant and adaptive); returns the built report."""
     band = "[{:g}, {:g}]".format(*env_cfg.reward.band)
-    report = Report(evaluations, controls, baseline_step, thresholds, env_cfg.mode_names,
+    report = Report(evaluations, controls[0], baseline_step, thresholds, env_cfg.mode_names,
                     [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
                      Column("C mean", "c_mean", "{:.3f}"), Column("final ppl", "final_ppl", "{:.2f}")],
-                    title=f"RL report: {out_dir}", notes=notes, heldout=heldout)
+                    title=f"RL report: {out_dir}", notes=notes, heldout=heldout, adaptive=controls[1])
     built = report.build()
     write_report(out_dir, built, report.markdown(built), stem)
     return built
 
 
 def recommend_and_score_heldout(envs, env_cfg: EnvConfig, run: dict, evaluations: list, controls: dict,
-                                baseline_step: int | None, thresholds: Thresholds, heldout_controls: dict) -> dict:
-    """The report's recommended checkpoint, re-scored on the held-out seeds."""
+                                baseline_step: int | None, thresholds: Thresholds, heldout: tuple[dict, dict]) -> dict:
+    """The report's recommended checkpoint (`controls`: the constant ones, which set the
+    over-fitting rule's unit), re-scored on the held-out seeds beside `heldout`'s controls."""
     rec = Report(evaluations, controls, baseline_step, thresholds).build()["recommended"]
     print(f"scoring the recommended checkpoint (step {rec['step']:,}) on the held-out seeds")
     distributed.current().barrier()  # rank 0 has written that checkpoint
-    return score_heldout(envs, env_cfg, run, Path(rec["checkpoint"]), heldout_controls)
+    return score_heldout(envs, env_cfg, run, Path(rec["checkpoint"]), heldout)
 
 
 def keep_best(out_dir: Path, step: int) -> None:
@@ -117,3 +107,10 @@ def keep_best(out_dir: Path, step: int) -> None:
     best, source = out_dir / "best.pt", out_dir / f"{step}.pt"
     if not (best.exists() and TrainedPolicy.load(str(best)).global_step == step):
         write_light(str(source), str(best))  # a light copy: what evaluation and generation read
+
+
+def headline(built: dict) -> str:
+    """The report's held-out verdicts in one sentence: against the best adaptive control first."""
+    held = built["heldout"]
+    adaptive = f"it {held['vs_adaptive']['text']}; " if held.get("vs_adaptive") else ""
+    return f"on held-out seeds {adaptive}against the constant controls it {held['verdict']['text']}"

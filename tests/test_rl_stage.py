@@ -40,7 +40,8 @@ def test_tiny_run_writes_checkpoints_evaluations_and_report(tiny_rl, base_dir):
     assert all(0 <= e["extra"]["phi_in_band_pct"] <= 100 for e in evals)
     report = json.loads((tiny_rl / "report.json").read_text())
     assert [r["step"] for r in report["rows"]] == [32, 64]
-    assert sorted(c["name"] for c in report["controls"]) == ["always MIXED", "always PHI", "always TEXT", "random"]
+    assert sorted(c["name"] for c in report["controls"]) == ["always MIXED", "always PHI", "always TEXT", "bandit", "random",
+                                                           "tuned rule"]
     assert all(c["n_episodes"] == 2 and c["seed"] == 10_000 for c in report["controls"])
     assert report["recommended"]["step"] in (32, 64)
     # one meaning of "best": best.pt holds the checkpoint the report recommends
@@ -272,8 +273,8 @@ def test_early_stop_on_over_fitting_keeps_the_best(base_dir, tmp_path, monkeypat
     real = scoring.run_policy
     calls = {"agent": 0}
 
-    def worsening(envs, policy, n_episodes, seed, name=None):
-        runs = real(envs, policy, n_episodes, seed, name)
+    def worsening(envs, policy, n_episodes, seed, name=None, on_episode=None):
+        runs = real(envs, policy, n_episodes, seed, name, on_episode)
         if isinstance(policy, TrainedPolicy):
             calls["agent"] += 1
             runs.returns = [r - 1000.0 * (calls["agent"] - 1) for r in runs.returns]  # far below every control

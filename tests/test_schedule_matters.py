@@ -9,7 +9,7 @@ import pytest
 import train
 from common.policies import ConstantPolicy
 from env import (PHI, TEXT, EnvConfig, EnvError, ProgressReward, RewardConfig, TextSchedulingEnv,
-                 action_independent_share, control_policies, load_base, reward_from_dict, run_policy)
+                 action_independent_share, control_policies, load_base, reward_from_dict, run_policy, rule_family)
 from env.dynamics import difference, mode_effects, state_at_phi
 from infinito.checkpoint import load_checkpoint
 
@@ -105,13 +105,17 @@ def test_run_policy_keeps_each_episodes_reward_terms(env):
 
 def test_a_fourth_mode_is_one_config_line(base_dir, tmp_path):
     """Four modes through the command line: the tiny RL preset trains, evaluates four constant
-    controls and writes a report with a four-way action mix."""
+    controls and the adaptive ones (the rule tuned over the three other modes) and writes a report
+    with a four-way action mix."""
     modes = '[["TEXT",1,0],["PHI",0.1,1],["MIXED",0.5,0.5],["GENTLE",1,0.2]]'
     assert train.main(["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base_dir / "base-step20.pt"),
                        "--out", str(tmp_path), "--env", f"modes={modes}"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     names = [c["name"] for c in report["controls"]]
-    assert names == ["random", "always TEXT", "always PHI", "always MIXED", "always GENTLE"]
+    assert names == ["random", "always TEXT", "always PHI", "always MIXED", "always GENTLE", "tuned rule", "bandit"]
+    tuned = next(c for c in report["controls"] if c["name"] == "tuned rule")
+    assert tuned["detail"].startswith("TEXT in [") and len(rule_family(EnvConfig.from_dict(
+        {"modes": json.loads(modes)}))) == 9
     assert all(len(r["action_mix"]) == 4 for r in report["rows"])
     assert "TEXT / PHI / MIXED / GENTLE %" in (tmp_path / "report.md").read_text()
     assert len(control_policies(4, ("A", "B", "C", "D"))) == 5

@@ -1,0 +1,111 @@
+"""The control policies every agent is compared with, scored once per base model and environment.
+
+Two kinds (docs/rl.md, "Controls"):
+- constant: random and "always <mode>"; they set the report's scale (0 = worst, 1 = best) and the
+  over-fitting rule's unit (their spread), as before adaptive controls existed;
+- adaptive: the **tuned rule**, the member of env.rule_family with the best mean on the
+  evaluation seeds (then scored on the held-out seeds: the same select-then-report discipline as
+  the agent's checkpoints), and the **bandit** (Exp3.S). The agent's headline is its paired
+  difference with the best of these.
+
+Every evaluation is kept in `<base folder>/cache/controls/`, keyed by the base model's content,
+the environment config, the seeds, the episode count and the policy: the RL stage, a resumed run,
+the report stage and every training seed of a study play each control once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from common.files import write_json
+from env import EnvConfig, bandit, control_policies, rule_family
+
+from .scoring import score
+
+TUNED, BANDIT = "tuned rule", "bandit"
+CACHE_FORMAT = 1  # bump when what an evaluation holds changes, so old entries miss
+
+
+class ControlCache:
+    """One JSON file per evaluation: runs that share a base never rewrite each other's entries."""
+
+    def __init__(self, base_path: Path, base_content: str, env_cfg: EnvConfig):
+        self.folder = Path(base_path).parent / "cache" / "controls"
+        self.key = {"format": CACHE_FORMAT, "base": base_content, "env": env_cfg.to_dict()}
+
+    def path(self, policy: str, seed: int, n: int) -> Path:
+        blob = json.dumps({**self.key, "policy": policy, "seed": seed, "n": n}, sort_keys=True)
+        return self.folder / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+
+    def get(self, policy: str, seed: int, n: int) -> dict | None:
+        try:
+            return json.loads(self.path(policy, seed, n).read_text())
+        except (OSError, ValueError):  # absent, or cut short by a crash: play it again
+            return None
+
+    def put(self, policy: str, seed: int, n: int, result: dict) -> None:
+        try:
+            write_json(self.path(policy, seed, n), result)
+        except OSError as e:  # a read-only base folder: the evaluation is still used, only not kept
+            print(f"note: could not keep the control evaluation in {self.folder} ({e.strerror or e})")
+
+
+def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, identity: dict, stored: dict,
+                 quiet: bool) -> tuple[tuple, tuple]:
+    """The controls (constant, adaptive) on the evaluation and the held-out seeds: from `stored` (a
+    checkpoint's `extra`) when it played them on this environment with these seeds and episodes,
+    else from the base's control cache, else played. The rule is tuned on the evaluation seeds only."""
+    episodes = run["eval_episodes"]
+    if ("adaptive" in stored and stored.get("env") == env_cfg.to_dict()
+            and all(stored["run"].get(k) == run[k] for k in ("eval_episodes", "eval_seed", "heldout_seed"))):
+        return (stored["controls"], stored["adaptive"]), (stored["heldout_controls"], stored["heldout_adaptive"])
+    cache = ControlCache(base_path, next(iter(identity.values())), env_cfg)
+    evaluation = score_controls(envs, env_cfg, episodes, run["eval_seed"], cache, quiet)
+    heldout = score_controls(envs, env_cfg, episodes, run["heldout_seed"], cache, quiet,
+                             tuned_member=evaluation[1][TUNED]["extra"]["rule"])
+    return evaluation, heldout
+
+
+def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCache, quiet: bool,
+                   tuned_member: str | None = None) -> tuple[dict, dict]:
+    """(constant controls, adaptive controls) on episodes seed .. seed+n-1 -> {name: EvalResult dict}.
+
+    Without `tuned_member` (the evaluation seeds) every rule member is played and the best mean
+    becomes TUNED; with it (the held-out seeds) only that member is."""
+    constants = control_policies(len(env_cfg.modes), env_cfg.mode_names)
+    members = rule_family(env_cfg)
+    if tuned_member is not None:
+        members = {tuned_member: members[tuned_member]}
+    policies = {**constants, **members, BANDIT: bandit(env_cfg)}
+    played = _play_all(envs, env_cfg, policies, n, seed, cache, quiet)
+    best = max(members, key=lambda name: played[name]["mean_reward"])
+    tuned = _with(played[best], rule=best, detail=best.removeprefix("rule: "),
+                  members={m: played[m]["mean_reward"] for m in members})
+    b = policies[BANDIT]
+    return ({name: played[name] for name in constants},
+            {TUNED: tuned, BANDIT: _with(played[BANDIT], detail=f"Exp3.S, gamma {b.gamma:.2f}, alpha {b.alpha:.3f}")})
+
+
+def _with(result: dict, **extra) -> dict:
+    return {**result, "extra": {**result["extra"], **extra}}
+
+
+def _play_all(envs, env_cfg: EnvConfig, policies: dict, n: int, seed: int, cache: ControlCache, quiet: bool) -> dict:
+    """Each policy's evaluation from the cache, or played (one progress bar over every episode)."""
+    from tqdm import tqdm
+    out = {name: cache.get(name, seed, n) for name in policies}
+    todo = [name for name, result in out.items() if result is None]
+    if not todo:
+        return out
+    t0 = time.time()
+    with tqdm(total=len(todo) * n, desc=f"controls, seeds {seed}+", unit="episode", disable=quiet,
+              dynamic_ncols=True) as bar:
+        for name in todo:
+            out[name] = score(envs, policies[name], env_cfg, n, seed, name=name, on_episode=lambda: bar.update(1)).to_dict()
+            cache.put(name, seed, n, out[name])
+    stored = len(policies) - len(todo)
+    print(f"control policies on seeds {seed}..{seed + n - 1}: played {len(todo)} ({len(todo) * n} episodes) in "
+          f"{(time.time() - t0) / 60:.1f} min" + (f"; {stored} more were stored in {cache.folder}" if stored else ""))
+    return out
