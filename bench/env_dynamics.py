@@ -6,7 +6,7 @@ policy on the same seeds, and one decision per mode from the same state at three
 Part 1 — policies. Each plays `--episodes` episodes (seeds seed, seed+1, ...: every policy meets
 the same data streams) in the RL preset's environment. Per policy: the return, mean ± 95% CI
 (Student t) and std, under the preset's reward and, re-scored on the very same episodes, under
-SPEC §5's reward v2; Φ in the reward's band (% of decisions), held-out perplexity at the end of
+the seed study's reward v2; Φ in the reward's band (% of decisions), held-out perplexity at the end of
 the episode, mean C, the action mix. Over the four control policies: the share of the return
 that no decision changes (`env.action_independent_share`), for both rewards.
 
@@ -79,7 +79,7 @@ def fmt_ci(ret: dict) -> str:
 def policy_table(rows: list, cfg: EnvConfig) -> list[str]:
     names = cfg.mode_names
     band = "[{:g}, {:g}]".format(*cfg.reward.band)
-    out = [f"| policy | return, `{cfg.reward.describe()}` (mean ± 95% CI) | return, SPEC reward v2 | "
+    out = [f"| policy | return, `{cfg.reward.describe()}` (mean ± 95% CI) | return, reward v2 | "
            f"Φ in {band} | final ppl | C mean | {' / '.join(names)} % |", "|" + "---|" * 7]
     for s, v2 in rows:
         mix = " / ".join(f"{100 * x:.0f}" for x in (s["action_mix"] + [0.0] * len(names))[:len(names)])

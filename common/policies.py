@@ -97,7 +97,7 @@ class Exp3S:
 
 
 def control_policies(n_actions: int, names: Sequence[str] | None = None, seed: int = 0) -> dict:
-    """The SPEC's controls: random, and one constant policy per action ("always <name>")."""
+    """The constant controls: random, and one constant policy per action ("always <name>")."""
     names = list(names) if names is not None else [str(a) for a in range(n_actions)]
     out = {"random": RandomPolicy(n_actions, seed)}
     for a in range(n_actions):

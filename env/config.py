@@ -34,7 +34,7 @@ class EnvConfig:
     modes: tuple = field(default_factory=lambda: MODES)  # (name, w_text, w_phi) per action
     device: str = "cpu"
     cache_dir: str | None = None  # token-id cache; default: <checkpoint dir>/cache, as train.py writes it
-    reward: object = field(default_factory=RewardConfig)  # any reward of env/reward.py (default: SPEC's v2)
+    reward: object = field(default_factory=RewardConfig)  # any reward of env/reward.py (default: v2, docs/env.md)
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):

@@ -31,7 +31,7 @@ class BandPolicy:
 
 
 def control_policies(n_actions: int | None = None, names=None, seed: int = 0) -> dict:
-    """The SPEC's controls named by mode: random, always TEXT, always PHI, always MIXED, ...
+    """The constant controls named by mode: random, always TEXT, always PHI, always MIXED, ...
     (default: one per mode of env/config.py's MODES)."""
     if n_actions is None:
         n_actions, names = len(config.MODES), names or [m[0] for m in config.MODES]

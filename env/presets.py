@@ -19,8 +19,8 @@ def _snapshot(preset: str) -> str:
     """The file the base stage's preset of the same name keeps as the RL stage's start."""
     return snapshot_name(BASE_PRESETS[preset]["train"]["snapshot_at"])
 
-# The presets' reward: text progress against Φ's health (env/reward.py, `progress`). SPEC §5's
-# reward v2 stays selectable with --env reward.name=v2.
+# The presets' reward: text progress against Φ's health (env/reward.py, `progress`). The seed
+# study's reward v2 stays selectable with --env reward.name=v2.
 PROGRESS = dict(name="progress")
 
 RL_PRESETS: dict[str, dict[str, dict]] = {
@@ -48,7 +48,7 @@ RL_PRESETS: dict[str, dict[str, dict]] = {
         "run": dict(timesteps=10_240, save_freq=1024, eval_freq=1024, eval_episodes=30, eval_seed=10_000,
                     heldout_seed=20_000, num_envs=8, workers=2, base_file=_snapshot("demo")),
     },
-    # the study's setup: SPEC §6 PPO defaults, SPEC §5 environment (5 inner steps, 50-step
+    # the study's setup: PPO's default config (docs/ppo.md), the study's environment (5 inner steps, 50-step
     # episodes, batch 4 x 128 tokens), checkpoints and evaluations every 2,000 steps
     "paper": {
         "env": dict(reward=PROGRESS),

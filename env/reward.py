@@ -13,7 +13,7 @@ A measurement is the dict `TextSchedulingEnv` takes on its fixed held-out batch:
 
 Two rewards exist. Adding one is a dataclass here and a line in `REWARDS`.
 
-**`v2`** (`RewardConfig`) — SPEC §5's reward v2 of the seed study, exact; `EnvConfig()`'s default.
+**`v2`** (`RewardConfig`) — the seed study's reward v2, exact (docs/env.md); `EnvConfig()`'s default.
 
     delta_c    w_dc·(C − C_prev)
     delta_phi  w_dphi·(Φ − Φ_prev)
@@ -108,7 +108,7 @@ class Reward:
 
 @dataclass
 class RewardConfig(Reward):
-    """Reward v2 of SPEC §5 (the seed study); every constant a field, the defaults SPEC's."""
+    """Reward v2 of the seed study (docs/env.md); every constant a field, the defaults the study's."""
     name: ClassVar[str] = "v2"
     terms: ClassVar[tuple] = ("delta_c", "delta_phi", "ppl_gain", "memory", "jump", "phi_band", "ppl_band", "c_band")
     measurements: ClassVar[tuple] = ("consciousness", "phi", "ppl", "memory_util")
@@ -135,7 +135,7 @@ class RewardConfig(Reward):
     w_c_below: float = 0.2
     w_c_above: float = 0.2
     c_bonus: float = 0.05
-    zero_first_step: bool = True  # SPEC: "r = 0 on the first step" of an episode
+    zero_first_step: bool = True  # the study's rule: r = 0 on an episode's first step
 
     def __post_init__(self) -> None:
         problems = []

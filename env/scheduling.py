@@ -8,7 +8,7 @@ and Φ loss, memory use and perplexity. The observation is
     [C, Φ, loss_text, loss_phi, memory_util, t_norm, time_left]   float32, clipped to [0, OBS_HIGH]
 
 with t_norm = steps since C last exceeded `c_threshold`, / max_steps, capped at 1
-(SPEC §5), and time_left = decisions left / max_steps. The reward is the
+(docs/env.md), and time_left = decisions left / max_steps. The reward is the
 config's reward object (env/reward.py) between consecutive measurements.
 
 The episode ends after `max_steps` decisions. The observation shows the time

@@ -1,4 +1,4 @@
-"""Next-token sampling rules: repetition penalty, temperature, top-k, top-p (SPEC §8).
+"""Next-token sampling rules: repetition penalty, temperature, top-k, top-p (docs/generate.md).
 
 Applied in this order to the logits of the next position, (B, V):
 

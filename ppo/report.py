@@ -3,7 +3,7 @@
 Input is plain data — evaluations as ``EvalResult.to_dict()`` dicts (the form
 ``evaluations.json`` and checkpoints hold) and control policies' results of the
 same form — so a report can be rebuilt from files alone. Statuses follow the
-project's over-fitting rule (SPEC §1): variance growing far above the baseline's,
+project's over-fitting rule (docs/rl.md, "The report"): variance growing far above the baseline's,
 or the mean dropping, is the signal. Environment-specific columns (e.g. "% of
 steps with Φ in band") come in through ``columns`` as keys of each result's
 ``extra``; this module knows nothing of any particular environment.

@@ -81,8 +81,9 @@ def control_slug(name: str) -> str:
 
 
 def control_names(mode_names) -> list[str]:
-    """The control policies' names for these modes (as env.policies.control_policies names them)."""
-    return ["random"] + [f"always {m}" for m in mode_names]
+    """The control policies' names for these modes: the constant ones (as env.policies.control_policies
+    names them), then the adaptive ones (stages/controls.py)."""
+    return ["random"] + [f"always {m}" for m in mode_names] + ["tuned rule", "bandit"]
 
 
 def exact(tag: str) -> str:

@@ -63,6 +63,7 @@ def fresh_run_check(out_dir: Path, args, stage: str) -> list[Path]:
 
 
 HELD = ".earlier-run-"  # + the PID of the --overwrite run that holds an earlier run aside there
+MOVING = ".moving-run-"  # the same while files are moved in or out: never a complete set on its own
 
 
 def _held_name(rel: Path) -> str:
@@ -89,20 +90,26 @@ def replacing(found: list[Path], stage: str):
         yield
         return
     out_dir = found[0].parent
-    held = out_dir / f"{HELD}{os.getpid()}"
-    held.mkdir()
+    held, moving = out_dir / f"{HELD}{os.getpid()}", out_dir / f"{MOVING}{os.getpid()}"
+    moving.mkdir()
     for p in found:
-        p.replace(held / _held_name(p.relative_to(out_dir)))
+        p.replace(moving / _held_name(p.relative_to(out_dir)))
+    moving.rename(held)  # only now, whole: a kill -9 before this leaves a .moving-run- folder to put back
     try:
         yield
     except BaseException:  # a failure, or a second Ctrl-C: the earlier run comes back
         _remove(earlier_run(out_dir, stage))
-        for f in held.iterdir():
-            f.replace(_original(f, out_dir))
-        held.rmdir()
+        held.rename(moving)
+        _move_back(moving, out_dir)
         raise
     shutil.rmtree(held)
     print(f"--overwrite: the earlier run's {len(found)} files in {out_dir} were replaced")
+
+
+def _move_back(folder: Path, out_dir: Path) -> None:
+    for f in folder.iterdir():
+        f.replace(_original(f, out_dir))
+    folder.rmdir()
 
 
 def _is_stage_file(rel: Path, stage: str) -> bool:
@@ -123,6 +130,10 @@ def put_back_held_runs(out_dir: Path) -> None:
     killed (kill -9, a lost machine) before it could delete it or put it back. If that run wrote no
     checkpoint, its files go and the earlier run comes back; if it did, both are kept: the earlier
     run goes to a visible earlier-run-<pid>/ and a line says so."""
+    for moving in sorted(p for p in out_dir.glob(MOVING + "*") if p.is_dir()):  # killed while moving files
+        _move_back(moving, out_dir)
+        print(f"note: put back the files of an earlier run in {out_dir} that an --overwrite run (process "
+              f"{moving.name[len(MOVING):]}) was moving when it was killed")
     for held in sorted(p for p in out_dir.glob(HELD + "*") if p.is_dir()):
         pid = held.name[len(HELD):]
         originals = {f: _original(f, out_dir) for f in held.iterdir()}

@@ -1,9 +1,10 @@
 """The report stage: re-score every RL checkpoint of a directory (`python train.py --stage report`).
 
 Every checkpoint's greedy policy and every control policy are scored on the same
-seeded episodes (as many as --episodes): an evaluation already played on those
-seeds — in training, or by an earlier (or interrupted) run of this stage, kept
-in report-cache.json — is reused, the rest is played. The recommended checkpoint
+seeded episodes (as many as --episodes): a checkpoint's evaluation already played
+on those seeds — in training, or by an earlier (or interrupted) run of this stage,
+kept in report-cache.json — is reused, the rest is played; the controls come from
+the base's control cache (stages/controls.py). The recommended checkpoint
 is scored on the held-out seeds. With the training's settings the report is
 report.md (and best.pt follows it); with others it is written beside it, e.g.
 report-30ep.md, and the training's report and best.pt are left as they were.

@@ -13,7 +13,7 @@ from stages.dashboards import (BASE_TAGS, EVAL_CATEGORY, RL_TAGS, control_slug, 
                                rl_tags)
 
 MODES = ("TEXT", "PHI", "MIXED")
-CONTROLS = ("random", "always TEXT", "always PHI", "always MIXED")
+CONTROLS = ("random", "always TEXT", "always PHI", "always MIXED", "tuned rule", "bandit")
 
 # Every scalar the RL stage writes (PPO's trainer, env.RolloutMonitor, stages/rl.py), written out by hand.
 RL_WRITES = [
@@ -26,6 +26,7 @@ RL_WRITES = [
     "eval/mean_reward", "eval/std_reward", "eval/ci_lower", "eval/ci_upper", "eval/mean_ep_length",
     "eval/phi_mean", "eval/phi_in_band_pct", "eval/c_mean", "eval/final_ppl",
     "controls/random", "controls/always_text", "controls/always_phi", "controls/always_mixed",
+    "controls/tuned_rule", "controls/bandit",
 ]
 # Near misses a prefix-only regex would pick up: the old mean ± std tags, and the base stage's tags.
 DISTRACTORS = ["eval/reward_lower", "eval/reward_upper", "eval/mean_reward_smoothed", "env/phi_mean",
@@ -35,7 +36,8 @@ ALL_TAGS = RL_WRITES + DISTRACTORS
 # chart title -> the tags it must draw, nothing more
 INTENDED = {
     "eval reward vs control policies": {"eval/mean_reward", "controls/random", "controls/always_text",
-                                        "controls/always_phi", "controls/always_mixed"},
+                                        "controls/always_phi", "controls/always_mixed", "controls/tuned_rule",
+                                        "controls/bandit"},
     "eval Φ in band (%)": {"eval/phi_in_band_pct"},
     "Φ and C": {"env/phi", "env/consciousness"},
     "Φ in band (%)": {"env/phi_in_band_pct"},
@@ -140,7 +142,8 @@ def test_every_layout_tag_is_one_the_stage_writes():
 
 def test_default_controls_are_the_stage_control_policies():
     from env.policies import control_policies
-    names = list(control_policies(len(MODES), list(MODES)))
+    from stages.controls import BANDIT, TUNED
+    names = list(control_policies(len(MODES), list(MODES))) + [TUNED, BANDIT]
     assert sorted(names) == sorted(CONTROLS)
     assert rl_layout(MODES) == rl_layout(MODES, names)
 
@@ -155,7 +158,7 @@ def test_record_eval_scalars():
     assert low < result.mean_reward < high
     assert logger.pending == pytest.approx({
         "eval/ci_lower": low, "eval/ci_upper": high, "controls/random": 0.5, "controls/always_text": 1.5,
-        "controls/always_phi": 2.5, "controls/always_mixed": 3.5})
+        "controls/always_phi": 2.5, "controls/always_mixed": 3.5, "controls/tuned_rule": 4.5, "controls/bandit": 5.5})
     assert set(logger.pending) <= set(RL_WRITES)
 
 

@@ -165,6 +165,22 @@ def test_a_run_killed_during_overwrite_does_not_lose_the_earlier_run(capsys, bas
         assert "continue it with --resume" in printed.err
 
 
+def test_a_run_killed_while_moving_the_earlier_run_aside_is_put_back(capsys, base_dir, tmp_path):
+    """kill -9 between the first and the last file moved: a .moving-run-<pid> folder, never taken
+    for a complete held run (that would split the earlier run in two places)."""
+    out = tmp_path / "o"
+    shutil.copytree(base_dir, out)
+    before = snapshot(out)
+    moving = out / ".moving-run-99999"
+    moving.mkdir()
+    (out / "base_summary.json").replace(moving / "base_summary.json")
+    (out / "runs" / "base").replace(moving / "runs__base")
+    assert train.main([*TINY, "--out", str(out)]) == 2  # refused: the earlier run is back in place
+    printed = capsys.readouterr()
+    assert "put back the files of an earlier run" in printed.out and "already holds a base run" in printed.err
+    assert snapshot(out) == before
+
+
 def test_a_resumed_rl_run_makes_the_checkpoint_it_resumed_from_light(base_dir, rl_dir, tmp_path):
     import torch
 

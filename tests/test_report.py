@@ -17,7 +17,7 @@ def ev(step, mean, std, n=20, counts=(10, 5, 5), **extra):
 
 
 def test_the_spec_table_is_reproduced():
-    """SPEC §1: 30,000 baseline optimal; 32,000 -21.1% over-fitting; 40,000 -110.0% severe."""
+    """The over-fitting table of docs/rl.md: 30,000 baseline optimal; 32,000 -21.1% over-fitting; 40,000 -110.0% severe."""
     history = [ev(30_000, 7.251, 0.040), ev(32_000, 5.721, 3.044), ev(40_000, -0.724, 6.634)]
     built = Report(history, baseline_step=30_000).build()
     rows = {r["step"]: r for r in built["rows"]}
