@@ -29,7 +29,9 @@ CACHE_FORMAT = 1  # bump when what an evaluation holds changes, so old entries m
 
 
 class ControlCache:
-    """One JSON file per evaluation: runs that share a base never rewrite each other's entries."""
+    """One JSON file per evaluation: runs that share a base never rewrite each other's entries. A
+    policy is keyed by its name (a rule's names its band and margin); change CACHE_FORMAT when a
+    policy changes under the same name (e.g. the bandit's defaults)."""
 
     def __init__(self, base_path: Path, base_content: str, env_cfg: EnvConfig):
         self.folder = Path(base_path).parent / "cache" / "controls"
@@ -103,7 +105,8 @@ def _play_all(envs, env_cfg: EnvConfig, policies: dict, n: int, seed: int, cache
     with tqdm(total=len(todo) * n, desc=f"controls, seeds {seed}+", unit="episode", disable=quiet,
               dynamic_ncols=True) as bar:
         for name in todo:
-            out[name] = score(envs, policies[name], env_cfg, n, seed, name=name, on_episode=lambda: bar.update(1)).to_dict()
+            played = score(envs, policies[name], env_cfg, n, seed, name=name, on_episode=lambda: bar.update(1))
+            out[name] = played.to_dict()
             cache.put(name, seed, n, out[name])
     stored = len(policies) - len(todo)
     print(f"control policies on seeds {seed}..{seed + n - 1}: played {len(todo)} ({len(todo) * n} episodes) in "
