@@ -141,16 +141,20 @@ def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, earlier
     train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"])
     eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
     identity = identity_of(p.extra) or identify(p.base_path)  # a resumed run keeps its first checkpoints' identity
+    started = time.time()
     controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, identity, p.extra, args.quiet)
+    timing = (started, time.time() - started)
     extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path), **identity,
              "controls": controls[0], "adaptive": controls[1], "heldout_controls": heldout[0],
              "heldout_adaptive": heldout[1]}
     with replacing(earlier, "rl"):  # --overwrite: only now, every check has passed
-        return _train_rl(args, p, thresholds, train_env, eval_envs, extra)
+        return _train_rl(args, p, thresholds, train_env, eval_envs, extra, timing)
 
 
 def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train_env, eval_envs: list,
-              extra: dict) -> int:
+              extra: dict, timing: tuple[float, float]) -> int:
+    """Train, then score the recommended checkpoint on the held-out seeds; `timing`: (when the stage
+    started scoring the controls, how long that took), for the reported time."""
     run = p.run
     controls = extra["controls"], extra["adaptive"]
     heldout_controls = extra["heldout_controls"], extra["heldout_adaptive"]
@@ -160,7 +164,6 @@ def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {p.env_cfg.max_steps} decisions per episode, "
           f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.batch_size}x{eval_envs[0].assets.seq_len} tokens; logs "
           f"{agent.logger.log_dir}")
-    t0 = time.time()
     with StopFlag() as stop:
         callbacks, eval_cb, ckpt_cb, stage_cb = make_callbacks(p, args, eval_envs, controls, thresholds, stop)
         final = train(agent, callbacks, eval_cb, ckpt_cb, p.out_dir)
@@ -173,7 +176,8 @@ def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train
                                           thresholds, heldout_controls)
     built = stage_cb.write_report(agent, heldout)
     why = f" ({agent.stop_reason})" if agent.stop_reason else ""
-    print(f"done: step {agent.global_step:,} in {(time.time() - t0) / 60:.1f} min{why}; recommended checkpoint "
+    print(f"done: step {agent.global_step:,} in {(time.time() - timing[0]) / 60:.1f} min (controls "
+          f"{timing[1] / 60:.1f} min){why}; recommended checkpoint "
           f"(best.pt): step {heldout['step']:,}; {headline(built)}; report {p.out_dir / 'report.md'}")
     print(next_steps(p.out_dir, "rl", Path(args.logdir or p.out_dir / "runs")))
     return 0
