@@ -109,23 +109,55 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--episodes", type=int, default=None, help="seeded episodes per checkpoint (default: as in training)")
 
 
-def rl_flag_problems(args: argparse.Namespace) -> list[str]:
-    """Base-stage flags given to --stage rl/report, which would otherwise be silently ignored."""
-    base_only = [f.name for dc in CONFIG_CLASSES for f in fields(dc)
-                 if f.name not in SHARED_WITH_BASE and f.name not in ("seed", "threads")]
-    given = [_flag(n) for n in base_only if getattr(args, n) is not None]
-    given += ["--config"] * bool(args.config) + ["--data"] * bool(args.data) + ["--stop-at"] * bool(args.stop_at)
-    return given
+# Which stages read each flag that is not for all of them; a flag given to a stage that does not
+# read it is refused rather than silently ignored.
+BASE_AND_RL = {"preset", "resume", "logdir", "overwrite", "seed", *SHARED_WITH_BASE}
+RL_AND_REPORT = {"base", "eval_seed", "heldout_seed", "workers", "overfit_drop", "severe_drop", "overfit_std_factor",
+                 "high_variance_factor"}
+ALL_STAGES = {"stage", "out", "device", "quiet", "threads", "help"}
 
 
-def run_stage(args: argparse.Namespace) -> int:
+def stages_of(p: argparse.ArgumentParser) -> dict[str, set[str]]:
+    """dest -> the stages that read it, from the parser's groups."""
+    used = {}
+    for group in p._action_groups:
+        title = group.title or ""
+        stage = "rl" if title.startswith("--stage rl") else "report" if title.startswith("--stage report") else "base"
+        for a in group._group_actions:
+            used[a.dest] = {stage}
+    for dest in used:
+        if dest in BASE_AND_RL:
+            used[dest] = {"base", "rl"}
+        elif dest in RL_AND_REPORT:
+            used[dest] = {"rl", "report"}
+        elif dest in ALL_STAGES:
+            used[dest] = {"base", "rl", "report"}
+    return used
+
+
+INSTEAD = {("report", "eval_episodes"): "--episodes", ("rl", "episodes"): "--eval-episodes"}
+
+
+def unused_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The flags given (not at their default) that args.stage does not read, one line each."""
+    out, used = [], stages_of(p)
+    for a in p._actions:
+        stages = used.get(a.dest, {args.stage})
+        if args.stage not in stages and getattr(args, a.dest, None) != a.default:
+            instead = INSTEAD.get((args.stage, a.dest))
+            out.append(f"{a.option_strings[-1]} is not used by --stage {args.stage} (it is read by --stage "
+                       f"{' and --stage '.join(sorted(stages))})" + (f"; use {instead}" if instead else ""))
+    return out
+
+
+def run_stage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise UserError(f"--seed must be in [0, 2**63), got {args.seed}")
+    unused = unused_flags(parser, args)
+    if unused:
+        more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
+        raise UserError(f"{unused[0]}{more}; drop it or pick the stage it belongs to")
     if args.stage != "base":
-        bad = rl_flag_problems(args)
-        if bad:
-            bad = sorted(set(bad))
-            raise UserError(f"{', '.join(bad)} appl{'ies' if len(bad) == 1 else 'y'} only to --stage base")
         pick_device(args.device)  # fails now if CUDA is asked for but absent
     return {"base": run_base, "rl": run_rl, "report": run_report}[args.stage](args)
 
@@ -133,7 +165,8 @@ def run_stage(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs too
-    return run_cli(lambda: run_stage(build_parser().parse_args(argv)), (DataError, CheckpointError, EnvError, FolderInUse),
+    parser = build_parser()
+    return run_cli(lambda: run_stage(parser.parse_args(argv), parser), (DataError, CheckpointError, EnvError, FolderInUse),
                    os_hint="; check the path and free disk space",
                    interrupted="interrupted; nothing more was saved (checkpoints already written are intact)")
 

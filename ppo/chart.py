@@ -7,7 +7,8 @@ adds no dependency for one figure, and SVG diffs and renders anywhere a Markdown
 What a reader should see at once: each checkpoint's mean return with its 95 % CI as an error bar,
 coloured by its over-fitting status; each control policy's 95 % CI as a translucent horizontal band
 (a checkpoint is better than a control only where its bar clears the band); the baseline and the
-recommended checkpoint ringed and labelled.
+recommended checkpoint ringed and labelled; a dashed line where the run was resumed; under it,
+the headline: the recommended checkpoint and every control on the held-out seeds.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ STATUS_COLOURS = {
     "optimal": "#2e7d32",              # green: the one to ship
     "stable": "#1f77b4",               # blue: fine, not chosen
     "high variance": "#ff7f0e",        # orange: a warning
+    "under-trained": "#8fa8c8",        # grey-blue: before the baseline, not learnt yet
     "over-fitting": "#d62728",         # red
     "severe over-fitting": "#7f0000",  # dark red
 }
@@ -88,21 +90,30 @@ def _padded(lo: float, hi: float, frac: float) -> tuple[float, float]:
 
 
 def _y_range(rows: Sequence[dict], controls: Sequence[dict]) -> tuple[float, float, list[dict]]:
-    """The y domain and the controls drawn to scale. Controls nearest the checkpoints come in first;
-    one that would leave the checkpoints under MIN_EVAL_SHARE of the axis stays off scale."""
+    """The y domain and the controls drawn on it. Controls nearest the checkpoints come in first,
+    with their whole CI when that leaves the checkpoints MIN_EVAL_SHARE of the axis, else with
+    their mean only (the band is then cut at the frame); a control whose mean would break the
+    share stays off scale — and only such a control is ever drawn as off scale."""
     lo = min(r["ci95_low"] for r in rows)
     hi = max(r["ci95_high"] for r in rows)
     eval_span = hi - lo
     centre = (lo + hi) / 2
+
+    def fits(a: float, b: float) -> bool:
+        return eval_span == 0 or eval_span / (max(hi, b) - min(lo, a)) >= MIN_EVAL_SHARE
+
     shown = []
     for c in sorted(controls, key=lambda c: abs(c["mean_reward"] - centre)):
-        new_lo, new_hi = min(lo, c["ci95_low"]), max(hi, c["ci95_high"])
-        if eval_span == 0 or eval_span / (new_hi - new_lo) >= MIN_EVAL_SHARE:
-            lo, hi = new_lo, new_hi
-            shown.append(c)
+        for a, b in ((c["ci95_low"], c["ci95_high"]), (c["mean_reward"], c["mean_reward"])):
+            if fits(a, b):
+                lo, hi = min(lo, a), max(hi, b)
+                shown.append(c)
+                break
     lo, hi = _padded(lo, hi, 0.06)
     # room above for the recommended checkpoint's label and below for the baseline's
-    return lo - 0.06 * (hi - lo), hi + 0.08 * (hi - lo), shown
+    lo, hi = lo - 0.06 * (hi - lo), hi + 0.08 * (hi - lo)
+    shown += [c for c in controls if c not in shown and lo <= c["mean_reward"] <= hi]
+    return lo, hi, shown
 
 
 def _x_range(steps: Sequence[int]) -> tuple[float, float]:
@@ -133,7 +144,7 @@ def _axes(xs: _Scale, ys: _Scale, steps: Sequence[int]) -> list[str]:
                'stroke="#444"/>')
     out.append(_text((LEFT + RIGHT) / 2, BOTTOM + 40, "training step (checkpoint)", size=13, anchor="middle"))
     cy = (TOP + BOTTOM) / 2
-    out.append(_text(20, cy, "evaluation return (mean, 95% CI)", size=13, anchor="middle",
+    out.append(_text(20, cy, "return on the evaluation seeds", size=13, anchor="middle",
                      extra=f' transform="rotate(-90 20 {cy:.1f})"'))
     return out
 
@@ -156,8 +167,8 @@ def _controls(controls: Sequence[dict], shown: Sequence[dict], ys: _Scale) -> li
     for i, c in enumerate(controls):
         colour, name = CONTROL_COLOURS[i % len(CONTROL_COLOURS)], c.get("name") or f"control {i + 1}"
         label = f"{name if len(name) <= 18 else name[:17] + chr(0x2026)} {_fmt(c['mean_reward'])}"
-        if c in shown:
-            top, bot, mid = ys(c["ci95_high"]), ys(c["ci95_low"]), ys(c["mean_reward"])
+        if c in shown:  # the band cut at the frame when the CI reaches past the axis
+            top, bot, mid = max(ys(c["ci95_high"]), TOP), min(ys(c["ci95_low"]), BOTTOM), ys(c["mean_reward"])
             out.append(f'<rect class="control-band" data-name={quoteattr(name)} x="{LEFT}" y="{top:.1f}" '
                        f'width="{RIGHT - LEFT}" height="{max(bot - top, 1):.1f}" fill="{colour}" '
                        'fill-opacity="0.14"/>')
@@ -168,8 +179,9 @@ def _controls(controls: Sequence[dict], shown: Sequence[dict], ys: _Scale) -> li
             below = c["mean_reward"] < ys.lo
             edge = BOTTOM - 1 if below else TOP + 1
             tip, base = (edge, edge - 8) if below else (edge, edge + 8)
-            out.append(f'<path class="control-offscale" data-name={quoteattr(name)} d="M{RIGHT - 12},{base} '
-                       f'L{RIGHT - 4},{base} L{RIGHT - 8},{tip} Z" fill="{colour}"/>')
+            x = RIGHT - 8 - 12 * sum(1 for _, l, _ in labels if l[0] == ("\u25bc" if below else "\u25b2"))
+            out.append(f'<path class="control-offscale" data-name={quoteattr(name)} d="M{x - 4},{base} '
+                       f'L{x + 4},{base} L{x},{tip} Z" fill="{colour}"/>')
             labels.append((edge, ("\u25bc " if below else "\u25b2 ") + label, colour))  # the arrow: off scale
     labels.sort(key=lambda t: t[0])
     where = _spread([t[0] for t in labels], 15, TOP + 4, BOTTOM - 2)
@@ -257,14 +269,86 @@ def _legend(y: float, controls: bool) -> list[str]:
     return out
 
 
+def _resumes(resumes: Sequence[int], xs: _Scale) -> list[str]:
+    """A dashed vertical line at each step the run was resumed from, labelled above the frame."""
+    out = []
+    for step in resumes:
+        x = xs(step)
+        if LEFT <= x <= RIGHT:
+            out.append(f'<line class="resume" data-step="{step}" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" '
+                       f'y2="{BOTTOM}" stroke="#555" stroke-width="1.2" stroke-dasharray="2 3"/>')
+            out.append(_text(x, TOP - 3, f"resumed from {step:,}", size=10, anchor="middle", fill="#555"))
+    return out
+
+
+HELDOUT_ROW = 20  # px per policy in the held-out panel
+
+
+def _heldout_height(held: Optional[dict]) -> int:
+    return 0 if not held else 60 + HELDOUT_ROW * len(held["rows"]) + 40
+
+
+def _not_far_out(rows: Sequence[dict]) -> list[dict]:
+    """The rows whose mean is not far out (Tukey's fences at 3 interquartile ranges): one policy 10x
+    worse than the rest would otherwise squeeze every other row into a few pixels. The first row
+    (the agent) always stays."""
+    means = sorted(r["mean_reward"] for r in rows)
+    if len(means) < 4:
+        return list(rows)
+    q1, q3 = means[len(means) // 4], means[(3 * len(means)) // 4]
+    lo, hi = q1 - 3 * (q3 - q1), q3 + 3 * (q3 - q1)
+    return [r for i, r in enumerate(rows) if i == 0 or lo <= r["mean_reward"] <= hi]
+
+
+def _heldout_panel(held: dict, y0: float) -> list[str]:
+    """The headline as a forest plot under the legend: the recommended checkpoint and every control
+    on the held-out seeds, one row each (mean and 95% CI), on one return axis."""
+    rows, n, seed = held["rows"], held["n_episodes"], held["seed"]
+    out = [f'<g class="heldout" data-seed="{seed}">',
+           _text(LEFT - 54, y0, f"Held-out seeds {seed:,}..{seed + n - 1:,} (the headline): "
+                 f"step {held['step']:,} and the controls, {n} episodes", size=13, extra=' font-weight="bold"')]
+    inside = _not_far_out(rows)
+    lo, hi = _padded(min(r["ci95_low"] for r in inside), max(r["ci95_high"] for r in inside), 0.04)
+    xs = _Scale(lo, hi, LEFT, RIGHT)
+    top, bottom = y0 + 12, y0 + 12 + HELDOUT_ROW * len(rows)
+    ticks, step = _nice_ticks(lo, hi)
+    for t in ticks:
+        out.append(f'<line x1="{xs(t):.1f}" y1="{top}" x2="{xs(t):.1f}" y2="{bottom}" stroke="#e6e6e6"/>')
+        out.append(_text(xs(t), bottom + 15, _fmt(t, step), anchor="middle"))
+    agent_x = xs(rows[0]["mean_reward"])
+    out.append(f'<line x1="{agent_x:.1f}" y1="{top}" x2="{agent_x:.1f}" y2="{bottom}" '
+               f'stroke="{STATUS_COLOURS["optimal"]}" stroke-dasharray="4 3"/>')
+    for i, r in enumerate(rows):
+        colour = STATUS_COLOURS["optimal"] if i == 0 else CONTROL_COLOURS[(i - 1) % len(CONTROL_COLOURS)]
+        y = top + HELDOUT_ROW * (i + 0.5)
+        if r in inside:
+            a, b, m = (min(max(xs(r[k]), LEFT), RIGHT) for k in ("ci95_low", "ci95_high", "mean_reward"))
+            out += [f'<g class="heldout-row" data-name={quoteattr(r["name"])} stroke="{colour}" stroke-width="2">',
+                    f'<line x1="{a:.1f}" y1="{y:.1f}" x2="{b:.1f}" y2="{y:.1f}"/>',
+                    f'<circle cx="{m:.1f}" cy="{y:.1f}" r="4" fill="{colour}" stroke="white" stroke-width="1"/></g>']
+        else:  # far out: an arrow at the edge it lies beyond; its value is in the label
+            x, d = (LEFT + 1, 8) if r["mean_reward"] < lo else (RIGHT - 1, -8)
+            out.append(f'<path class="heldout-offscale" data-name={quoteattr(r["name"])} d="M{x},{y:.1f} '
+                       f'L{x + d},{y - 4:.1f} L{x + d},{y + 4:.1f} Z" fill="{colour}"/>')
+        name = r["name"] if i else f"{r['name']} (agent)"
+        out.append(_text(RIGHT + 12, y + 4, f"{name[:20]} {_fmt(r['mean_reward'])}", size=11, fill=colour,
+                         extra=' font-weight="bold"' if i == 0 else ""))
+    out.append(f'<rect x="{LEFT}" y="{top}" width="{RIGHT - LEFT}" height="{bottom - top}" fill="none" stroke="#444"/>')
+    out.append(_text((LEFT + RIGHT) / 2, bottom + 33, "return on the held-out seeds (mean, 95% CI)", size=13,
+                     anchor="middle"))
+    return out + ["</g>"]
+
+
 def report_svg(built: dict, title: Optional[str] = None) -> str:
     """An SVG (WIDTH x HEIGHT) of ``Report.build()``'s dict: evaluation return per checkpoint with
     95% CI bars coloured by status, control policies as bands, baseline and recommendation ringed."""
     title = title if title is not None else built.get("title", "RL report")
     rows = sorted(built.get("rows") or [], key=lambda r: r["step"])
-    head = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family={quoteattr(FONT)}>',
-            f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+    held = built.get("heldout") if rows else None
+    height = HEIGHT + _heldout_height(held)
+    head = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+            f'viewBox="0 0 {WIDTH} {height}" font-family={quoteattr(FONT)}>',
+            f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
             _text(LEFT, 26, title[:80], size=16, extra=' font-weight="bold"')]
     if not rows:
         return "\n".join(head + [_text(WIDTH / 2, HEIGHT / 2, "No evaluations yet.", size=14, anchor="middle"),
@@ -273,10 +357,13 @@ def report_svg(built: dict, title: Optional[str] = None) -> str:
     lo, hi, shown = _y_range(rows, controls)
     steps = [r["step"] for r in rows]
     xs, ys = _Scale(*_x_range(steps), LEFT, RIGHT), _Scale(lo, hi, BOTTOM, TOP)
-    n = rows[0].get("n_episodes")
-    sub = ("Evaluation return per checkpoint: mean and 95% CI" + (f" over {n} episodes" if n else "")
-           + ("; bands: control policies on the same seeds" if controls else ""))
+    n, seed = rows[0].get("n_episodes"), rows[0].get("seed")
+    seeds = f"Evaluation seeds {seed:,}..{seed + n - 1:,}" if n and seed is not None else "Evaluation seeds"
+    sub = f"{seeds} (checkpoints are chosen on these): mean and 95% CI" + (f", {n} episodes" if n else "")
     head.append(_text(LEFT, 45, sub, size=12, fill="#555"))
-    body = _axes(xs, ys, steps) + _controls(controls, shown, ys) + _points(rows, xs, ys)
-    body += _markers(rows, (built.get("recommended") or {}).get("step"), xs, ys) + _legend(BOTTOM + 64, bool(controls))
+    body = _axes(xs, ys, steps) + _resumes(built.get("resumes") or (), xs) + _controls(controls, shown, ys)
+    body += _points(rows, xs, ys) + _markers(rows, (built.get("recommended") or {}).get("step"), xs, ys)
+    body += _legend(BOTTOM + 64, bool(controls))
+    if held:
+        body += _heldout_panel(held, HEIGHT + 20)
     return "\n".join(head + body + ["</svg>"]) + "\n"

@@ -21,7 +21,7 @@ from common.stats import summarize, t975
 
 from .chart import report_svg
 
-STATUSES = ("optimal", "stable", "high variance", "over-fitting", "severe over-fitting")
+STATUSES = ("optimal", "stable", "high variance", "under-trained", "over-fitting", "severe over-fitting")
 
 
 @dataclass
@@ -56,13 +56,11 @@ class Thresholds:
             f"**over-fitting**: mean more than {self.overfit_drop:g} {unit} below the baseline's (significant), "
             f"or std more than {self.overfit_std_factor:g}x the baseline's",
             f"**high variance**: std more than {self.high_variance_factor:g}x the baseline's",
+            "**under-trained**: a checkpoint *before* the baseline that the over-fitting rules would flag: "
+            "it has not learnt yet (over-fitting is judged only after the baseline)",
             "**optimal**: the recommended checkpoint (below); **stable**: every other checkpoint",
             f"the baseline std is floored at {self.min_std:g}",
         ]
-
-
-def change_pct(mean: float, baseline_mean: float) -> float:
-    return 100.0 * (mean - baseline_mean) / max(abs(baseline_mean), 1e-12)
 
 
 def significantly_lower(result: dict, baseline: dict) -> bool:
@@ -123,14 +121,24 @@ def flag(result: dict, baseline: dict, th: Thresholds, scale: Optional[float] = 
     return "stable"
 
 
+def candidates(statuses: Sequence[str]) -> list[int]:
+    """The checkpoints the recommendation picks from: the unflagged ones (stable or high variance),
+    all of them if every one is flagged."""
+    return [i for i, s in enumerate(statuses) if s in ("stable", "high variance")] or list(range(len(statuses)))
+
+
 def recommend(evaluations: Sequence[dict], statuses: Sequence[str]) -> Optional[int]:
-    """Index of the production checkpoint: among the unflagged ones (stable or high variance; all
-    if every one is flagged), the highest lower bound of the 95% CI of the mean — a high reward
-    that is also consistent; ties go to the earlier checkpoint."""
+    """Index of the production checkpoint: among the candidates, the highest lower bound of the
+    95% CI of the mean — a high reward that is also consistent; ties go to the earlier checkpoint."""
     if not evaluations:
         return None
-    ok = [i for i, s in enumerate(statuses) if s in ("stable", "high variance")] or list(range(len(evaluations)))
-    return max(ok, key=lambda i: (evaluations[i]["ci95_low"], -i))
+    return max(candidates(statuses), key=lambda i: (evaluations[i]["ci95_low"], -i))
+
+
+def tied_with(evaluations: Sequence[dict], statuses: Sequence[str], chosen: int) -> list[int]:
+    """The candidates whose CI lower bound equals the chosen one's (the tie `recommend` broke)."""
+    low = evaluations[chosen]["ci95_low"]
+    return [i for i in candidates(statuses) if math.isclose(evaluations[i]["ci95_low"], low, rel_tol=1e-9, abs_tol=1e-12)]
 
 
 def ci_overlap(a: dict, b: dict) -> bool:
@@ -149,7 +157,7 @@ class Column:
 class Report:
     evaluations: list                     # EvalResult dicts, one per evaluated checkpoint, by step
     controls: dict = field(default_factory=dict)   # name -> EvalResult dict on the same seeds: the scale
-    baseline_step: Optional[int] = None   # None: the best evaluation (highest mean)
+    baseline_step: Optional[int] = None   # None: the evaluation with the highest mean
     thresholds: Thresholds = field(default_factory=Thresholds)
     action_names: Sequence[str] = ()
     columns: Sequence[Column] = ()
@@ -159,6 +167,8 @@ class Report:
     #                                       "adaptive": {name: dict}} on seeds the selection never saw: the headline
     adaptive: dict = field(default_factory=dict)   # name -> EvalResult dict: adaptive controls, shown beside the
     #                                               constant ones and compared episode by episode (paired)
+    baseline_kind: str = "chosen with --baseline"  # why baseline_step is the baseline, in the report's words
+    resumes: Sequence[int] = ()           # steps the run was resumed from: marked on the chart
 
     def build(self) -> dict:
         evals = sorted(self.evaluations, key=lambda e: e["step"])
@@ -168,25 +178,32 @@ class Report:
         steps = [e["step"] for e in evals]
         if self.baseline_step is None:
             b = max(range(len(evals)), key=lambda i: (evals[i]["mean_reward"], -i))
-            baseline_kind = "best evaluation"
+            baseline_kind = "the highest evaluation mean"
         elif self.baseline_step in steps:
-            b, baseline_kind = steps.index(self.baseline_step), "resumed-from checkpoint"
+            b, baseline_kind = steps.index(self.baseline_step), self.baseline_kind
         else:
             raise ValueError(f"no evaluation at the baseline step {self.baseline_step} (evaluated: "
                              f"{', '.join(map(str, steps))})")
         baseline = evals[b]
         scale, unit = drop_scale(self.controls, baseline)
         statuses = [flag(e, baseline, self.thresholds, scale) for e in evals]
+        # Before the baseline a checkpoint has not learnt yet: a drop there is not over-fitting.
+        statuses = [("under-trained" if i < b and "over-fitting" in s else s) for i, s in enumerate(statuses)]
         rec = recommend(evals, statuses)
+        ties = tied_with(evals, statuses, rec)
         statuses[rec] = "optimal"
         rows = [self._row(e, baseline, s, i == b) for i, (e, s) in enumerate(zip(evals, statuses))]
         controls = self._control_rows(self.controls, self.adaptive, baseline)
         chosen = rows[rec]
-        reason = (f"highest lower bound of the 95% CI among the checkpoints not flagged as over-fitting "
+        reason = (f"highest lower bound of the 95% CI among the checkpoints not flagged "
                   f"(mean {chosen['mean_reward']:.4g}, std {chosen['std_reward']:.3g}, "
                   f"CI [{chosen['ci95_low']:.4g}, {chosen['ci95_high']:.4g}])")
+        if len(ties) > 1:
+            tie = _and([format(evals[i]["step"], ",") for i in ties])
+            reason += (f"; steps {tie} tie on that lower bound: "
+                       "the earliest is chosen")
         return {"title": self.title, "notes": list(self.notes), "thresholds": asdict(self.thresholds),
-                "scale": scale, "unit": unit,
+                "scale": scale, "unit": unit, "resumes": sorted(self.resumes),
                 "baseline": {"step": baseline["step"], "kind": baseline_kind}, "rows": rows, "controls": controls,
                 "recommended": {"step": chosen["step"], "checkpoint": chosen.get("checkpoint"), "reason": reason,
                                 "vs_controls": verdict(chosen, self.controls),
@@ -202,7 +219,7 @@ class Report:
         row = {"name": name, "step": e["step"], "checkpoint": e.get("extra", {}).get("checkpoint"),
                "mean_reward": e["mean_reward"], "std_reward": e["std_reward"], "ci95_low": e["ci95_low"],
                "ci95_high": e["ci95_high"], "n_episodes": e["n_episodes"], "seed": e.get("seed"),
-               "change_pct": None if is_baseline else change_pct(e["mean_reward"], baseline["mean_reward"]),
+               "change": None if is_baseline else e["mean_reward"] - baseline["mean_reward"],
                "score": normalised_score(e["mean_reward"], self.controls),
                "status": status, "is_baseline": is_baseline,
                "action_mix": [c / total for c in counts]}
@@ -297,7 +314,12 @@ class _Table:
 
 
 def _change(r: dict) -> str:
-    return "—" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"
+    # An absolute difference: a percentage of a mean near zero (-274 %) says nothing.
+    return "—" if r["change"] is None else f"{r['change']:+.3f}"
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _heldout_lines(held: dict, table: _Table) -> list[str]:
@@ -307,7 +329,7 @@ def _heldout_lines(held: dict, table: _Table) -> list[str]:
              f"control policies, scored on {held['n_episodes']} seeded episodes that no selection saw:", ""]
     if held.get("vs_adaptive"):
         lines[3:3] = [f"**Against the best adaptive control: step {held['step']:,} {held['vs_adaptive']['text']}.**", ""]
-    lines += table.policies(held["rows"], f"vs step {held['step']:,}")
+    lines += table.policies(held["rows"], f"Δ vs step {held['step']:,}")
     if held["verdict"]:
         lines += ["", f"Against the constant controls: step {held['step']:,} {held['verdict']['text']}."]
     return lines
@@ -316,9 +338,10 @@ def _heldout_lines(held: dict, table: _Table) -> list[str]:
 def _evaluation_lines(report: dict, table: _Table) -> list[str]:
     base = report["baseline"]
     lines = ["", "## Evaluations (the seeds checkpoints are selected on)", "",
-             f"Baseline: step {base['step']:,} ({base['kind']}). Score: 0 = the worst control policy's mean, "
-             "1 = the best one's.", ""]
-    lines += table.header("Checkpoint", [f"vs {base['step']:,}", "Status"])
+             f"Baseline: step {base['step']:,} ({base['kind']}): what statuses are judged against. The "
+             "recommendation (best.pt, below) ranks by the 95% CI's lower bound instead. Δ: mean minus the "
+             "baseline's. Score: 0 = the worst control policy's mean, 1 = the best one's.", ""]
+    lines += table.header("Checkpoint", [f"Δ vs {base['step']:,}", "Status"])
     for r in report["rows"]:
         label = f"{r['step']:,}" + (" (baseline)" if r["is_baseline"] else "")
         lines.append(table.row(label, r, [_change(r), r["status"]]))
@@ -359,7 +382,7 @@ def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Seq
     if report["controls"]:
         seeds = f", seeds {seed}..{seed + n - 1}" if seed is not None else ""
         lines += ["", f"## Control policies (same {n} episodes{seeds})", ""]
-        lines += table.policies(report["controls"], f"vs {report['baseline']['step']:,}")
+        lines += table.policies(report["controls"], f"Δ vs {report['baseline']['step']:,}")
     rec = report["recommended"]
     where = f" (`{rec['checkpoint']}`)" if rec.get("checkpoint") else ""
     lines += ["", "## Recommendation", "", f"Production checkpoint: step {rec['step']:,}{where}: {rec['reason']}."]

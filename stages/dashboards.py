@@ -16,6 +16,9 @@ data up by exact name, so they must stay plain tag names, never anchored.
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+from common.logger import Logger
 
 # The base stage (stages/base.py): one line each; <k> is every key of
 # infinito.training.train_step's stats.
@@ -35,8 +38,8 @@ BASE_TAGS = {
     "lm/time/tokens_per_sec": "training throughput since the last logged step",
 }
 
-# The RL stage (PPO's trainer, env.RolloutMonitor, stages/rl.py); `<mode>` and `<control>`
-# expand with rl_tags().
+# The RL stage's own run (PPO's trainer, env.RolloutMonitor, stages/rl.py); `<mode>` expands
+# with rl_tags().
 RL_TAGS = {
     "train/policy_gradient_loss": "PPO's clipped surrogate loss (mean over the update's minibatches)",
     "train/value_loss": "value-function loss",
@@ -69,8 +72,22 @@ RL_TAGS = {
     "eval/phi_in_band_pct": "% of evaluation decisions with Φ inside the band",
     "eval/c_mean": "mean C over the evaluation episodes",
     "eval/final_ppl": "perplexity at the end of the evaluation episodes",
-    "controls/<control>": "that control policy's mean return on the same evaluation seeds (flat reference line)",
+    "eval_vs_controls/mean_reward": "eval/mean_reward again, under the tag the control policies' runs share",
+    "env/phi_band_low": "lower edge of the reward's Φ band (constant: the Φ chart's shading)",
+    "env/phi_band_high": "upper edge of that band",
+    "run/resumed_from": "one point per resume, at the step it continued from (absent in a run never resumed)",
 }
+
+# Runs beside the RL run (runs/rl/<group>/<name>), one per control policy and one per mode: TensorBoard
+# colours curves by run and names runs in its run list, so only separate runs make the agent and each
+# control (or each mode) a curve of its own colour with a legend. Every one writes one tag.
+SIDE_RUNS = {
+    "policies/<control>": ("eval_vs_controls/mean_reward", "that control policy's mean return on the same "
+                           "evaluation seeds, at every evaluation (a flat line: it does not train)"),
+    "modes/<mode>": ("env/action_frac", "fraction of the rollout's decisions that chose that mode"),
+}
+VS_CONTROLS = SIDE_RUNS["policies/<control>"][0]
+ACTION_FRAC = SIDE_RUNS["modes/<mode>"][0]
 
 EVAL_CATEGORY = "evaluation (what the report ranks)"
 
@@ -80,59 +97,83 @@ def control_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def control_names(mode_names) -> list[str]:
-    """The control policies' names for these modes: the constant ones (as env.policies.control_policies
-    names them), then the adaptive ones (stages/controls.py)."""
-    return ["random"] + [f"always {m}" for m in mode_names] + ["tuned rule", "bandit"]
-
-
 def exact(tag: str) -> str:
     """A Multiline entry that matches `tag` and nothing else."""
     return f"^{re.escape(tag)}$"
 
 
-def rl_tags(mode_names, controls=None) -> list[str]:
-    """Every tag the RL stage writes (RL_TAGS with <mode> / <control> expanded, clip_range_vf included)."""
-    controls = control_names(mode_names) if controls is None else list(controls)
+def rl_tags(mode_names) -> list[str]:
+    """Every tag the RL run itself writes (RL_TAGS with <mode> expanded, clip_range_vf and
+    run/resumed_from included); the side runs' tags are SIDE_RUNS'."""
     out = []
     for tag in RL_TAGS:
-        if "<mode>" in tag:
-            out += [tag.replace("<mode>", m.lower()) for m in mode_names]
-        elif "<control>" in tag:
-            out += [tag.replace("<control>", control_slug(c)) for c in controls]
-        else:
-            out.append(tag)
+        out += [tag.replace("<mode>", m.lower()) for m in mode_names] if "<mode>" in tag else [tag]
     return out
 
 
-def rl_layout(mode_names, controls=None) -> dict:
+def rl_layout(mode_names, resumed: bool = False) -> dict:
     """The RL stage's CUSTOM SCALARS layout, headline first: {category: {chart: [kind, tags]}}.
-    `controls`: the control policies' names (default: random and always <mode>)."""
-    controls = control_names(mode_names) if controls is None else list(controls)
+    Multiline entries match every run, so the side runs' curves join the RL run's."""
+    evaluation = {
+        # Margin series are literal tag names (see the module docstring): not anchored.
+        "eval reward, 95 % CI (report ranks by the lower end)":
+            ["Margin", ["eval/mean_reward", "eval/ci_lower", "eval/ci_upper"]],
+        "eval reward: agent (run rl) vs control policies (runs rl/policies/*)": ["Multiline", [exact(VS_CONTROLS)]],
+        "eval Φ in band (%)": ["Multiline", [exact("eval/phi_in_band_pct")]],
+    }
+    if resumed:
+        evaluation["resumes (one point per resume, at its step)"] = ["Multiline", [exact("run/resumed_from")]]
     return {
-        EVAL_CATEGORY: {
-            # Margin series are literal tag names (see the module docstring): not anchored.
-            "eval reward, 95 % CI (report ranks by the lower end)":
-                ["Margin", ["eval/mean_reward", "eval/ci_lower", "eval/ci_upper"]],
-            "eval reward vs control policies":
-                ["Multiline", [exact("eval/mean_reward")] + [exact(f"controls/{control_slug(c)}") for c in controls]],
-            "eval Φ in band (%)": ["Multiline", [exact("eval/phi_in_band_pct")]],
-        },
+        EVAL_CATEGORY: evaluation,
         "environment": {
-            "Φ and C": ["Multiline", [exact("env/phi"), exact("env/consciousness")]],
+            "Φ (line) and the reward's band (shaded)": ["Margin", ["env/phi", "env/phi_band_low", "env/phi_band_high"]],
+            "C": ["Multiline", [exact("env/consciousness")]],
             "Φ in band (%)": ["Multiline", [exact("env/phi_in_band_pct")]],
-            "action mix": ["Multiline", [exact(f"env/action_frac_{m.lower()}") for m in mode_names]],
+            "action mix (runs rl/modes/*)": ["Multiline", [exact(ACTION_FRAC)]],
             "perplexity": ["Multiline", [exact("env/perplexity")]],
         },
     }
 
 
-def record_eval_scalars(logger, result, controls: dict) -> None:
-    """At an evaluation: the 95 % CI of the mean (`eval/ci_lower`, `eval/ci_upper`) and every
-    control policy's mean on the same seeds (`controls/<slug>`; `controls`: name -> EvalResult dict),
-    so the headline charts have their band and reference lines at every evaluation step."""
+class SideRuns:
+    """The runs beside the RL run (SIDE_RUNS), each a Logger of its own opened at its first write;
+    a resumed run drops their events after the resumed step, like the RL run's."""
+
+    def __init__(self, rl_log_dir, resume_step: int | None):
+        self.root, self.resume_step, self.loggers = rl_log_dir, resume_step, {}
+
+    def write(self, group: str, name: str, tag: str, value: float, step: int) -> None:
+        if self.root is None:  # no TensorBoard (or not this rank's to write)
+            return
+        key = f"{group}/{control_slug(name)}"
+        if key not in self.loggers:
+            self.loggers[key] = Logger(Path(self.root) / key, quiet=True, resume_step=self.resume_step)
+        self.loggers[key].record(tag, value)
+        self.loggers[key].dump(step)
+
+    def close(self) -> None:
+        for logger in self.loggers.values():
+            logger.close()
+
+
+def record_eval_scalars(logger, side: SideRuns, result, controls: dict, step: int) -> None:
+    """At an evaluation: the 95 % CI of the mean (`eval/ci_lower`, `eval/ci_upper`), the agent's mean
+    under the comparison tag, and every control policy's mean on the same seeds in its own run
+    (`controls`: name -> EvalResult dict), so the headline charts have their band and reference lines."""
     low, high = result.ci95
     logger.record("eval/ci_lower", low)
     logger.record("eval/ci_upper", high)
+    logger.record(VS_CONTROLS, result.mean_reward)
     for name, res in controls.items():
-        logger.record(f"controls/{control_slug(name)}", res["mean_reward"])
+        side.write("policies", name, VS_CONTROLS, res["mean_reward"], step)
+
+
+def record_rollout_scalars(logger, side: SideRuns, stats: dict, mode_names, band: tuple, step: int) -> None:
+    """After an update: the environment monitor's means, the Φ band's edges, and each mode's share in its run."""
+    for tag, value in stats.items():
+        logger.record(tag, value)
+    logger.record("env/phi_band_low", band[0])
+    logger.record("env/phi_band_high", band[1])
+    for m in mode_names:
+        if f"env/action_frac_{m.lower()}" in stats:
+            side.write("modes", m, ACTION_FRAC, stats[f"env/action_frac_{m.lower()}"], step)

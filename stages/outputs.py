@@ -18,6 +18,7 @@ from pathlib import Path
 
 from common import distributed
 from common.files import FolderLock
+from env.presets import RL_PRESETS
 
 from .cli import UserError
 
@@ -223,19 +224,31 @@ def claimed(out_dir: Path, stage: str):
         raise
 
 
+FRESH_SEED = 40_000  # suggested held-out seeds for a second look: far from the presets' 10,000 and 20,000
+
+
+def _rl_preset_for(snapshot: str) -> str:
+    """" --preset NAME" for the RL preset that starts from this base snapshot (the demo preset, the
+    default, needs no flag): after a tiny base the printed command must not run the demo's RL stage."""
+    names = [n for n, p in RL_PRESETS.items() if p["run"]["base_file"] == snapshot]
+    return "" if not names or "demo" in names else f" --preset {names[0]}"
+
+
 def next_steps(out_dir: Path, stage: str, tensorboard_dir: Path) -> str:
     """What to run after a finished stage, as the lines the scripts print last."""
     if stage == "base":
         snapshots = sorted(out_dir.glob("base-step*.pt"))
         base = snapshots[0] if snapshots else out_dir / "base.pt"
+        preset = _rl_preset_for(base.name)
         lines = [f"python generate.py --ckpt {out_dir / 'base.pt'} --prompt 'The'   # sample text",
-                 f"python train.py --stage rl --base {base} --out {out_dir}   # train the PPO scheduler on it"]
+                 f"python train.py --stage rl --base {base}{preset} --out {out_dir}   # train the PPO scheduler on it"]
     elif stage == "report":
         lines = [f"python generate.py --agent {out_dir / 'best.pt'}   # the recommended agent adapts, then samples",
                  f"python train.py --stage rl --resume <the step you keep>.pt   # continue from a checkpoint in {out_dir}"]
     else:
         lines = [f"python generate.py --agent {out_dir / 'best.pt'}   # the recommended agent adapts, then samples",
-                 f"python train.py --stage report --ckpt-dir {out_dir} --episodes 30   # re-score with more episodes",
+                 f"python train.py --stage report --ckpt-dir {out_dir} --heldout-seed {FRESH_SEED}   # the headline "
+                 "again, on held-out seeds no run has seen",
                  f"cat {out_dir / 'report.md'}   # which checkpoint to keep, which are over-fitted"]
     lines.append(f"tensorboard --logdir {tensorboard_dir}   # the dashboards")
     return "next:\n" + "\n".join("  " + line for line in lines)

@@ -28,9 +28,10 @@ from ppo import TrainedPolicy
 from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
 from .identity import check_base, identity_of
 from .outputs import next_steps
-from .rl_config import check_seed_ranges
+from .rl_config import check_seed_ranges, resumes_of
 from .controls import all_controls
-from .scoring import headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, write_rl_report
+from .scoring import (RESUMED, headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes,
+                      score, write_rl_report)
 
 
 def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
@@ -49,13 +50,17 @@ def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
     return files, agents
 
 
-def _baseline_step(args: argparse.Namespace, agents: list, ckpt_dir: Path) -> int | None:
+def _baseline(args: argparse.Namespace, agents: list, ckpt_dir: Path) -> tuple[int | None, str]:
+    """The report's baseline, as the training's report chose it unless --baseline says otherwise:
+    the step the run was last resumed from, else the highest mean (None)."""
+    steps = [a.global_step for a in agents]
     if not args.baseline:
-        return None
+        resumed = [s for s in resumes_of(agents[-1].extra) if s in steps]
+        return (resumed[-1], RESUMED) if resumed else (None, "")
     step = TrainedPolicy.load(args.baseline).global_step
-    if step not in [a.global_step for a in agents]:
+    if step not in steps:
         raise UserError(f"--baseline {args.baseline} (step {step}) is not among the checkpoints in {ckpt_dir}")
-    return step
+    return step, "chosen with --baseline"
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -113,20 +118,25 @@ class ScoreCache:
         write_json(self.path, self.data)
 
 
-def _report_stem(args: argparse.Namespace, episodes: int, trained_with: int) -> str:
-    """The training's report is report.*; a report with other settings is written beside it."""
-    if episodes == trained_with and not args.baseline:
-        return "report"
-    return f"report-{episodes}ep" + (f"-vs{Path(args.baseline).stem}" if args.baseline else "")
+def _report_stem(args: argparse.Namespace, run: dict, trained: dict) -> str:
+    """The training's report is report.*; a report with other settings is written beside it, named
+    by what differs (report-30ep, report-heldout40000, ...)."""
+    parts = [f"{run['eval_episodes']}ep" * (run["eval_episodes"] != trained["eval_episodes"]),
+             f"eval{run['eval_seed']}" * (run["eval_seed"] != trained["eval_seed"]),
+             f"heldout{run['heldout_seed']}" * (run["heldout_seed"] != trained.get("heldout_seed", HELDOUT_SEED)),
+             f"vs{Path(args.baseline).stem}" if args.baseline else ""]
+    return "-".join(["report"] + [p for p in parts if p])
 
 
 def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list, thresholds) -> int:
     extra = agents[-1].extra
-    baseline_step = _baseline_step(args, agents, ckpt_dir)
+    baseline = _baseline(args, agents, ckpt_dir)
     episodes = args.episodes if args.episodes is not None else extra["run"]["eval_episodes"]
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
-    run = {**extra["run"], "eval_episodes": episodes, "heldout_seed": extra["run"].get("heldout_seed", HELDOUT_SEED)}
+    given = {k: v for k, v in (("eval_seed", args.eval_seed), ("heldout_seed", args.heldout_seed)) if v is not None}
+    run = {**extra["run"], "eval_episodes": episodes, "heldout_seed": extra["run"].get("heldout_seed", HELDOUT_SEED),
+           **given}
     check_seed_ranges(run)
     env_cfg, seed = EnvConfig.from_dict(extra["env"]), run["eval_seed"]
     base_path = check_base(args.base or extra["base"], extra, "these agents", "--base")
@@ -135,11 +145,13 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
     cache, t0 = ScoreCache(ckpt_dir, agents), time.time()
     evaluations, played = _score_checkpoints(args, envs, env_cfg, files, agents, seed, episodes, cache)
     controls, heldout_controls = all_controls(envs, env_cfg, run, base_path, identity_of(extra), extra, args.quiet)
-    heldout = recommend_and_score_heldout(envs, env_cfg, run, evaluations, controls[0], baseline_step, thresholds,
+    heldout = recommend_and_score_heldout(envs, env_cfg, run, evaluations, controls[0], baseline[0], thresholds,
                                           heldout_controls)
-    stem = _report_stem(args, episodes, extra["run"]["eval_episodes"])
-    built = write_rl_report(ckpt_dir, evaluations, controls, baseline_step, env_cfg, thresholds,
-                            report_notes(str(base_path), env_cfg, episodes, seed), heldout, stem=stem)
+    stem = _report_stem(args, run, extra["run"])
+    resumes = resumes_of(extra)
+    notes = report_notes(str(base_path), env_cfg, episodes, seed, resumes[-1] if resumes else None)
+    built = write_rl_report(ckpt_dir, evaluations, controls, baseline, env_cfg, thresholds, notes, heldout,
+                            stem=stem, resumes=resumes)
     if stem == "report":
         keep_best(ckpt_dir, heldout["step"])  # best.pt follows the training report's recommendation
     kept = "" if stem == "report" else "; the training's report.md and best.pt are unchanged"

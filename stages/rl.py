@@ -31,10 +31,11 @@ from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCal
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify, identity_of
 from .outputs import claimed, fresh_run_check, next_steps, replacing
-from .dashboards import record_eval_scalars, rl_layout
+from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .controls import all_controls
-from .scoring import headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes, score, write_rl_report
+from .scoring import (RESUMED, headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes,
+                      score, write_rl_report)
 
 
 class RLStageCallback(Callback):
@@ -47,15 +48,19 @@ class RLStageCallback(Callback):
         self.p, self.controls, self.thresholds, self.stop, self.eval_cb = p, controls, thresholds, stop, eval_cb
         self.every_control = {**controls[0], **controls[1]}  # constant and adaptive, on the dashboards
         self.monitor = RolloutMonitor(p.env_cfg)
+        self.side = SideRuns(None, None)  # opened with the run's log folder when training starts
         self.baseline_step = p.start_step if p.resume else None
         self.notes = report_notes(str(p.base_path), p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"],
                                   self.baseline_step, p.superseded)
 
     def on_training_start(self, trainer) -> None:
-        trainer.logger.add_custom_scalars(rl_layout(self.p.env_cfg.mode_names, self.every_control))
+        trainer.logger.add_custom_scalars(rl_layout(self.p.env_cfg.mode_names, resumed=bool(self.p.resumes)))
+        self.side = SideRuns(trainer.logger.log_dir, self.baseline_step)
+        if self.p.resume:
+            trainer.logger.record("run/resumed_from", trainer.global_step)
         if self.baseline_step is not None and not any(r.step == trainer.global_step for r in trainer.eval_history):
             self.eval_cb.fire(trainer)  # the baseline of a resumed run needs an evaluation on the same seeds
-            trainer.logger.dump(trainer.global_step)
+        trainer.logger.dump(trainer.global_step)
 
     def on_step(self, trainer, infos: dict) -> None:
         self.monitor.observe(infos)
@@ -63,23 +68,24 @@ class RLStageCallback(Callback):
             trainer.request_stop("interrupted")
 
     def on_update_end(self, trainer) -> None:
-        for tag, value in self.monitor.pop().items():
-            trainer.logger.record(tag, value)
+        record_rollout_scalars(trainer.logger, self.side, self.monitor.pop(), self.p.env_cfg.mode_names,
+                               self.p.env_cfg.reward.band, trainer.global_step)
 
     def on_evaluation(self, trainer, result) -> None:
         for key in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl"):
             trainer.logger.record(f"eval/{key}", result.extra[key])
-        record_eval_scalars(trainer.logger, result, self.every_control)
+        record_eval_scalars(trainer.logger, self.side, result, self.every_control, trainer.global_step)
         built = self.write_report(trainer)
         keep_best(self.p.out_dir, built["recommended"]["step"])
         status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)
         trainer.logger.print(f"step {trainer.global_step:,}: eval {result.mean_reward:+.3f} ± {result.std_reward:.3f} "
-                             f"(Φ in band {result.extra['phi_in_band_pct']:.0f}%, {status}); report "
+                             f"(Φ in band {result.extra['phi_in_band_pct']:.0f}%; so far: {status}); report "
                              f"{self.p.out_dir / 'report.md'}")
 
     def write_report(self, trainer, heldout: dict | None = None) -> dict:
         return write_rl_report(self.p.out_dir, [r.to_dict() for r in trainer.eval_history], self.controls,
-                               self.baseline_step, self.p.env_cfg, self.thresholds, self.notes, heldout)
+                               (self.baseline_step, RESUMED), self.p.env_cfg, self.thresholds, self.notes, heldout,
+                               resumes=self.p.resumes)
 
 
 def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict, args: argparse.Namespace) -> PPO:
@@ -146,7 +152,7 @@ def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, earlier
     timing = (started, time.time() - started)
     extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path), **identity,
              "controls": controls[0], "adaptive": controls[1], "heldout_controls": heldout[0],
-             "heldout_adaptive": heldout[1]}
+             "heldout_adaptive": heldout[1], "resumes": p.resumes}
     with replacing(earlier, "rl"):  # --overwrite: only now, every check has passed
         return _train_rl(args, p, thresholds, train_env, eval_envs, extra, timing)
 
@@ -166,7 +172,10 @@ def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train
           f"{agent.logger.log_dir}")
     with StopFlag() as stop:
         callbacks, eval_cb, ckpt_cb, stage_cb = make_callbacks(p, args, eval_envs, controls, thresholds, stop)
-        final = train(agent, callbacks, eval_cb, ckpt_cb, p.out_dir)
+        try:
+            final = train(agent, callbacks, eval_cb, ckpt_cb, p.out_dir)
+        finally:
+            stage_cb.side.close()
     if agent.stop_reason == "interrupted":
         print(f"interrupted at step {agent.global_step:,}; checkpoint saved to {final}; continue with "
               f"--resume {final}", file=sys.stderr)

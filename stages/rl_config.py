@@ -39,6 +39,7 @@ class RLPlan:
     extra: dict = field(default_factory=dict)        # what the resumed checkpoint carried (controls, digest)
     resume: str | None = None                        # the checkpoint a resumed run continues
     superseded: str | None = None                    # where the earlier run's later files were moved
+    resumes: list = field(default_factory=list)      # the steps this run's lineage was resumed from, oldest first
 
 
 def parse_env_overrides(items: list[str]) -> dict:
@@ -137,6 +138,11 @@ def resumed_total(start: int, planned: int, more: int | None, eval_freq: int) ->
                    f"periods of {eval_freq:,} steps, to step {total:,} (pass --timesteps N to train N more)")
 
 
+def resumes_of(extra: dict) -> list[int]:
+    """The steps a run was resumed from, oldest first, as its checkpoints' `extra` records them."""
+    return list(extra.get("resumes", []))
+
+
 def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     if args.preset:
         raise UserError("--preset cannot be combined with --resume (the checkpoint holds its config)")
@@ -170,8 +176,9 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
         raise UserError(str(e)) from None
     check_rollout(resumed_cfg, run["num_envs"], run["timesteps"] - start)
     overrides = {**ppo_flags, "total_timesteps": run["timesteps"], "progress_bar": not args.quiet}
+    resumes = [s for s in resumes_of(extra) if s < start] + [start]
     return RLPlan(run, env_cfg, base_path, out_dir, ppo_overrides=overrides, start_step=start, extra=extra,
-                  resume=args.resume)
+                  resume=args.resume, resumes=resumes)
 
 
 def plan(args: argparse.Namespace, threads: int) -> RLPlan:

@@ -7,6 +7,7 @@ infinito/generation.py; this module joins them to the tokenizer and the console.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -82,8 +83,10 @@ def run_sample(model: Infinito, tokenizer: Tokenizer, prompt: str, prompt_ids: l
             print(header)
         sys.stdout.write(prompt)
         printer = StreamPrinter(tokenizer, prompt_ids)
+    started = time.perf_counter()
     result: Generation = generate(model, prompt_ids, args.max_new_tokens, cfg, gen, use_cache=True,
                                   stream_callback=printer)
+    seconds = time.perf_counter() - started
     new_ids = result.tokens[0].tolist()
     completion = completion_text(tokenizer, prompt_ids, new_ids)
     if printer is not None:
@@ -92,6 +95,9 @@ def run_sample(model: Infinito, tokenizer: Tokenizer, prompt: str, prompt_ids: l
         if header:
             print(header)
         print(prompt + completion)
-    return {"seed": seed, "prompt": prompt, "completion": completion, "text": prompt + completion,
+    speed = len(new_ids) / max(seconds, 1e-9)
+    if not args.json:  # on stderr: the text on stdout stays the text alone
+        print(f"[{len(new_ids)} tokens in {seconds:.2f} s: {speed:,.0f} tokens/s on {device.type}]", file=sys.stderr)
+    return {"seed": seed, "tokens_per_sec": speed, "prompt": prompt, "completion": completion, "text": prompt + completion,
             "prompt_tokens": len(prompt_ids), "prompt_cropped": result.prompt_cropped,
             "window_jumps": result.window_jumps, "new_tokens": new_ids}

@@ -54,6 +54,9 @@ FEW_EPISODES = 10  # below this many episodes per evaluation, CI-based ranking i
 def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resumed_from: int | None = None,
                  superseded: str | None = None) -> list[str]:
     changed = {k: v for k, v in env_cfg.to_dict().items() if k not in ("reward", "modes", "device", "cache_dir")}
+    # The environment's own heldout_seed picks the fixed validation batch perplexity is measured on
+    # (docs/env.md); shown under another name, it is not confused with the report's held-out episodes.
+    changed["measurement_batch_seed"] = changed.pop("heldout_seed", None)
     notes = [f"Base checkpoint `{base}`; environment {', '.join(f'{k}={v}' for k, v in changed.items())}; "
              f"reward `{env_cfg.reward.describe()}` (env/reward.py).",
              f"Every row: the greedy policy over the same {n_episodes} seeded episodes (seeds {seed}.."
@@ -74,18 +77,24 @@ def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resu
     return notes
 
 
-def write_rl_report(out_dir: Path, evaluations: list, controls: tuple[dict, dict], baseline_step: int | None,
+def write_rl_report(out_dir: Path, evaluations: list, controls: tuple[dict, dict], baseline: tuple[int | None, str],
                     env_cfg: EnvConfig, thresholds: Thresholds, notes: list[str], heldout: dict | None = None,
-                    stem: str = "report") -> dict:
-    """<stem>.md, .json and .svg in `out_dir` (`controls`: constant and adaptive); returns the built report."""
+                    stem: str = "report", resumes: tuple = ()) -> dict:
+    """<stem>.md, .json and .svg in `out_dir` (`controls`: constant and adaptive; `baseline`: its step,
+    None for the highest mean, and why it is the baseline; `resumes`: the steps the run was resumed
+    from); returns the built report."""
     band = "[{:g}, {:g}]".format(*env_cfg.reward.band)
-    report = Report(evaluations, controls[0], baseline_step, thresholds, env_cfg.mode_names,
+    report = Report(evaluations, controls[0], baseline[0], thresholds, env_cfg.mode_names,
                     [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
                      Column("C mean", "c_mean", "{:.3f}"), Column("final ppl", "final_ppl", "{:.2f}")],
-                    title=f"RL report: {out_dir}", notes=notes, heldout=heldout, adaptive=controls[1])
+                    title=f"RL report: {out_dir}", notes=notes, heldout=heldout, adaptive=controls[1],
+                    baseline_kind=baseline[1], resumes=resumes)
     built = report.build()
     write_report(out_dir, built, report.markdown(built), stem)
     return built
+
+
+RESUMED = "resumed-from checkpoint"  # the baseline of a resumed run, in the report's words
 
 
 def recommend_and_score_heldout(envs, env_cfg: EnvConfig, run: dict, evaluations: list, controls: dict,

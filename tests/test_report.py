@@ -17,16 +17,37 @@ def ev(step, mean, std, n=20, counts=(10, 5, 5), **extra):
 
 
 def test_the_spec_table_is_reproduced():
-    """The over-fitting table of docs/rl.md: 30,000 baseline optimal; 32,000 -21.1% over-fitting; 40,000 -110.0% severe."""
+    """The over-fitting table of docs/rl.md: 30,000 baseline optimal; 32,000 -1.53 over-fitting; 40,000 -7.98 severe."""
     history = [ev(30_000, 7.251, 0.040), ev(32_000, 5.721, 3.044), ev(40_000, -0.724, 6.634)]
-    built = Report(history, baseline_step=30_000).build()
+    built = Report(history, baseline_step=30_000, baseline_kind="resumed-from checkpoint").build()
     rows = {r["step"]: r for r in built["rows"]}
-    assert rows[30_000]["status"] == "optimal" and rows[30_000]["change_pct"] is None
-    assert rows[32_000]["status"] == "over-fitting" and rows[32_000]["change_pct"] == pytest.approx(-21.1, abs=0.05)
+    assert rows[30_000]["status"] == "optimal" and rows[30_000]["change"] is None
+    assert rows[32_000]["status"] == "over-fitting" and rows[32_000]["change"] == pytest.approx(-1.530)
     assert rows[40_000]["status"] == "severe over-fitting"
-    assert rows[40_000]["change_pct"] == pytest.approx(-110.0, abs=0.05)
+    assert rows[40_000]["change"] == pytest.approx(-7.975)
     assert built["recommended"]["step"] == 30_000
     assert built["baseline"] == {"step": 30_000, "kind": "resumed-from checkpoint"}
+    assert Report(history, baseline_step=30_000).build()["baseline"]["kind"] == "chosen with --baseline"
+    assert Report(history).build()["baseline"]["kind"] == "the highest evaluation mean"
+
+
+def test_checkpoints_before_the_baseline_are_under_trained_never_over_fitted():
+    """A checkpoint that would be flagged for its drop or its variance, but comes before the baseline,
+    has not learnt yet; one after the baseline with the same numbers is over-fitting."""
+    history = [ev(1000, 2.0, 1.0), ev(2000, 6.0, 9.0), ev(3000, 10.0, 1.0), ev(4000, 2.0, 1.0), ev(5000, 6.0, 9.0)]
+    rows = {r["step"]: r["status"] for r in Report(history).build()["rows"]}  # baseline: 3,000, the highest mean
+    assert rows == {1000: "under-trained", 2000: "under-trained", 3000: "optimal",
+                    4000: "severe over-fitting", 5000: "over-fitting"}
+    later = Report(history, baseline_step=1000).build()["rows"]  # nothing before the baseline
+    assert "under-trained" not in [r["status"] for r in later]
+
+
+def test_tied_lower_bounds_are_named_in_the_reason():
+    history = [ev(32, 5.0, 1.0), ev(64, 5.5, 3.0), ev(96, 5.0, 1.0), ev(128, 5.0, 1.0)]
+    rec = Report(history, baseline_step=32).build()["recommended"]
+    assert rec["step"] == 32 and "steps 32, 96 and 128 tie on that lower bound: the earliest is chosen" in rec["reason"]
+    alone = Report([ev(32, 5.0, 1.0), ev(64, 6.0, 1.0)], baseline_step=32).build()["recommended"]["reason"]
+    assert "tie" not in alone
 
 
 def controls_spread(worst: float = 0.0, best: float = 12.0, offset: float = 0.0) -> dict:
@@ -152,12 +173,12 @@ def test_controls_verdict_and_markdown(tmp_path):
     assert built["recommended"]["step"] == 2000
     verdict = built["recommended"]["vs_controls"]
     assert verdict["best_control"] == "always PHI" and not verdict["beats_best_control"]  # CIs overlap
-    assert [c["change_pct"] for c in built["controls"]] == pytest.approx([-50.0, -100 / 60])
+    assert [c["change"] for c in built["controls"]] == pytest.approx([-3.0, -0.1])
     assert [c["score"] for c in built["controls"]] == [0.0, 1.0]
     md = report.markdown(built)
     assert "| 2,000 (baseline) | +6.000 | ±0.200 |" in md and "| optimal | 95% | 50 / 25 / 25 |" in md
     assert "| 1.03 | — | optimal |" in md  # (6 - 3) / (5.9 - 3): above the best control's mean
-    assert "| 1,000 | +5.000 |" in md and "-16.7%" in md
+    assert "| 1,000 | +5.000 |" in md and "| -1.000 | under-trained |" in md
     assert "| always PHI | +5.900 |" in md and "| 0 / 100 / 0 |" in md
     assert "std more than 5x the baseline's" in md  # thresholds are written in the report
     assert "more than 0.2 x the baseline's lead over the best control below" in md

@@ -18,9 +18,9 @@ def ev(step, mean, std, n=20, counts=(10, 5, 5)):
             "n_episodes": n, "seed": 1000, "action_counts": list(counts), "extra": {}}
 
 
-def parse(svg: str) -> ET.Element:
+def parse(svg: str, height: int = 450) -> ET.Element:
     root = ET.fromstring(svg)  # raises on malformed XML (an unescaped name, an unclosed tag)
-    assert root.tag == NS + "svg" and root.get("width") == "800" and root.get("height") == "450"
+    assert root.tag == NS + "svg" and root.get("width") == "800" and root.get("height") == str(height)
     return root
 
 
@@ -123,3 +123,61 @@ def test_write_report_writes_the_chart_and_links_it(tmp_path, built):
     assert md.split("\n")[2] == f"![{CHART_ALT}](study.svg)"
     write_report(tmp_path, built, md, stem="study")
     assert md_path.read_text() == md
+
+
+def y_axis(root: ET.Element) -> tuple[float, float]:
+    """(value at the plot's bottom, value at its top), read back from two labelled y ticks."""
+    ticks = [(float(t.get("y")) - 4, float(t.text.replace("\u2212", "-").replace(",", ""))) for t in root.iter(NS + "text")
+             if t.get("text-anchor") == "end" and float(t.get("x")) == 67.0]
+    (y1, v1), (y2, v2) = ticks[0], ticks[-1]
+    per_px = (v2 - v1) / (y2 - y1)
+    return v1 + (352 - y1) * per_px, v1 + (58 - y1) * per_px
+
+
+def test_off_scale_marks_only_controls_whose_mean_is_outside_the_axis():
+    """A control with a CI far wider than the axis but its mean inside it is a band cut at the frame,
+    not an arrow (an arrow at the top made the worst control read as the best)."""
+    history = [ev(1000, 4.0, 1.0, n=2), ev(2000, 5.0, 1.0, n=2)]
+    controls = {"wide": ev(None, 3.0, 40.0, n=2), "far above": ev(None, 900.0, 1.0, n=2),
+                "far below": ev(None, -900.0, 1.0, n=2), "also below": ev(None, -950.0, 1.0, n=2)}
+    root = parse(report_svg(Report(history, controls).build()))
+    lo, hi = y_axis(root)
+    arrows = {m.get("data-name") for m in by_class(root, "control-offscale")}
+    assert arrows == {"far above", "far below", "also below"}
+    assert all(not lo <= controls[n]["mean_reward"] <= hi for n in arrows)
+    band = next(b for b in by_class(root, "control-band") if b.get("data-name") == "wide")
+    assert float(band.get("y")) == 58 and float(band.get("y")) + float(band.get("height")) == 352  # cut at the frame
+    below = [m.get("d") for m in by_class(root, "control-offscale") if m.get("data-name") != "far above"]
+    assert below[0] != below[1]  # two arrows at the same edge do not overlap
+
+
+def test_chart_names_its_seeds_and_plots_the_heldout_headline():
+    history = [ev(1000, 9.0, 1.0), ev(2000, 10.0, 1.0)]
+    controls = {"random": ev(None, -4.0, 2.0), "always A": ev(None, 1.0, 0.5), "always B": ev(None, -300.0, 1.0)}
+    held = {"step": 2000, "agent": {**ev(2000, 8.0, 1.0), "seed": 20_000},
+            "controls": {n: {**c, "seed": 20_000} for n, c in controls.items()}, "adaptive": {}}
+    built = Report(history, controls, heldout=held).build()
+    root = parse(report_svg(built), height=450 + 60 + 20 * 4 + 40)
+    assert any(t.startswith("Evaluation seeds 1,000..1,019 (checkpoints are chosen on these)") for t in texts(root))
+    assert any(t.startswith("Held-out seeds 20,000..20,019 (the headline)") for t in texts(root))
+    rows = by_class(root, "heldout-row")
+    assert [r.get("data-name") for r in rows] == ["step 2,000", "random", "always A"]
+    assert [m.get("data-name") for m in by_class(root, "heldout-offscale")] == ["always B"]  # -300: far out
+    x = {r.get("data-name"): float(r.find(NS + "circle").get("cx")) for r in rows}
+    assert x["random"] < x["always A"] < x["step 2,000"]  # higher return further right
+
+
+def test_statuses_before_the_baseline_are_never_drawn_as_over_fitting():
+    history = [ev(1000, 1.0, 1.0), ev(2000, 5.0, 1.0), ev(3000, 10.0, 1.0), ev(4000, 2.0, 1.0)]
+    root = parse(report_svg(Report(history).build()))
+    status = {b.get("data-step"): b.get("data-status") for b in by_class(root, "ci")}
+    assert status["1000"] == status["2000"] == "under-trained" and status["4000"] == "severe over-fitting"
+    assert by_class(root, "ci")[0].get("stroke") == STATUS_COLOURS["under-trained"]
+
+
+def test_a_resume_is_marked():
+    history = [ev(1000, 9.0, 1.0), ev(2000, 10.0, 1.0), ev(3000, 10.0, 1.0)]
+    root = parse(report_svg(Report(history, resumes=[2000]).build()))
+    assert [m.get("data-step") for m in by_class(root, "resume")] == ["2000"]
+    assert "resumed from 2,000" in texts(root)
+    assert not by_class(parse(report_svg(Report(history).build())), "resume")

@@ -67,8 +67,8 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
                 "train/policy_gradient_loss", "train/value_loss", "train/learning_rate", "rollout/ep_rew_mean",
                 "time/fps", "env/phi", "env/consciousness", "env/perplexity", "env/memory_util",
                 "env/action_frac_text", "env/action_frac_phi", "env/action_frac_mixed",
-                "eval/mean_reward", "eval/std_reward", "eval/ci_lower", "eval/ci_upper", "controls/random",
-                "controls/always_text", "controls/always_phi", "controls/always_mixed"}
+                "eval/mean_reward", "eval/std_reward", "eval/ci_lower", "eval/ci_upper",
+                "eval_vs_controls/mean_reward", "env/phi_band_low", "env/phi_band_high"}
     assert expected <= tags, expected - tags
     assert [e.step for e in acc.Scalars("eval/mean_reward")] == [32, 64]
     fracs = [acc.Scalars(f"env/action_frac_{m}")[-1].value for m in ("text", "phi", "mixed")]
@@ -77,8 +77,14 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
     first = json.loads((tiny_rl / "evaluations.json").read_text())[0]
     assert acc.Scalars("eval/ci_lower")[0].value == pytest.approx(first["ci95_low"], rel=1e-5)
     assert acc.Scalars("eval/ci_upper")[0].value == pytest.approx(first["ci95_high"], rel=1e-5)
+    assert "run/resumed_from" not in tags  # a fresh run
+    # each control policy is a run of its own beside the agent's (TensorBoard colours by run)
     controls = {c["name"]: c["mean_reward"] for c in json.loads((tiny_rl / "report.json").read_text())["controls"]}
-    assert acc.Scalars("controls/always_phi")[0].value == pytest.approx(controls["always PHI"], rel=1e-5)
+    side = EventAccumulator(str(tiny_rl / "runs" / "rl" / "policies" / "always_phi")).Reload()
+    assert side.Scalars("eval_vs_controls/mean_reward")[0].value == pytest.approx(controls["always PHI"], rel=1e-5)
+    assert {p.name for p in (tiny_rl / "runs" / "rl" / "policies").iterdir()} == {
+        "random", "always_text", "always_phi", "always_mixed", "tuned_rule", "bandit"}
+    assert {p.name for p in (tiny_rl / "runs" / "rl" / "modes").iterdir()} == {"text", "phi", "mixed"}
     # the custom-scalars layout (margin chart of the evaluation reward) is in the event file
     from tensorboard.plugins.custom_scalar import layout_pb2
     acc = EventAccumulator(str(tiny_rl / "runs" / "rl"), size_guidance={"tensors": 0}).Reload()
@@ -87,7 +93,7 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
     layout = layout_pb2.Layout.FromString(raw)
     margins = [c.margin for cat in layout.category for c in cat.chart if c.HasField("margin")]
     assert [(s.value, s.lower, s.upper) for m in margins for s in m.series] == [
-        ("eval/mean_reward", "eval/ci_lower", "eval/ci_upper")]
+        ("eval/mean_reward", "eval/ci_lower", "eval/ci_upper"), ("env/phi", "env/phi_band_low", "env/phi_band_high")]
 
 
 def test_resume_numbers_steps_from_the_checkpoint_and_applies_overrides(tiny_rl, tmp_path):
@@ -121,6 +127,18 @@ def test_resume_numbers_steps_from_the_checkpoint_and_applies_overrides(tiny_rl,
     notes = " ".join(report["notes"])
     assert "Rows up to step 32 come from the run this one resumed" in notes and "superseded-32" in notes
     assert ck["extra"]["run"]["save_freq"] == 32 and ck["extra"]["env"]["max_steps"] == 6
+    # the resume is marked: in TensorBoard, on the chart; the side runs continue from the resumed step too
+    assert [(e.step, e.value) for e in acc.Scalars("run/resumed_from")] == [(32, 32)]
+    assert report["resumes"] == [32] and ck["extra"]["resumes"] == [32]
+    assert 'class="resume" data-step="32"' in (out / "report.svg").read_text()
+    side = EventAccumulator(str(out / "runs" / "rl" / "policies" / "random")).Reload()
+    assert [e.step for e in side.Scalars("eval_vs_controls/mean_reward")] == [32, 64, 96]
+    # a later report stage keeps the training's baseline, its note and the mark
+    assert train.main(["--stage", "report", "--quiet", "--ckpt-dir", str(out)]) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert again["baseline"] == report["baseline"] and again["resumes"] == [32]
+    assert "Rows up to step 32 come from the run this one resumed" in " ".join(again["notes"])
+    assert 'class="resume" data-step="32"' in (out / "report.svg").read_text()
 
 
 def test_resume_reproduces_the_uninterrupted_run(base_dir, tmp_path):
@@ -157,6 +175,20 @@ def test_report_stage_re_evaluates_every_checkpoint(tiny_rl, tmp_path, capsys):
     assert all(c["n_episodes"] == 3 for c in report["controls"])
     assert {name: (out / name).read_bytes() for name in before} == before  # checkpoints, training report, best
     assert "re-scored 2 checkpoints on 3 episodes (2 played, 0 reused)" in capsys.readouterr().out
+
+
+def test_report_stage_honours_new_heldout_seeds(tiny_rl, tmp_path, capsys):
+    """Re-scoring the headline on fresh held-out seeds is what a sceptical user does: it is written
+    beside the training's report, which stays as it was."""
+    out = tmp_path / "ckpt"
+    shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
+    before = {name: (out / name).read_bytes() for name in ("report.json", "best.pt")}
+    assert train.main(["--stage", "report", "--quiet", "--ckpt-dir", str(out), "--heldout-seed", "40000"]) == 0
+    held = json.loads((out / "report-heldout40000.json").read_text())["heldout"]
+    assert held["seed"] == 40_000 and all(r["seed"] == 40_000 for r in held["rows"])
+    assert json.loads(before["report.json"])["heldout"]["seed"] == 20_000
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert "Held-out seeds 40,000..40,001" in (out / "report-heldout40000.svg").read_text()
 
 
 def test_report_stage_reuses_stored_evaluations_and_continues_after_an_interruption(tiny_rl, tmp_path, capsys,
