@@ -1,6 +1,7 @@
 """Sampling rules, cached decoding and `python generate.py` (tiny preset), including --agent and bad input."""
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -235,8 +236,9 @@ def test_generate_is_seeded_restores_mode_and_leaves_weights_alone():
 def test_cli_prints_text_continuing_the_prompt_and_is_reproducible(base_dir, capsys):
     ck = base_dir / "base.pt"
     assert run_cli("--ckpt", ck, "--prompt", "The river", "--max-new-tokens", 20, "--seed", 3) == 0
-    first = capsys.readouterr().out
+    first, err = capsys.readouterr()
     assert first.startswith("The river") and len(first.strip()) > len("The river")
+    assert re.fullmatch(r"\[20 tokens in [0-9.]+ s: [0-9,]+ tokens/s on cpu\]\n", err)  # speed: stderr, not the text
     assert run_cli("--ckpt", ck, "--prompt", "The river", "--max-new-tokens", 20, "--seed", 3) == 0
     assert capsys.readouterr().out == first
     assert run_cli("--ckpt", ck, "--prompt", "The river", "--max-new-tokens", 20, "--seed", 3, "--stream") == 0
@@ -251,6 +253,7 @@ def test_cli_json_samples_use_consecutive_seeds(base_dir, capsys):
     assert [r["seed"] for r in rows] == [10, 11, 12] and all(r["type"] == "sample" for r in rows)
     assert all(len(r["new_tokens"]) == 12 and r["text"] == "The" + r["completion"] for r in rows)
     assert rows[0]["sampling"] == {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "rep_penalty": 1.0}
+    assert all(r["tokens_per_sec"] > 0 for r in rows)
     assert run_cli("--ckpt", ck, "--prompt", "The", "--max-new-tokens", 12, "--seed", 11, "--json",
                    "--top-k", 0, "--top-p", 1.0, "--temperature", 1.5) == 0
     again = json.loads(capsys.readouterr().out)

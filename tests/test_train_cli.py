@@ -139,6 +139,34 @@ def test_bad_config(capsys, tmp_path):
                       match="does not exist")
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--stage", "report", "--eval-episodes", "5"],
+     "--eval-episodes is not used by --stage report (it is read by --stage rl); use --episodes"),
+    (["--stage", "rl", "--episodes", "5"], "--episodes is not used by --stage rl (it is read by --stage report)"),
+    (["--stage", "base", "--heldout-seed", "4"], "--heldout-seed is not used by --stage base"),
+    (["--stage", "report", "--timesteps", "4", "--patience", "3"], "--timesteps is not used by --stage report"),
+    (["--stage", "rl", "--d-model", "8"], "--d-model is not used by --stage rl (it is read by --stage base)"),
+    (["--stage", "report", "--resume", "x.pt"], "--resume is not used by --stage report"),
+])
+def test_a_flag_the_stage_does_not_read_is_refused(capsys, tmp_path, argv, message):
+    """Silently ignoring it would score or train something else than the user asked for."""
+    assert train.main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_next_step_after_a_tiny_base_names_the_tiny_rl_preset(tmp_path):
+    from stages.outputs import next_steps
+    from infinito.presets import PRESETS, snapshot_name
+    (tmp_path / snapshot_name(PRESETS["tiny"]["train"]["snapshot_at"])).touch()
+    assert "--preset tiny --out" in next_steps(tmp_path, "base", tmp_path / "runs")
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / snapshot_name(PRESETS["demo"]["train"]["snapshot_at"])).touch()
+    assert "--preset" not in next_steps(demo, "base", demo / "runs")  # the default needs no flag
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_but_absent(capsys, tmp_path):
     expect_user_error(capsys, "--preset", "tiny", "--device", "cuda", "--out", tmp_path, match="CUDA is not available")
