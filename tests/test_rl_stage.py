@@ -1,6 +1,7 @@
 """`python train.py --stage rl` and `--stage report`: tiny base -> rl -> resume, end to end, and bad input."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -270,6 +271,9 @@ def test_resume_at_the_runs_end_continues_for_five_evaluation_periods(capsys, ti
     assert rl("--resume", out / "64.pt") == 0
     said = capsys.readouterr().out
     assert "planned end" in said and "5 more evaluation periods of 32 steps, to step 224" in said
+    # a status printed during training is provisional (the final report may judge it otherwise): it says so
+    assert re.search(r"step 96: eval [+-][0-9.]+ ± [0-9.]+ \(Φ in band [0-9]+%; so far: [a-z -]+\)", said), said
+    assert "--heldout-seed 40000" in said and "--episodes" not in said.split("next:")[-1]
     evals = json.loads((out / "evaluations.json").read_text())
     assert [e["step"] for e in evals] == [32, 64, 96, 128, 160, 192, 224]
     assert agent_ckpt(out / "224.pt")["config"]["total_timesteps"] == 224
