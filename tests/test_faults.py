@@ -244,6 +244,7 @@ def test_an_agent_knows_its_base_by_the_model_not_by_the_files_bytes(capsys, bas
 
     gen = ["--agent", str(rl_dir / "64.pt"), "--agent-steps", "2", "--max-new-tokens", "4"]
     assert generate.main([*gen, "--ckpt", str(same)]) == 0
+    capsys.readouterr()  # that run's text and speed line
     one_line_error(capsys, generate.main([*gen, "--ckpt", str(other)]), "not the base checkpoint", "another model")
     report = ["--stage", "report", "--ckpt-dir", str(rl_dir), "--out", str(tmp_path / "r"), "--episodes", "1"]
     one_line_error(capsys, train.main([*report, "--base", str(other)]), "not the base checkpoint")
@@ -257,6 +258,7 @@ def test_an_agent_knows_its_base_by_the_model_not_by_the_files_bytes(capsys, bas
     torch.save(old, tmp_path / "old-agent.pt")
     gen_old = ["--agent", str(tmp_path / "old-agent.pt"), *gen[2:]]
     assert generate.main([*gen_old, "--ckpt", str(base_dir / "base.pt")]) == 0
+    capsys.readouterr()
     one_line_error(capsys, generate.main([*gen_old, "--ckpt", str(same)]), "not the base checkpoint")
 
 
