@@ -11,11 +11,12 @@ the episode, mean C, the action mix. Over the four control policies: the share o
 that no decision changes (`env.action_independent_share`), for both rewards.
 
 Part 2 — what each mode does. From states with Φ below, inside and above the band (reached by
-training on the Φ loss toward a level; `env/dynamics.py`), one decision of each mode over
+training on the Φ loss toward a level; `bench/dynamics.py`), one decision of each mode over
 `--mode-seeds` data seeds: the change in held-out Φ and in held-out perplexity (%), mean ± s.e.
 
-Episodes run in `--workers` processes with one torch thread each. Markdown to stdout and into
-README.md's marked section; raw numbers to bench/out/env_dynamics.json. Prints the CPU model.
+Episodes run in `--workers` processes with one torch thread each. Markdown to stdout (and, with
+`--doc README.md`, into README's marked section); raw numbers to bench/out/env_dynamics.json.
+Prints the CPU model.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from doc_sections import write_section  # noqa: E402  (bench/ is on sys.path whe
 from common.stats import summarize  # noqa: E402
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
                  action_independent_share, control_policies, rescore, run_policy)
-from env.dynamics import mode_effects, state_at_phi  # noqa: E402
+from bench.dynamics import mode_effects, state_at_phi  # noqa: E402
 from env.presets import RL_PRESETS  # noqa: E402
 
 START, END = "<!-- env_dynamics:start -->", "<!-- env_dynamics:end -->"
@@ -123,7 +124,9 @@ def main() -> None:
     p.add_argument("--mode-seeds", type=int, default=6, help="data seeds per mode in part 2")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk", type=int, default=5, help="episodes per task")
-    p.add_argument("--doc", default="README.md", help="write the tables into this file ('' to skip)")
+    p.add_argument("--doc", default="", metavar="FILE",
+                   help="also write the table(s) into FILE's marked section (the project's: README.md); "
+                        "by default nothing but the JSON and stdout is written")
     p.add_argument("--json", default="bench/out/env_dynamics.json")
     args = p.parse_args()
 

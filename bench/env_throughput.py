@@ -79,7 +79,9 @@ def main() -> None:
     p.add_argument("--base", default="ckpt/base.pt")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--reps", type=int, default=8, help="timed steps per mode / vector steps per env count")
-    p.add_argument("--doc", default="docs/env.md", help="write the table into this file ('' to skip)")
+    p.add_argument("--doc", default="", metavar="FILE",
+                   help="also write the table(s) into FILE's marked section (the project's: docs/env.md); "
+                        "by default nothing but the JSON and stdout is written")
     p.add_argument("--json", default="bench/out/env_throughput.json")
     args = p.parse_args()
 

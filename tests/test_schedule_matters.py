@@ -10,7 +10,7 @@ import train
 from common.policies import ConstantPolicy
 from env import (PHI, TEXT, EnvConfig, EnvError, ProgressReward, RewardConfig, TextSchedulingEnv,
                  action_independent_share, control_policies, load_base, reward_from_dict, run_policy, rule_family)
-from env.dynamics import difference, mode_effects, state_at_phi
+from bench.dynamics import difference, mode_effects, state_at_phi
 from infinito.checkpoint import load_checkpoint
 
 # the demo preset's decision (3 inner steps at lr 6e-4), on the tiny model
