@@ -36,7 +36,7 @@ from common.stats import summarize  # noqa: E402
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
                  action_independent_share, control_policies, rescore, run_policy)
 from bench.dynamics import mode_effects, state_at_phi  # noqa: E402
-from env.presets import RL_PRESETS  # noqa: E402
+from stages.presets import RL_PRESETS  # noqa: E402
 
 START, END = "<!-- env_dynamics:start -->", "<!-- env_dynamics:end -->"
 ADAPTIVE = "adaptive (PHI while Φ is outside the band, else TEXT)"

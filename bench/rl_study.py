@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model  # noqa: E402
 from common.stats import bootstrap_interval, improvement_indicator  # noqa: E402
-from env.presets import RL_PRESETS  # noqa: E402
+from stages.presets import RL_PRESETS  # noqa: E402
 
 TUNED = "tuned rule"
 

@@ -14,22 +14,19 @@ from common.vector import VectorEnv, as_vec_env
 
 from .buffer import RolloutBuffer, compute_gae
 from .callbacks import (Callback, CheckpointCallback, EvalCallback, FunctionCallback, JsonHistoryCallback,
-                        PeriodicCallback, StopOnNoImprovement, StopOnOverfit, StopOnRewardThreshold)
+                        PeriodicCallback, StopOnNoImprovement, StopOnRewardThreshold)
 from .checkpoint import AGENT_KIND, load_agent_checkpoint
 from .config import PPOConfig
 from .evaluation import EvalResult
 from .inference import TrainedPolicy
 from .normalize import ObsNormalizer, RewardScaler, RunningMeanStd
 from .policy import ActorCritic
-from .chart import report_svg
-from .report import Column, Report, Thresholds, render_markdown, write_report
 from .trainer import PPO
 
 __all__ = [
     "PPO", "PPOConfig", "ActorCritic", "RolloutBuffer", "compute_gae", "VectorEnv", "as_vec_env",
     "ObsNormalizer", "RewardScaler", "RunningMeanStd", "Logger", "EvalResult",
     "Callback", "FunctionCallback", "PeriodicCallback", "CheckpointCallback", "EvalCallback",
-    "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "StopOnOverfit", "CheckpointError",
-    "load_agent_checkpoint", "AGENT_KIND", "TrainedPolicy", "Report", "Thresholds", "Column", "render_markdown",
-    "write_report", "report_svg",
+    "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "CheckpointError",
+    "load_agent_checkpoint", "AGENT_KIND", "TrainedPolicy",
 ]

@@ -21,7 +21,6 @@ from common.files import write_json
 
 from .checkpoint import write_light
 from .evaluation import EvalResult
-from .report import Report, Thresholds
 
 
 class Callback:
@@ -131,25 +130,17 @@ class EvalCallback(PeriodicCallback):
     """
 
     def __init__(self, envs: Any, every: int, n_episodes: int = 10, deterministic: bool = True, seed: int = 0,
-                 best_path: Optional[str] = None, eval_at_end: bool = False,
-                 evaluate: Optional[Callable[[Any], EvalResult]] = None):
+                 best_path: Optional[str] = None, evaluate: Optional[Callable[[Any], EvalResult]] = None):
         super().__init__(every)
         self.evaluate = evaluate or (lambda trainer: trainer.evaluate(envs, n_episodes, deterministic, seed))
-        self.best_path, self.eval_at_end = best_path, eval_at_end
-        self._last_step: Optional[int] = None
+        self.best_path = best_path
 
     def fire(self, trainer) -> None:
         result = self.evaluate(trainer)
         trainer.add_evaluation(result)
         if result.is_best and self.best_path is not None:
             trainer.save(self.best_path)
-        self._last_step = trainer.global_step
         trainer.dispatch("on_evaluation", result)
-
-    def on_training_end(self, trainer) -> None:
-        if self.eval_at_end and self._last_step != trainer.global_step:
-            self.fire(trainer)
-            trainer.logger.dump(trainer.global_step)
 
 
 class JsonHistoryCallback(Callback):
@@ -203,32 +194,6 @@ class StopOnNoImprovement(Callback):
             trainer.request_stop(f"no improvement of the evaluation mean in {n} evaluations")
 
 
-class StopOnOverfit(Callback):
-    """Stop when the over-fitting report (``ppo.report``) flags ``patience`` consecutive
-    evaluations, the latest included, as over-fitting or severe over-fitting against the
-    baseline (default: the best evaluation so far), beside ``controls`` (name -> EvalResult
-    dict on the same seeds; they set the unit of a drop, see ``Thresholds``)."""
-
-    def __init__(self, thresholds: Optional[Thresholds] = None, patience: int = 1, controls: Optional[dict] = None,
-                 baseline_step: Optional[int] = None):
-        if patience < 1:
-            raise ValueError("patience must be >= 1")
-        self.thresholds, self.patience = thresholds or Thresholds(), int(patience)
-        self.controls, self.baseline_step = dict(controls or {}), baseline_step
-        self.streak = 0
-
-    def on_evaluation(self, trainer, result: EvalResult) -> None:
-        if self.baseline_step is not None and all(r.step != self.baseline_step for r in trainer.eval_history):
-            return  # nothing to compare with until the baseline step has been evaluated
-        built = Report([r.to_dict() for r in trainer.eval_history], self.controls, self.baseline_step,
-                       self.thresholds).build()
-        flagged = [("over-fitting" in r["status"]) for r in built["rows"]]
-        self.streak = next((i for i, f in enumerate(reversed(flagged)) if not f), len(flagged))
-        if self.streak >= self.patience:
-            trainer.request_stop(f"over-fitting: {self.streak} flagged evaluation(s) in a row "
-                                 f"(baseline: step {built['baseline']['step']})")
-
-
 __all__ = ["Callback", "FunctionCallback", "PeriodicCallback", "CheckpointCallback", "EvalCallback",
-           "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "StopOnOverfit",
+           "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement",
            "evaluations_without_improvement"]

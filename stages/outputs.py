@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import distributed
 from common.files import FolderLock
-from env.presets import RL_PRESETS
+from .presets import RL_PRESETS
 
 from .cli import UserError
 

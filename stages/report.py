@@ -22,7 +22,7 @@ import torch
 
 from common.files import FolderLock, write_json
 from env import EnvConfig, TextSchedulingEnv, load_base
-from env.presets import HELDOUT_SEED
+from .presets import HELDOUT_SEED
 from ppo import TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, UserError, diverged, joined

@@ -25,11 +25,11 @@ from common.distributed import DistributedVectorEnv
 from common.logger import Logger
 from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
 from infinito.training import NonFiniteLoss
-from ppo import (PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, StopOnOverfit, Thresholds,
-                 TrainedPolicy)
+from ppo import PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify, identity_of
+from .overfit import StopOnOverfit, Thresholds
 from .outputs import claimed, fresh_run_check, next_steps, replacing
 from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout
 from .rl_config import RLPlan, plan

@@ -1,6 +1,6 @@
 """What an RL run is: a preset, the command line's flags, or a resumed checkpoint, resolved into one plan.
 
-A new run takes its environment, PPO and run settings from `env/presets.py`
+A new run takes its environment, PPO and run settings from `stages/presets.py`
 (`--preset`, default demo) with flags on top. A resumed run takes them from
 the checkpoint (its `extra` holds the run and environment settings), with flags
 on top, and checks that the base checkpoint is the one the agent was trained on.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from env import EnvConfig
-from env.presets import HELDOUT_SEED, RL_PRESETS, RUN_KEYS
+from .presets import HELDOUT_SEED, RL_PRESETS, RUN_KEYS
 from ppo.checkpoint import is_light
 from ppo import PPOConfig, load_agent_checkpoint
 
@@ -115,9 +115,9 @@ def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
         raise UserError(f"base checkpoint {base_path} does not exist{hint}; train one with "
                         f"`python train.py --stage base --out {base_path.parent}` or pass --base")
     try:
-        ppo_cfg = PPOConfig(**{**RL_PRESETS[preset]["ppo"], **ppo_flags, "total_timesteps": run["timesteps"],
-                               "seed": args.seed if args.seed is not None else 0,
-                               "torch_threads": max(threads, 1), "progress_bar": not args.quiet})
+        ppo_cfg = RL_PRESETS[preset]["ppo"].replace(**ppo_flags, total_timesteps=run["timesteps"],
+                                                    seed=args.seed if args.seed is not None else 0,
+                                                    torch_threads=max(threads, 1), progress_bar=not args.quiet)
     except ValueError as e:
         raise UserError(str(e)) from None
     check_rollout(ppo_cfg, run["num_envs"], run["timesteps"])

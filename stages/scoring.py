@@ -13,9 +13,10 @@ from env import EnvConfig, run_policy
 from common import distributed
 from common.stats import t975
 from ppo.checkpoint import write_light
-from ppo import Column, EvalResult, Report, Thresholds, TrainedPolicy, write_report
+from ppo import EvalResult, TrainedPolicy
 
 from .cli import UserError
+from .overfit import Column, Report, Thresholds, write_report
 
 
 def score(envs, policy, env_cfg: EnvConfig, n_episodes: int, seed: int, step: int | None = None,

@@ -10,7 +10,7 @@ from common.policies import Exp3S
 from common.stats import bootstrap_interval, improvement_indicator, iqm
 from env import EnvConfig, rule_family
 from ppo import EvalResult
-from ppo.report import Report, paired_verdict
+from stages.overfit import Report, paired_verdict
 
 
 def test_exp3s_follows_the_update_rule_on_a_hand_computed_case():

@@ -1,4 +1,12 @@
-"""The layers point one way (README "Development"): each package imports only the packages below it."""
+"""The layers point one way (README "Development"): each package imports only the packages below it.
+
+    common  <-  data, infinito  <-  env  <-  stages  <-  train.py, generate.py
+    common  <-  ppo (a generic PPO library)   <-  stages
+
+`ppo/` knows nothing of reports, text or INFINITO; the RL presets, the over-fitting report and its
+chart are the application's (`stages/`); measuring tools that reach into the environment's
+internals are `bench/`'s.
+"""
 import ast
 from pathlib import Path
 
@@ -42,3 +50,12 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
     bad = tmp_path / "x.py"
     bad.write_text("import os\nfrom ppo.trainer import PPO\n")
     assert imported_packages(bad) == {"ppo"}
+
+
+def test_ppo_is_a_generic_library_and_each_module_sits_where_its_folder_says():
+    ppo_text = " ".join(p.read_text() for p in sorted((ROOT / "ppo").glob("*.py")))
+    for word in ("Infinito", "Report(", "report_svg", "tokenizer", "perplexity", "Φ"):
+        assert word not in ppo_text, word
+    for moved, now in (("ppo/report.py", "stages/overfit.py"), ("ppo/chart.py", "stages/chart.py"),
+                       ("env/presets.py", "stages/presets.py"), ("env/dynamics.py", "bench/dynamics.py")):
+        assert not (ROOT / moved).exists() and (ROOT / now).is_file(), moved

@@ -10,7 +10,8 @@ import torch
 from cartpole import CartPoleEnv, CartPoleVecEnv
 from common.spaces import Box, Discrete
 from ppo import (PPO, CheckpointCallback, CheckpointError, EvalCallback, EvalResult, FunctionCallback,
-                 JsonHistoryCallback, PPOConfig, StopOnNoImprovement, StopOnOverfit, StopOnRewardThreshold, Thresholds)
+                 JsonHistoryCallback, PPOConfig, StopOnNoImprovement, StopOnRewardThreshold)
+from stages.overfit import StopOnOverfit, Thresholds  # the application's report, used on a cart-pole agent
 from ppo.buffer import RolloutBuffer
 
 

@@ -1,4 +1,4 @@
-"""The over-fitting report (ppo/report.py) from made-up evaluation histories."""
+"""The over-fitting report (stages/overfit.py) from made-up evaluation histories."""
 import json
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from common.stats import t975
-from ppo import Column, Report, Thresholds
-from ppo.report import embed_chart, flag, normalised_score, recommend, significantly_lower, write_report
+from stages.overfit import (Column, Report, Thresholds, embed_chart, flag, normalised_score, recommend,
+                            significantly_lower, write_report)
 
 
 def ev(step, mean, std, n=20, counts=(10, 5, 5), **extra):

@@ -1,13 +1,12 @@
-"""The report's chart (ppo/chart.py) from made-up evaluation histories, and write_report's report.svg."""
+"""The report's chart (stages/chart.py) from made-up evaluation histories, and write_report's report.svg."""
 import math
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from common.stats import t975
-from ppo import Report
-from ppo.chart import STATUS_COLOURS, report_svg
-from ppo.report import CHART_ALT, write_report
+from stages.chart import STATUS_COLOURS, report_svg
+from stages.overfit import CHART_ALT, Report, write_report
 
 NS = "{http://www.w3.org/2000/svg}"
 

@@ -10,7 +10,6 @@ steps with Φ in band") come in through ``columns`` as keys of each result's
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Optional, Sequence
 
 from common.files import write_json, write_text
 from common.stats import summarize, t975
+from ppo import Callback, EvalResult
 
 from .chart import report_svg
 
@@ -139,10 +139,6 @@ def tied_with(evaluations: Sequence[dict], statuses: Sequence[str], chosen: int)
     """The candidates whose CI lower bound equals the chosen one's (the tie `recommend` broke)."""
     low = evaluations[chosen]["ci95_low"]
     return [i for i in candidates(statuses) if math.isclose(evaluations[i]["ci95_low"], low, rel_tol=1e-9, abs_tol=1e-12)]
-
-
-def ci_overlap(a: dict, b: dict) -> bool:
-    return a["ci95_low"] <= b["ci95_high"] and b["ci95_low"] <= a["ci95_high"]
 
 
 @dataclass
@@ -394,7 +390,7 @@ def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Seq
 
 
 def write_report(directory: str | Path, report: dict, markdown: str, stem: str = "report") -> tuple[Path, Path]:
-    """``<directory>/<stem>.md``, ``<stem>.json`` and the chart ``<stem>.svg`` (ppo/chart.py), each
+    """``<directory>/<stem>.md``, ``<stem>.json`` and the chart ``<stem>.svg`` (stages/chart.py), each
     written atomically; the Markdown gets the chart's image line under its title if it lacks one (only
     this function knows the chart's file name). Returns the .md and .json paths; the .svg is beside them."""
     directory = Path(directory)
@@ -405,5 +401,27 @@ def write_report(directory: str | Path, report: dict, markdown: str, stem: str =
     return md, js
 
 
-def load_report(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+class StopOnOverfit(Callback):
+    """A PPO callback: stop when the over-fitting report (this module) flags ``patience`` consecutive
+    evaluations, the latest included, as over-fitting or severe over-fitting against the
+    baseline (default: the best evaluation so far), beside ``controls`` (name -> EvalResult
+    dict on the same seeds; they set the unit of a drop, see ``Thresholds``)."""
+
+    def __init__(self, thresholds: Optional[Thresholds] = None, patience: int = 1, controls: Optional[dict] = None,
+                 baseline_step: Optional[int] = None):
+        if patience < 1:
+            raise ValueError("patience must be >= 1")
+        self.thresholds, self.patience = thresholds or Thresholds(), int(patience)
+        self.controls, self.baseline_step = dict(controls or {}), baseline_step
+        self.streak = 0
+
+    def on_evaluation(self, trainer, result: EvalResult) -> None:
+        if self.baseline_step is not None and all(r.step != self.baseline_step for r in trainer.eval_history):
+            return  # nothing to compare with until the baseline step has been evaluated
+        built = Report([r.to_dict() for r in trainer.eval_history], self.controls, self.baseline_step,
+                       self.thresholds).build()
+        flagged = [("over-fitting" in r["status"]) for r in built["rows"]]
+        self.streak = next((i for i, f in enumerate(reversed(flagged)) if not f), len(flagged))
+        if self.streak >= self.patience:
+            trainer.request_stop(f"over-fitting: {self.streak} flagged evaluation(s) in a row "
+                                 f"(baseline: step {built['baseline']['step']})")

@@ -1,8 +1,8 @@
 """Named setups for the RL stage (`train.py --stage rl --preset NAME`).
 
 Each preset has three parts: `env` (EnvConfig fields; `reward` a dict of
-RewardConfig fields), `ppo` (PPOConfig fields as a plain dict — env/ does
-not import ppo/; train.py builds the config) and `run` (the stage's own
+RewardConfig fields, merged with `--env` overrides before the config is built), `ppo`
+(a PPOConfig; the run fills in its length, seed and threads) and `run` (the stage's own
 settings: timesteps, checkpoint and evaluation frequency, episodes per
 evaluation, the evaluation seeds (selection) and the held-out seeds (the
 report's headline), environments, worker threads, and the base stage's file
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from infinito.presets import PRESETS as BASE_PRESETS
 from infinito.presets import snapshot_name
+from ppo import PPOConfig
 
 
 def _snapshot(preset: str) -> str:
@@ -23,11 +24,11 @@ def _snapshot(preset: str) -> str:
 # study's reward v2 stays selectable with --env reward.name=v2.
 PROGRESS = dict(name="progress")
 
-RL_PRESETS: dict[str, dict[str, dict]] = {
+RL_PRESETS: dict[str, dict] = {
     # seconds on 2 CPU cores, on a `--preset tiny` base checkpoint; used by the tests
     "tiny": {
         "env": dict(max_steps=6, inner_steps=1, batch_size=2, seq_len=32, eval_batch_size=2, reward=PROGRESS),
-        "ppo": dict(n_steps=8, batch_size=16, n_epochs=2),
+        "ppo": PPOConfig(n_steps=8, batch_size=16, n_epochs=2),
         "run": dict(timesteps=64, save_freq=32, eval_freq=32, eval_episodes=2, eval_seed=10_000,
                     heldout_seed=20_000, num_envs=2, workers=2, base_file=_snapshot("tiny")),
     },
@@ -44,7 +45,7 @@ RL_PRESETS: dict[str, dict[str, dict]] = {
     # observation announces (time_left), so the undiscounted return is finite and well defined.
     "demo": {
         "env": dict(max_steps=25, inner_steps=3, batch_size=4, seq_len=64, lr=6e-4, reward=PROGRESS),
-        "ppo": dict(n_steps=32, batch_size=64, n_epochs=10, gamma=1.0),
+        "ppo": PPOConfig(n_steps=32, batch_size=64, n_epochs=10, gamma=1.0),
         "run": dict(timesteps=10_240, save_freq=1024, eval_freq=1024, eval_episodes=30, eval_seed=10_000,
                     heldout_seed=20_000, num_envs=8, workers=2, base_file=_snapshot("demo")),
     },
@@ -52,7 +53,7 @@ RL_PRESETS: dict[str, dict[str, dict]] = {
     # episodes, batch 4 x 128 tokens), checkpoints and evaluations every 2,000 steps
     "paper": {
         "env": dict(reward=PROGRESS),
-        "ppo": dict(),
+        "ppo": PPOConfig(),
         "run": dict(timesteps=40_000, save_freq=2000, eval_freq=2000, eval_episodes=5, eval_seed=10_000,
                     heldout_seed=20_000, num_envs=1, workers=1, base_file=_snapshot("paper")),
     },
