@@ -8,7 +8,8 @@ temporary file behind.
 
 A checkpoint is a dict of plain Python types and tensors with a `kind` (what
 wrote it: "infinito-base", "ppo-agent") and a `format_version`. One rule for
-every kind: this code reads versions 1 .. FORMAT_VERSION.
+every kind: this code reads FORMAT_VERSION only. Version 2 (December 2026) renamed settings so
+that no name means two things; a version-1 file gets one line saying to retrain, not a shim.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-FORMAT_VERSION = 1
+from .messages import first_line
+
+FORMAT_VERSION = 2
 
 
 class CheckpointError(Exception):
@@ -132,17 +135,20 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for bad files (zip, pickle, EOF, unpickler)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is corrupt or not a readable checkpoint ({type(e).__name__}: {reason[:100]}); "
+        raise CheckpointError(f"{path} is corrupt or not a readable checkpoint ({first_line(e, 100)}); "
                               "re-create it or pick another") from None
     if not isinstance(ckpt, dict) or "kind" not in ckpt or "format_version" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no kind/format_version)")
     if kind is not None and ckpt["kind"] != kind:
         raise CheckpointError(f"{path} is a '{ckpt['kind']}' checkpoint, but a '{kind}' checkpoint is needed here")
     version = ckpt["format_version"]
-    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:  # bool is an int subclass: refused
-        raise CheckpointError(f"{path} has format version {version!r}; this code reads versions 1 to "
-                              f"{FORMAT_VERSION}: update the code or re-create the checkpoint")
+    if type(version) is int and 1 <= version < FORMAT_VERSION:
+        raise CheckpointError(f"{path} was made by an older version of this project (checkpoint format {version}); "
+                              f"this version reads format {FORMAT_VERSION} only: retrain it, or read it with a "
+                              "version of the project from before December 2026")
+    if type(version) is not int or version != FORMAT_VERSION:  # bool is an int subclass: refused
+        raise CheckpointError(f"{path} has format version {version!r}; this code reads version {FORMAT_VERSION}: "
+                              "update the code or re-create the checkpoint")
     missing = [k for k in required if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is incomplete, pick another checkpoint")

@@ -11,6 +11,8 @@ import numbers
 
 import numpy as np
 
+from common.messages import first_line
+
 from .errors import EnvError
 
 
@@ -110,7 +112,6 @@ def check_env(env, seed: int = 0, n_steps: int | None = None) -> None:
             except Exception:  # noqa: BLE001 - any clear exception is what we want
                 pass
         except Exception as e:  # noqa: BLE001 - report the crash as a contract problem
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            problems.append(f"calling the environment raised {type(e).__name__}: {msg}")
+            problems.append(f"calling the environment raised {first_line(e)}")
     if problems:
         raise EnvError(f"check_env found {len(problems)} problem(s): " + "; ".join(problems))

@@ -198,8 +198,8 @@ TERMS = RewardConfig.terms  # reward v2's terms (kept for callers of the first v
 
 
 def reward_from_dict(d: dict):
-    """The reward a `to_dict()` describes; a dict without "name" is reward v2 (older checkpoints)."""
-    name = d.get("name", RewardConfig.name)
+    """The reward a `to_dict()` describes (its "name" says which)."""
+    name = d.get("name")
     if name not in REWARDS:
         raise EnvError(f"unknown reward '{name}' (choose from {', '.join(REWARDS)})")
     return REWARDS[name].from_dict(d)

@@ -44,6 +44,7 @@ from infinito.training import make_optimizer, train_step
 from .base import BaseAssets, check_assets, load_base
 from .config import EnvConfig
 from .errors import EnvError
+from common.messages import first_line
 from common.spaces import Box, Discrete
 
 OBS_NAMES = ("consciousness", "phi", "loss_text", "loss_phi", "memory_util", "t_norm", "time_left")
@@ -172,8 +173,7 @@ class TextSchedulingEnv:
             self._history = [int(a) for a in state["history"]]
             self._prev = None if state["prev"] is None else dict(state["prev"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise EnvError(f"environment state does not fit this environment ({type(e).__name__}: {msg}); "
+            raise EnvError(f"environment state does not fit this environment ({first_line(e)}); "
                            "it comes from a different base checkpoint or config") from None
 
     # ------------------------------------------------------------------ internals

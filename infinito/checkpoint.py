@@ -13,6 +13,7 @@ import json
 import torch
 
 from common.files import CheckpointError, load_checkpoint
+from common.messages import first_line
 
 from .config import InfinitoConfig
 from .model import Infinito
@@ -27,7 +28,7 @@ def _config(ckpt: dict) -> InfinitoConfig:
     try:
         return InfinitoConfig.from_dict(ckpt["model_config"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint holds no usable model config ({str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"checkpoint holds no usable model config ({first_line(e, 120)})") from None
 
 
 def build_model(ckpt: dict, device: torch.device | str = "cpu") -> Infinito:
@@ -36,7 +37,7 @@ def build_model(ckpt: dict, device: torch.device | str = "cpu") -> Infinito:
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint does not match its stored model config ({str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"checkpoint does not match its stored model config ({first_line(e, 120)})") from None
     return model.to(device)
 
 

@@ -13,11 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 
-# Fields older checkpoints hold that no longer mean anything: masks always come from
-# info["action_mask"] (the vector-env contract of common/vector.py).
-RETIRED = ("action_mask_key",)
-
-
 @dataclass
 class PPOConfig:
     # --- run length and schedules -------------------------------------------------
@@ -111,7 +106,6 @@ class PPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOConfig":
-        d = {k: v for k, v in d.items() if k not in RETIRED}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from common.files import CheckpointError
+from common.messages import first_line
 from common.policies import MASK_KEY
 
 from .checkpoint import load_agent_checkpoint
@@ -54,8 +55,7 @@ class TrainedPolicy:
             norm = ObsNormalizer(shape, cfg.obs_clip, cfg.norm_eps, cfg.normalize_obs)
             norm.load_state_dict(ckpt["obs_normalizer"])
         except (KeyError, RuntimeError, TypeError, ValueError) as e:
-            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path} does not hold a usable policy ({type(e).__name__}: {msg}); "
+            raise CheckpointError(f"{path} does not hold a usable policy ({first_line(e)}); "
                                   "the file is damaged, pick another checkpoint") from e
         policy.eval()
         return cls(policy, norm, cfg, ckpt.get("global_step", 0), ckpt.get("extra"), ckpt.get("evaluations"),

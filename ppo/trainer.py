@@ -23,15 +23,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from common.episodes import run_episodes
-from common.files import FORMAT_VERSION, CheckpointError, save_checkpoint
+from common.files import save_checkpoint
 from common.logger import Logger
 from common.policies import MASK_KEY
-from common.rng import capture_global_rng, generator_state, restore_generator, restore_global_rng
 from common.vector import as_vec_env, is_env_factory
 
 from .buffer import RolloutBuffer, compute_gae
 from .callbacks import Callback
-from .checkpoint import AGENT_KIND, load_agent_checkpoint
+from .checkpoint import agent_state, read_for_resume, restore_agent
 from .config import PPOConfig
 from .evaluation import EvalResult
 from .inference import TrainedPolicy
@@ -39,10 +38,6 @@ from .losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
 from .normalize import ObsNormalizer, RewardScaler
 from .policy import ActorCritic
 
-# Fields that define the trained network or the meaning of its inputs/targets; they
-# cannot change when resuming (the weights would no longer fit them).
-FROZEN_ON_RESUME = ("pi_hidden", "vf_hidden", "activation", "normalize_obs", "obs_clip",
-                    "normalize_reward", "reward_clip", "norm_eps")
 # Fields that shape the annealing line; changing one starts a new line at the current step.
 SCHEDULE_FIELDS = ("total_timesteps", "anneal_lr", "anneal_clip_range")
 
@@ -55,23 +50,6 @@ def _adam(params: Iterable[nn.Parameter], lr: float, eps: float) -> torch.optim.
         return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     except (RuntimeError, TypeError):  # a torch or device without the fused kernel
         return torch.optim.Adam(params, lr=lr, eps=eps)
-
-
-def split_flat_adam_state(state: dict, params: list) -> dict:
-    """An optimiser state of checkpoints written before parameters stopped being views of one flat
-    tensor (one group, one flat parameter) -> the same state per parameter, in `params`' order
-    (the flat tensor concatenated them in that order). A current state is returned unchanged."""
-    groups = state["param_groups"]
-    if len(groups) != 1 or len(groups[0]["params"]) != 1 or len(params) == 1:
-        return state
-    flat = state["state"].get(groups[0]["params"][0], {})
-    per_param, offset = {}, 0
-    for i, p in enumerate(params):
-        n = p.numel()
-        per_param[i] = {k: (v[offset:offset + n].view_as(p).clone() if k != "step" else v.clone())
-                        for k, v in flat.items()}
-        offset += n
-    return {"state": per_param, "param_groups": [{**groups[0], "params": list(range(len(params)))}]}
 
 
 class PPO:
@@ -385,42 +363,10 @@ class PPO:
         obs = self.obs_normalizer(np.asarray(obs, np.float32).reshape(-1, *self.obs_shape), update=False)
         return self.policy.act(obs, mask, deterministic, rng or self._predict_rng)[0]
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ checkpoints (ppo/checkpoint.py)
     def state_dict(self) -> dict:
         """Everything needed to continue exactly, as plain types and tensors."""
-        env_state = self.env.get_state() if hasattr(self.env, "get_state") else None
-        lr, clip = self.current_schedule()
-        start_step, start_lr_fraction, start_clip_fraction = self.schedule_start
-        return {
-            "format_version": FORMAT_VERSION,
-            "kind": AGENT_KIND,
-            "config": self.config.to_dict(),
-            "obs_shape": list(self.obs_shape),
-            "n_actions": self.n_actions,
-            "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "obs_normalizer": self.obs_normalizer.state_dict(),
-            "reward_scaler": self.reward_scaler.state_dict(),
-            "rng": {**capture_global_rng(), "trainer": generator_state(self.rng)},
-            "global_step": self.global_step,
-            "n_updates": self.n_updates,
-            "schedule": {"learning_rate": lr, "clip_range": clip, "total_timesteps": self.config.total_timesteps,
-                         "progress": self.global_step / self.config.total_timesteps, "start_step": start_step,
-                         "start_lr_fraction": start_lr_fraction, "start_clip_fraction": start_clip_fraction},
-            "rollout": None if self._obs is None else {
-                "num_envs": self.num_envs,
-                "obs": torch.from_numpy(np.array(self._obs, np.float32)),
-                "mask": None if self._mask is None else torch.from_numpy(self._mask.copy()),
-                "use_masks": self._use_masks,
-                "episode_return": torch.from_numpy(self._ep_return.copy()),
-                "episode_length": torch.from_numpy(self._ep_length.copy()),
-                "env_state": env_state,
-            },
-            "recent_episodes": [list(e) for e in self.recent_episodes],
-            "evaluations": [r.to_dict() for r in self.eval_history],
-            "extra": dict(self.extra),
-            "torch_version": str(torch.__version__),
-        }
+        return agent_state(self)
 
     def save(self, path: str, extra: Optional[dict] = None) -> None:
         """Atomically write a checkpoint; ``extra`` is merged into ``self.extra`` first."""
@@ -439,71 +385,14 @@ class PPO:
         exactly if ``env`` has ``set_state`` and the same number of environments;
         otherwise they are reset (seeded with seed + global_step).
         """
-        overrides = dict(overrides or {})
-        frozen = sorted(set(overrides) & set(FROZEN_ON_RESUME))
-        if frozen:
-            raise ValueError(f"cannot override {', '.join(frozen)} when loading: they are fixed by the trained "
-                             "network; start a new run instead")
-        ckpt = load_agent_checkpoint(path, map_location=map_location or "cpu",
-                                     required=("config", "obs_shape", "n_actions", "policy", "optimizer",
-                                               "obs_normalizer", "reward_scaler", "rng", "global_step"))
-        try:
-            saved_config = PPOConfig.from_dict(ckpt["config"])
-            config = saved_config.replace(**overrides)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: config cannot be used ({e}); fix the overrides or the file") from e
-        if map_location is not None:
-            config = config.replace(device=str(map_location))
+        ckpt, saved_config, config = read_for_resume(path, overrides, map_location)
         agent = cls(env, config, log_dir=log_dir, extra=ckpt.get("extra"), logger=logger)
-        if [*agent.obs_shape] != list(ckpt["obs_shape"]) or agent.n_actions != ckpt["n_actions"]:
-            raise CheckpointError(f"{path} was trained with observations {tuple(ckpt['obs_shape'])} and "
-                                  f"{ckpt['n_actions']} actions, the environment has {agent.obs_shape} and "
-                                  f"{agent.n_actions}; use the matching environment")
-        try:
-            agent.policy.load_state_dict(ckpt["policy"])
-            agent.optimizer.load_state_dict(split_flat_adam_state(ckpt["optimizer"], list(agent.policy.parameters())))
-            agent.obs_normalizer.load_state_dict(ckpt["obs_normalizer"])
-            agent.reward_scaler.load_state_dict(ckpt["reward_scaler"])
-            agent.global_step, agent.n_updates = int(ckpt["global_step"]), int(ckpt.get("n_updates", 0))
-            agent.eval_history = [EvalResult.from_dict(d) for d in ckpt.get("evaluations", [])]
-            agent.recent_episodes.extend(tuple(e) for e in ckpt.get("recent_episodes", []))
-            restore_global_rng(ckpt["rng"])
-            restore_generator(agent.rng, ckpt["rng"]["trainer"])
-            agent._restore_rollout(ckpt.get("rollout"))
-            agent.schedule_start = _schedule_start(ckpt.get("schedule"))
-        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:
-            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path} does not fit this agent ({type(e).__name__}: {msg}); the file is "
-                                  "damaged or from a different network") from e
-        best = [r for r in agent.eval_history if r.is_best]
-        agent.best_eval = best[-1] if best else None
+        restore_agent(agent, ckpt, path)
         agent._set_config(config, previous=saved_config)  # a new horizon continues the line from here
         agent._apply_schedule()  # overridden lr is in the optimiser right away
         return agent
-
-    def _restore_rollout(self, state: Optional[dict]) -> None:
-        can_continue = (state is not None and state["num_envs"] == self.num_envs
-                        and state["env_state"] is not None and hasattr(self.env, "set_state"))
-        if not can_continue:
-            if state is not None:  # mid-run checkpoint, environments cannot be restored
-                self._reset_envs(self.config.seed + self.global_step)
-            return
-        self.env.set_state(state["env_state"])
-        self._obs = state["obs"].numpy().copy()
-        self._mask = None if state["mask"] is None else state["mask"].numpy().copy()
-        self._use_masks = bool(state["use_masks"])
-        self._ep_return = state["episode_return"].numpy().copy()
-        self._ep_length = state["episode_length"].numpy().copy()
 
     def close(self) -> None:
         self.logger.close()
         if hasattr(self.env, "close"):
             self.env.close()
-
-
-def _schedule_start(schedule: Optional[dict]) -> tuple[int, float, float]:
-    """The annealing line's start from a checkpoint; checkpoints written before it was stored
-    annealed from the run's first step (fractions 1), which is the same line."""
-    schedule = schedule or {}
-    return (int(schedule.get("start_step", 0)), float(schedule.get("start_lr_fraction", 1.0)),
-            float(schedule.get("start_clip_fraction", 1.0)))

@@ -20,7 +20,7 @@ from infinito.model import Infinito
 from ppo import TrainedPolicy
 
 from .cli import UserError
-from .identity import KEYS, check_base
+from .identity import KEY, check_base
 
 
 @dataclass
@@ -72,7 +72,7 @@ def load_agent(agent_path: str, ckpt_flag: str | None) -> tuple[TrainedPolicy, s
     """The trained policy and the base checkpoint it runs on (checked by its content digest)."""
     policy = TrainedPolicy.load(agent_path)  # missing / corrupt / wrong kind -> CheckpointError
     extra = policy.extra
-    if not ("env" in extra and "base" in extra and any(k in extra for k in KEYS)):
+    if not ("env" in extra and "base" in extra and KEY in extra):
         raise UserError(f"{agent_path} is a PPO checkpoint but not one of train.py --stage rl "
                         "(it names no environment or base checkpoint)")
     base = str(check_base(ckpt_flag or extra["base"], extra, agent_path, "--ckpt"))

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import signal
 import sys
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import torch
+
+from common.messages import first_line
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -32,15 +32,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def file_digest(path: str | Path) -> str:
-    """First 16 hex digits of the file's SHA-256: identifies a base checkpoint an agent was trained on."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 @contextlib.contextmanager
@@ -67,7 +58,7 @@ def joined(device_name: str):
     try:
         d = distributed.Dist.from_env(pick_device(device_name).type)
     except RuntimeError as e:
-        raise UserError(f"cannot join the torchrun group: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot join the torchrun group: {first_line(e)}") from None
     distributed.use(d)
     saved = sys.stdout, sys.stderr
     if not d.is_main:  # progress bars and lines too: failures reach rank 0 through the collectives
@@ -117,7 +108,7 @@ OUT_OF_MEMORY = ("out of memory; use a smaller preset, --context or --batch-size
 
 
 def _note(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"note: {str(message).strip().splitlines()[0]}", flush=True)
+    print(f"note: {first_line(str(message))}", flush=True)
 
 
 class StopFlag:

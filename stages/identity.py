@@ -3,8 +3,6 @@
 An agent stores `base_content`, the base model's content digest
 (`infinito.checkpoint.content_digest`): the same model in another file — copied,
 re-saved, or written by an identical run — is accepted, another model is refused.
-Agents written before this store `base_digest`, the SHA-256 of the file's bytes,
-and are still checked that way.
 """
 from __future__ import annotations
 
@@ -12,9 +10,9 @@ from pathlib import Path
 
 from infinito.checkpoint import BASE_KIND, content_digest, load_checkpoint
 
-from .cli import UserError, file_digest
+from .cli import UserError
 
-KEYS = ("base_content", "base_digest")  # new, old
+KEY = "base_content"
 
 
 def identify(path: str | Path) -> dict:
@@ -23,14 +21,12 @@ def identify(path: str | Path) -> dict:
 
 
 def identity_of(extra: dict) -> dict:
-    """The identity an agent's checkpoint stores (new or old form)."""
-    return {k: extra[k] for k in KEYS if k in extra}
+    """The identity an agent's checkpoint stores."""
+    return {KEY: extra[KEY]} if KEY in extra else {}
 
 
 def holds_base(path: str | Path, extra: dict) -> bool:
-    if "base_content" in extra:
-        return content_digest(load_checkpoint(path, kind=BASE_KIND)) == extra["base_content"]
-    return file_digest(path) == extra["base_digest"]
+    return content_digest(load_checkpoint(path, kind=BASE_KIND)) == extra[KEY]
 
 
 def check_base(path: str | Path, extra: dict, agent: str, flag: str) -> Path:

@@ -59,4 +59,3 @@ RL_PRESETS: dict[str, dict] = {
     },
 }
 RUN_KEYS = ("timesteps", "save_freq", "eval_freq", "eval_episodes", "eval_seed", "heldout_seed", "num_envs", "workers")
-HELDOUT_SEED = 20_000  # for runs whose checkpoints predate held-out seeds

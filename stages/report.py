@@ -22,7 +22,6 @@ import torch
 
 from common.files import FolderLock, write_json
 from env import EnvConfig, TextSchedulingEnv, load_base
-from .presets import HELDOUT_SEED
 from ppo import TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
@@ -123,7 +122,7 @@ def _report_stem(args: argparse.Namespace, run: dict, trained: dict) -> str:
     by what differs (report-30ep, report-heldout40000, ...)."""
     parts = [f"{run['eval_episodes']}ep" * (run["eval_episodes"] != trained["eval_episodes"]),
              f"eval{run['eval_seed']}" * (run["eval_seed"] != trained["eval_seed"]),
-             f"heldout{run['heldout_seed']}" * (run["heldout_seed"] != trained.get("heldout_seed", HELDOUT_SEED)),
+             f"heldout{run['heldout_seed']}" * (run["heldout_seed"] != trained["heldout_seed"]),
              f"vs{Path(args.baseline).stem}" if args.baseline else ""]
     return "-".join(["report"] + [p for p in parts if p])
 
@@ -135,8 +134,7 @@ def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     given = {k: v for k, v in (("eval_seed", args.eval_seed), ("heldout_seed", args.heldout_seed)) if v is not None}
-    run = {**extra["run"], "eval_episodes": episodes, "heldout_seed": extra["run"].get("heldout_seed", HELDOUT_SEED),
-           **given}
+    run = {**extra["run"], "eval_episodes": episodes, **given}
     check_seed_ranges(run)
     env_cfg, seed = EnvConfig.from_dict(extra["env"]), run["eval_seed"]
     base_path = check_base(args.base or extra["base"], extra, "these agents", "--base")

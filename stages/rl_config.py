@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from env import EnvConfig
-from .presets import HELDOUT_SEED, RL_PRESETS, RUN_KEYS
+from .presets import RL_PRESETS, RUN_KEYS
 from ppo.checkpoint import is_light
 from ppo import PPOConfig, load_agent_checkpoint
 
@@ -158,7 +158,7 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     if "run" not in extra or "env" not in extra:
         raise UserError(f"{args.resume} is a PPO checkpoint but not one of train.py --stage rl; "
                         "resume it from the code that wrote it")
-    run = {"heldout_seed": HELDOUT_SEED, **extra["run"], **run_flags}
+    run = {**extra["run"], **run_flags}
     check_seed_ranges(run)
     start = int(head["global_step"])
     run["timesteps"], note = resumed_total(start, head["config"]["total_timesteps"], run_flags.get("timesteps"),

@@ -1,4 +1,6 @@
 """Fixtures shared by the test modules: a tiny base checkpoint and a tiny RL run over it (seconds each)."""
+import hashlib
+
 import pytest
 import torch
 
@@ -33,3 +35,8 @@ def rl_dir(base_dir, tmp_path_factory):
     assert train.main(["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base_dir / "base.pt"),
                        "--out", str(out)]) == 0
     return out
+
+
+def file_digest(path) -> str:
+    """The file's SHA-256 (first 16 hex digits): whether a file's bytes changed."""
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from common.files import load_checkpoint, save_checkpoint
+from common.files import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from infinito.checkpoint import build_model
 from infinito.config import InfinitoConfig
 from infinito.generation import generate
@@ -41,7 +41,7 @@ def test_bf16_autocast_step_on_cuda_is_finite():
 
 def test_a_checkpoint_written_on_cuda_loads_on_cpu_and_back(tmp_path):
     model = tiny("cuda")
-    save_checkpoint(tmp_path / "m.pt", {"format_version": 1, "kind": "infinito-base",
+    save_checkpoint(tmp_path / "m.pt", {"format_version": FORMAT_VERSION, "kind": "infinito-base",
                                         "model_config": model.cfg.to_dict(), "model": model.state_dict()})
     on_cpu = build_model(load_checkpoint(tmp_path / "m.pt", map_location="cpu"), "cpu")
     back = build_model(load_checkpoint(tmp_path / "m.pt", map_location="cuda"), "cuda")

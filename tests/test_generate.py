@@ -11,7 +11,7 @@ import torch.nn as nn
 import generate as cli
 import stages.adapt as adapt
 import stages.sampling as sampling
-from stages.cli import file_digest
+from conftest import file_digest
 from infinito.config import InfinitoConfig
 from infinito.generation import default_keep, generate
 from infinito.model import Infinito

@@ -263,22 +263,6 @@ def test_a_new_total_on_resume_continues_the_annealing_without_a_jump(tmp_path, 
     assert agent.current_schedule() == (0.0, 0.0)
 
 
-def test_checkpoint_without_schedule_start_loads_on_the_old_line(tmp_path):
-    """Checkpoints from before the schedule's start was stored annealed from step 0."""
-    cfg = small_config(total_timesteps=512, learning_rate=0.02, anneal_lr=True)
-    agent = PPO([CartPoleEnv] * 2, cfg)
-    agent.learn(callbacks=[stop_at(256)])
-    agent.save(str(tmp_path / "new.pt"))
-    raw = torch.load(tmp_path / "new.pt", weights_only=True)
-    for key in ("start_step", "start_lr_fraction", "start_clip_fraction"):
-        del raw["schedule"][key]
-    torch.save(raw, tmp_path / "old.pt")
-    old = PPO.load(str(tmp_path / "old.pt"), [CartPoleEnv] * 2)
-    assert old.schedule_start == (0, 1.0, 1.0) and old.current_schedule()[0] == pytest.approx(0.01)
-    longer = PPO.load(str(tmp_path / "old.pt"), [CartPoleEnv] * 2, overrides={"total_timesteps": 1024})
-    assert longer.current_schedule()[0] == pytest.approx(0.01)
-
-
 def test_overridden_learning_rate_is_the_one_used(tmp_path):
     agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=256))
     agent.learn()
@@ -479,29 +463,3 @@ def test_damaged_checkpoint_contents_raise_checkpoint_error(tmp_path):
     raw["policy"] = {k: v[..., :1] for k, v in raw["policy"].items()}
     torch.save(raw, tmp_path / "shapes.pt")
     assert "does not fit" in _one_line_error(tmp_path / "shapes.pt")
-
-
-def test_optimiser_state_of_flat_parameter_checkpoints_is_split_per_parameter():
-    """Checkpoints written while the policy's parameters were views of one flat tensor keep one
-    Adam state for it; loading splits it in parameter order, so old runs resume."""
-    import torch
-    from ppo import ActorCritic
-    from ppo.trainer import split_flat_adam_state
-    net = ActorCritic(4, 2, (8,), (8,))
-    params = list(net.parameters())
-    total = sum(p.numel() for p in params)
-    flat = {"state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.arange(total, dtype=torch.float32),
-                          "exp_avg_sq": torch.ones(total)}},
-            "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-5, "weight_decay": 0, "amsgrad": False,
-                              "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
-                              "fused": None, "params": [0]}]}
-    opt = torch.optim.Adam(params, lr=1e-3, eps=1e-5)
-    opt.load_state_dict(split_flat_adam_state(flat, params))
-    offset = 0
-    for p in params:
-        st = opt.state[p]
-        assert torch.equal(st["exp_avg"].reshape(-1), torch.arange(offset, offset + p.numel(), dtype=torch.float32))
-        assert float(st["step"]) == 7.0
-        offset += p.numel()
-    current = opt.state_dict()
-    assert split_flat_adam_state(current, params) is current  # a per-parameter state is left alone

@@ -63,7 +63,9 @@ def test_reward_objects_name_their_terms_band_and_measurements():
     assert set(progress.measurements) <= {"phi", "ppl"}
     for r in (v2, progress):
         assert reward_from_dict(json.loads(json.dumps(r.to_dict()))) == r
-    assert reward_from_dict({"phi_low": 5.5}) == RewardConfig(phi_low=5.5)  # no name: v2 (older checkpoints)
+    assert reward_from_dict({"name": "v2", "phi_low": 5.5}) == RewardConfig(phi_low=5.5)
+    with pytest.raises(EnvError, match="unknown reward 'None'"):  # a dict must say which reward it is
+        reward_from_dict({"phi_low": 5.5})
     with pytest.raises(EnvError, match="unknown reward 'nope'"):
         reward_from_dict({"name": "nope"})
     with pytest.raises(EnvError, match="unknown reward 'progress' key"):

@@ -70,7 +70,7 @@ def test_checkpoint_loads_weights_only_in_fresh_process(tiny_run):
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     kind, version, step, d_model, n = res.stdout.split()
-    assert (kind, version, step, d_model) == ("infinito-base", "1", "30", "64") and int(n) > 0
+    assert (kind, version, step, d_model) == ("infinito-base", "2", "30", "64") and int(n) > 0
 
 
 def test_checkpoint_rebuilds_identical_model(tiny_run):
