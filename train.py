@@ -31,7 +31,7 @@ from stages.base import CONFIG_CLASSES, run_base
 from stages.cli import OneLineParser, UserError, pick_device, run_cli
 from stages.report import run_report
 from stages.rl import run_rl
-from stages.rl_config import PPO_FLAGS, SHARED_WITH_BASE
+from stages.rl_config import INT_PPO_FLAGS, PPO_FLAGS
 
 
 def _flag(name: str) -> str:
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a fresh run may replace an earlier run of the same stage in --out (default: it stops)")
     add_rl_arguments(p)
     cfg = p.add_argument_group("--stage base: config overrides (any key of the model or training config); "
-                                "--lr, --batch-size, --seed, --threads also apply to --stage rl")
+                                "--seed and --threads also apply to --stage rl (its PPO has --learning-rate, --minibatch-size)")
     for dc in CONFIG_CLASSES:
         for f in fields(dc):
             kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
@@ -101,8 +101,8 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overfit-std-factor", type=float, default=5.0, help="over-fitting: std this many times the baseline's")
     g.add_argument("--high-variance-factor", type=float, default=2.0, help="high variance: std this many times the baseline's")
     for name in PPO_FLAGS:
-        g.add_argument(_flag(name), dest=name, type=float if name not in ("n_steps", "n_epochs") else int,
-                       default=None, metavar="N" if name in ("n_steps", "n_epochs") else "X", help=f"PPOConfig.{name}")
+        g.add_argument(_flag(name), dest=name, type=int if name in INT_PPO_FLAGS else float,
+                       default=None, metavar="N" if name in INT_PPO_FLAGS else "X", help=f"PPOConfig.{name}")
     r = p.add_argument_group("--stage report")
     r.add_argument("--ckpt-dir", default=None, help="directory of RL checkpoints <step>.pt (default ckpt)")
     r.add_argument("--baseline", default=None, metavar="CKPT", help="checkpoint the others are compared with (default: the best)")
@@ -111,7 +111,7 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
 
 # Which stages read each flag that is not for all of them; a flag given to a stage that does not
 # read it is refused rather than silently ignored.
-BASE_AND_RL = {"preset", "resume", "logdir", "overwrite", "seed", *SHARED_WITH_BASE}
+BASE_AND_RL = {"preset", "resume", "logdir", "overwrite", "seed"}
 RL_AND_REPORT = {"base", "eval_seed", "heldout_seed", "workers", "overfit_drop", "severe_drop", "overfit_std_factor",
                  "high_variance_factor"}
 ALL_STAGES = {"stage", "out", "device", "quiet", "threads", "help"}

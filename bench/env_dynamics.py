@@ -156,7 +156,7 @@ def main() -> None:
     elapsed = time.time() - t0
     body = "\n".join([
         f"Base `{args.base}`, environment of the `{args.preset}` RL preset ({cfg.max_steps} decisions of "
-        f"{cfg.inner_steps} inner AdamW steps on {cfg.batch_size} × {cfg.seq_len} tokens, lr {cfg.lr:g}); "
+        f"{cfg.inner_steps} inner AdamW steps on {cfg.inner_batch_size} × {cfg.seq_len} tokens, inner lr {cfg.inner_lr:g}); "
         f"{args.episodes} episodes per policy (seeds {args.seed}..{args.seed + args.episodes - 1}); "
         f"{elapsed / 60:.1f} min with {args.workers} worker processes on {cpu_model()}.", "",
         *policy_table(rows, cfg), "",

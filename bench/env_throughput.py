@@ -48,8 +48,8 @@ def overhead(assets, cfg: EnvConfig, reps: int) -> list[dict]:
             env.step(a)
             t1 = time.process_time()
             for _ in range(cfg.inner_steps):  # what the environment runs inside step(), alone
-                x, y = random_batch(assets.train_ids, cfg.batch_size, assets.seq_len, twin._data_rng)
-                train_step(twin.model, twin.optimizer, x, y, w_text, w_phi, cfg.grad_clip)
+                x, y = random_batch(assets.train_ids, cfg.inner_batch_size, assets.seq_len, twin._data_rng)
+                train_step(twin.model, twin.optimizer, x, y, w_text, w_phi, cfg.inner_grad_clip)
             t2 = time.process_time()
             if rep:  # the first rep warms up
                 t_env.append(t1 - t0)
@@ -88,7 +88,7 @@ def main() -> None:
     cfg = EnvConfig()
     assets = load_base(args.base, cfg)
     results = {"base": args.base, "threads": {}}
-    lines = [f"Base checkpoint `{args.base}`; {cfg.inner_steps} inner steps of {cfg.batch_size} x {assets.seq_len} "
+    lines = [f"Base checkpoint `{args.base}`; {cfg.inner_steps} inner steps of {cfg.inner_batch_size} x {assets.seq_len} "
              f"tokens per env step, held-out batch {cfg.eval_batch_size} x {assets.seq_len}. CPU time of this process, "
              "medians.", "",
              "| torch threads | mode | env step (ms CPU) | inner steps alone (ms CPU) | env overhead |",

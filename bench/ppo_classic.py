@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from ppo import PPO, EvalCallback, PPOConfig  # noqa: E402
 from ppo.buffer import RolloutBuffer  # noqa: E402
 
-LIGHT = dict(n_steps=256, batch_size=512, n_epochs=4)  # 8 envs: 2048 samples, 4 minibatches
+LIGHT = dict(n_steps=256, minibatch_size=512, n_epochs=4)  # 8 envs: 2048 samples, 4 minibatches
 
 
 def load() -> str:

@@ -20,15 +20,17 @@ TEXT, PHI, MIXED = 0, 1, 2
 class EnvConfig:
     max_steps: int = 50          # decisions per episode; the episode ends (terminated) after this many
     inner_steps: int = 5         # real optimiser steps per decision
-    batch_size: int = 4          # training batch rows ...
+    # The inner optimiser: the fresh AdamW each episode trains the model with ("inner_", so no name
+    # is shared with the base stage's lr / batch_size or PPO's settings).
+    inner_batch_size: int = 4    # training batch rows ...
     seq_len: int = 128           # ... of this many tokens (cropped to the model's context)
-    lr: float = 2e-4             # the fresh AdamW made at every reset
-    beta1: float = 0.9
-    beta2: float = 0.98
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    eval_batch_size: int = 4     # rows of the fixed held-out batch (validation split, seq_len tokens each)
-    heldout_seed: int = 0        # picks the held-out windows once, at construction
+    inner_lr: float = 2e-4       # the fresh AdamW made at every reset
+    inner_beta1: float = 0.9
+    inner_beta2: float = 0.98
+    inner_weight_decay: float = 0.01
+    inner_grad_clip: float = 1.0
+    eval_batch_size: int = 4     # rows of the fixed measurement batch (validation split, seq_len tokens each)
+    measurement_seed: int = 0    # picks that batch's windows once, at construction
     c_threshold: float = 0.6     # t_norm counts the steps since C last exceeded this
     terminate_at_max_steps: bool = True  # the observation shows the time left, so the end is `terminated`
     modes: tuple = field(default_factory=lambda: MODES)  # (name, w_text, w_phi) per action
@@ -45,15 +47,15 @@ class EnvConfig:
             raise EnvError(f"invalid env config: modes must be a list of [name, w_text, w_phi], got "
                            f"{self.modes!r}") from None
         problems = []
-        for name in ("max_steps", "inner_steps", "batch_size", "seq_len", "eval_batch_size"):
+        for name in ("max_steps", "inner_steps", "inner_batch_size", "seq_len", "eval_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
-        if not self.lr > 0:
-            problems.append("lr must be > 0")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            problems.append("beta1 and beta2 must be in [0, 1)")
-        if self.weight_decay < 0 or self.grad_clip <= 0:
-            problems.append("weight_decay must be >= 0 and grad_clip > 0")
+        if not self.inner_lr > 0:
+            problems.append("inner_lr must be > 0")
+        if not (0 <= self.inner_beta1 < 1 and 0 <= self.inner_beta2 < 1):
+            problems.append("inner_beta1 and inner_beta2 must be in [0, 1)")
+        if self.inner_weight_decay < 0 or self.inner_grad_clip <= 0:
+            problems.append("inner_weight_decay must be >= 0 and inner_grad_clip > 0")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
             problems.append(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
         if len(self.modes) < 1 or any(wt < 0 or wp < 0 or wt + wp == 0 for _, wt, wp in self.modes):

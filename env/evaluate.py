@@ -13,6 +13,7 @@ from typing import Callable
 
 from common.episodes import Episode, run_episodes
 from common.stats import summarize
+from infinito.config import PHI_BAND
 
 MEASURED = ("consciousness", "phi", "loss_text", "loss_phi", "memory_util", "ppl")  # what any reward may read
 TRACE_KEYS = ("reward", "action", "phi", "consciousness", "ppl", "loss_text", "loss_phi", "memory_util", "t_norm")
@@ -29,7 +30,7 @@ class PolicyRuns:
     lengths: list = field(default_factory=list)
     traces: list = field(default_factory=list)
 
-    def summary(self, phi_band: tuple = (3.0, 6.0)) -> dict:
+    def summary(self, phi_band: tuple = PHI_BAND) -> dict:
         """Return mean/std/95% CI, and over all steps: Φ mean, % of steps with Φ in the band,
         C mean, memory_util mean; final perplexity averaged over episodes; action mix."""
         def flat(key: str) -> list:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from common.policies import Exp3S
 from common.policies import control_policies as _controls
+from infinito.config import PHI_BAND
 
 from . import config
 from .config import PHI, TEXT
@@ -19,7 +20,7 @@ class BandPolicy:
 
     name = "adaptive (PHI outside the Φ band, else TEXT)"
 
-    def __init__(self, low: float = 3.0, high: float = 6.0, margin: float = 0.0,
+    def __init__(self, low: float = PHI_BAND[0], high: float = PHI_BAND[1], margin: float = 0.0,
                  inside: int = TEXT, outside: int = PHI, name: str | None = None):
         self.low, self.high, self.margin = low, high, margin
         self.inside, self.outside = int(inside), int(outside)

@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from common.fields import type_problems
+from infinito.config import PHI_BAND
 
 from .errors import EnvError
 
@@ -119,8 +120,8 @@ class RewardConfig(Reward):
     w_mem: float = 0.2
     jump_limit: float = 1.0
     w_jump: float = 0.8
-    phi_low: float = 3.0
-    phi_high: float = 6.0
+    phi_low: float = PHI_BAND[0]
+    phi_high: float = PHI_BAND[1]
     w_phi_below: float = 0.3
     w_phi_above: float = 0.6
     phi_bonus: float = 0.1
@@ -177,8 +178,8 @@ class ProgressReward(Reward):
 
     w_gain: float = 1.0
     w_out: float = 1.0
-    phi_low: float = 3.0
-    phi_high: float = 6.0
+    phi_low: float = PHI_BAND[0]
+    phi_high: float = PHI_BAND[1]
     zero_first_step: bool = False  # the reset's measurement is a real "before": score the first decision too
 
     def __post_init__(self) -> None:

@@ -62,6 +62,16 @@ def _normal_mode(method):
     return wrapper
 
 
+def phi_loss_config(model_config: dict, band: tuple) -> InfinitoConfig:
+    """The base model's config with its Φ loss pulling toward the reward's band: PHI and MIXED
+    train Φ into the band the reward prices (`--env reward.phi_low=5.5` moves both). A target
+    point that the new band leaves outside falls back to the band's midpoint."""
+    cfg = InfinitoConfig.from_dict(model_config)
+    low, high = band
+    target = cfg.phi_target if low <= cfg.phi_target <= high else -1.0
+    return InfinitoConfig.from_dict({**cfg.to_dict(), "phi_low": low, "phi_high": high, "phi_target": target})
+
+
 class TextSchedulingEnv:
     """Gymnasium-style environment over an INFINITO base checkpoint (no gymnasium import).
 
@@ -75,7 +85,7 @@ class TextSchedulingEnv:
         self.assets = base if isinstance(base, BaseAssets) else load_base(base, self.config)
         check_assets(self.assets, self.config)
         self.device = self.assets.device
-        self.model = Infinito(InfinitoConfig.from_dict(self.assets.model_config)).to(self.device)
+        self.model = Infinito(phi_loss_config(self.assets.model_config, self.config.reward.band)).to(self.device)
         self.model.load_state_dict(self.assets.snapshot)
         self.observation_space = Box(np.zeros(len(OBS_NAMES), np.float32), OBS_HIGH)
         self.action_space = Discrete(len(self.config.modes))
@@ -103,7 +113,7 @@ class TextSchedulingEnv:
         cfg = self.config
         self.model.load_state_dict(self.assets.snapshot)
         self.model.memory.clear()
-        self.optimizer = make_optimizer(self.model, cfg.lr, (cfg.beta1, cfg.beta2), cfg.weight_decay)
+        self.optimizer = make_optimizer(self.model, cfg.inner_lr, (cfg.inner_beta1, cfg.inner_beta2), cfg.inner_weight_decay)
         train = self._train(*RESET_WEIGHTS, n=1)
         cur = self._measure()
         self._steps, self._since_c, self._history, self._prev = 0, 0, [], cur
@@ -162,7 +172,7 @@ class TextSchedulingEnv:
             self.optimizer = None
             if state["optimizer"] is not None:
                 cfg = self.config
-                self.optimizer = make_optimizer(self.model, cfg.lr, (cfg.beta1, cfg.beta2), cfg.weight_decay)
+                self.optimizer = make_optimizer(self.model, cfg.inner_lr, (cfg.inner_beta1, cfg.inner_beta2), cfg.inner_weight_decay)
                 # deep copy: the optimiser keeps (and later mutates) the tensors it is given
                 self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
             self._data_rng.set_state(state["data_rng"])
@@ -207,9 +217,9 @@ class TextSchedulingEnv:
         stats = []
         with self._own_rng():
             for _ in range(n):
-                x, y = random_batch(a.train_ids, cfg.batch_size, a.seq_len, self._data_rng)
+                x, y = random_batch(a.train_ids, cfg.inner_batch_size, a.seq_len, self._data_rng)
                 stats.append(train_step(self.model, self.optimizer, x.to(self.device), y.to(self.device),
-                                        w_text, w_phi, cfg.grad_clip))
+                                        w_text, w_phi, cfg.inner_grad_clip))
         return {"train_loss_text": sum(s["loss_text"] for s in stats) / n,
                 "train_phi": sum(s["phi"] for s in stats) / n,
                 "grad_norm": sum(s["grad_norm"] for s in stats) / n}

@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 
+# Φ's healthy band: the one default of the model's Φ loss, the rewards and the band policies.
+PHI_BAND = (3.0, 6.0)
+
+
 @dataclass
 class InfinitoConfig:
     vocab_size: int = 4096
@@ -15,8 +19,8 @@ class InfinitoConfig:
     memory_slots: int = 128     # external memory size; 0 disables the memory
     memory_threshold: float = 3.0  # Φ-scale priority a batch needs to be written to memory
     memory_decay: float = 0.98  # every write attempt multiplies the stored priorities by this (1 = never forget)
-    phi_low: float = 3.0        # Φ's healthy band: the Φ loss pulls Φ into it ...
-    phi_high: float = 6.0
+    phi_low: float = PHI_BAND[0]  # Φ's healthy band: the Φ loss pulls Φ into it ...
+    phi_high: float = PHI_BAND[1]
     phi_target: float = -1.0    # ... and, inside it, toward this point (< 0: the band's midpoint)
 
     def __post_init__(self) -> None:

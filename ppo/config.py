@@ -30,7 +30,7 @@ class PPOConfig:
     gae_lambda: float = 0.95
 
     # --- update --------------------------------------------------------------------
-    batch_size: int = 64  # minibatch size (samples, over all environments)
+    minibatch_size: int = 64  # samples per gradient step, over all environments (SB3 calls it batch_size)
     n_epochs: int = 10
     normalize_advantage: bool = True  # per minibatch
     clip_range_vf: Optional[float] = None  # None: no value clipping
@@ -70,7 +70,7 @@ class PPOConfig:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"PPOConfig.{name}={getattr(self, name)!r} is invalid: {why}")
 
-        for name in ("total_timesteps", "n_steps", "batch_size", "n_epochs"):
+        for name in ("total_timesteps", "n_steps", "minibatch_size", "n_epochs"):
             if int(getattr(self, name)) < 1:
                 bad(name, "must be a positive integer")
         for name in ("learning_rate", "ent_coef", "vf_coef", "obs_clip", "reward_clip"):

@@ -270,8 +270,8 @@ class PPO:
         kl_stop = False
         for _ in range(cfg.n_epochs):
             order = torch.from_numpy(self.rng.permutation(B)).to(self.device)
-            for start in range(0, B, cfg.batch_size):
-                idx = order[start:start + cfg.batch_size]
+            for start in range(0, B, cfg.minibatch_size):
+                idx = order[start:start + cfg.minibatch_size]
                 loss, mb_terms, log_ratio = self._minibatch_loss({k: None if v is None else v[idx]
                                                                   for k, v in batch.items()}, clip)
                 if cfg.target_kl is not None and approx_kl(log_ratio).item() > cfg.target_kl:

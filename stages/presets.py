@@ -27,8 +27,8 @@ PROGRESS = dict(name="progress")
 RL_PRESETS: dict[str, dict] = {
     # seconds on 2 CPU cores, on a `--preset tiny` base checkpoint; used by the tests
     "tiny": {
-        "env": dict(max_steps=6, inner_steps=1, batch_size=2, seq_len=32, eval_batch_size=2, reward=PROGRESS),
-        "ppo": PPOConfig(n_steps=8, batch_size=16, n_epochs=2),
+        "env": dict(max_steps=6, inner_steps=1, inner_batch_size=2, seq_len=32, eval_batch_size=2, reward=PROGRESS),
+        "ppo": PPOConfig(n_steps=8, minibatch_size=16, n_epochs=2),
         "run": dict(timesteps=64, save_freq=32, eval_freq=32, eval_episodes=2, eval_seed=10_000,
                     heldout_seed=20_000, num_envs=2, workers=2, base_file=_snapshot("tiny")),
     },
@@ -44,8 +44,8 @@ RL_PRESETS: dict[str, dict] = {
     # (README "The study at demo scale"). Episodes are 25 decisions and end in a termination the
     # observation announces (time_left), so the undiscounted return is finite and well defined.
     "demo": {
-        "env": dict(max_steps=25, inner_steps=3, batch_size=4, seq_len=64, lr=6e-4, reward=PROGRESS),
-        "ppo": PPOConfig(n_steps=32, batch_size=64, n_epochs=10, gamma=1.0),
+        "env": dict(max_steps=25, inner_steps=3, inner_batch_size=4, seq_len=64, inner_lr=6e-4, reward=PROGRESS),
+        "ppo": PPOConfig(n_steps=32, minibatch_size=64, n_epochs=10, gamma=1.0),
         "run": dict(timesteps=10_240, save_freq=1024, eval_freq=1024, eval_episodes=30, eval_seed=10_000,
                     heldout_seed=20_000, num_envs=8, workers=2, base_file=_snapshot("demo")),
     },

@@ -70,7 +70,7 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         with joined(args.device), FolderLock(ckpt_dir), diverged(
                 "inside the environment while scoring",
-                "these agents' environment config is unstable; retrain with a lower --env lr"):
+                "these agents' environment config is unstable; retrain with a lower --env inner_lr"):
             return _rescore(args, ckpt_dir, files, agents, thresholds)
     except KeyboardInterrupt:
         print(f"error: interrupted; the evaluations played so far are kept in {ckpt_dir / CACHE}: run the same "

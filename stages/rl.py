@@ -130,9 +130,9 @@ def run_rl(args: argparse.Namespace) -> int:
     thresholds = make_thresholds(args)
     full_checkpoints(args.full_checkpoints)  # a bad value fails now, before any work
     p = plan(args, threads)
-    lr = p.env_cfg.lr
+    lr = p.env_cfg.inner_lr
     with joined(args.device) as d, claimed(p.out_dir, "rl"), diverged(f"inside the environment (its lr is {lr:g})",
-                                                                  f"lower it, e.g. --env lr={lr / 10:g}"):
+                                                                  f"lower it, e.g. --env inner_lr={lr / 10:g}"):
         if p.run["num_envs"] % d.world:
             raise UserError(f"{p.run['num_envs']} environments cannot be shared evenly by {d.world} processes; "
                             f"pass --num-envs as a multiple of --nproc_per_node")
@@ -166,9 +166,9 @@ def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train
     heldout_controls = extra["heldout_controls"], extra["heldout_adaptive"]
     agent = build_agent(p, train_env, extra, args)
     cfg = agent.config
-    print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.batch_size}, "
+    print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {p.env_cfg.max_steps} decisions per episode, "
-          f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.batch_size}x{eval_envs[0].assets.seq_len} tokens; logs "
+          f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.inner_batch_size}x{eval_envs[0].assets.seq_len} tokens; logs "
           f"{agent.logger.log_dir}")
     with StopFlag() as stop:
         callbacks, eval_cb, ckpt_cb, stage_cb = make_callbacks(p, args, eval_envs, controls, thresholds, stop)
@@ -219,7 +219,7 @@ def train(agent: PPO, callbacks: list, eval_cb: EvalCallback, ckpt_cb: Checkpoin
         agent.learn(callbacks=callbacks)
     except NonFiniteLoss as e:
         raise UserError(f"{e} inside the environment at step {agent.global_step}; the last good checkpoints "
-                        f"are in {out_dir}; lower the environment's lr (--env lr=1e-4)") from None
+                        f"are in {out_dir}; lower the environment's inner_lr (--env inner_lr=1e-4)") from None
     if agent.stop_reason != "interrupted" and (not agent.eval_history or agent.eval_history[-1].step != agent.global_step):
         eval_cb.fire(agent)
         agent.logger.dump(agent.global_step)

@@ -20,9 +20,11 @@ from ppo import PPOConfig, load_agent_checkpoint
 from .cli import UserError
 from .identity import check_base
 
-PPO_FLAGS = ("clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "clip_range_vf", "n_steps",
-             "n_epochs", "gamma", "gae_lambda")
-SHARED_WITH_BASE = {"lr": "learning_rate", "batch_size": "batch_size"}  # base-stage flags the RL stage reuses
+# PPOConfig fields the RL stage takes as flags, named as the fields are (--learning-rate, --minibatch-size):
+# the base stage's --lr and --batch-size are other settings.
+PPO_FLAGS = ("learning_rate", "minibatch_size", "clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
+             "clip_range_vf", "n_steps", "n_epochs", "gamma", "gae_lambda")
+INT_PPO_FLAGS = ("minibatch_size", "n_steps", "n_epochs")
 RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many evaluation periods
 MAX_ENVS = 1024  # environments trained side by side
 
@@ -77,7 +79,6 @@ def _flags(args: argparse.Namespace) -> tuple[dict, dict]:
     if args.patience < 1:
         raise UserError(f"--patience must be >= 1, got {args.patience}")
     ppo_flags = {k: getattr(args, k) for k in PPO_FLAGS if getattr(args, k) is not None}
-    ppo_flags.update({v: getattr(args, k) for k, v in SHARED_WITH_BASE.items() if getattr(args, k) is not None})
     return run_flags, ppo_flags
 
 

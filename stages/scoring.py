@@ -55,9 +55,6 @@ FEW_EPISODES = 10  # below this many episodes per evaluation, CI-based ranking i
 def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resumed_from: int | None = None,
                  superseded: str | None = None) -> list[str]:
     changed = {k: v for k, v in env_cfg.to_dict().items() if k not in ("reward", "modes", "device", "cache_dir")}
-    # The environment's own heldout_seed picks the fixed validation batch perplexity is measured on
-    # (docs/env.md); shown under another name, it is not confused with the report's held-out episodes.
-    changed["measurement_batch_seed"] = changed.pop("heldout_seed", None)
     notes = [f"Base checkpoint `{base}`; environment {', '.join(f'{k}={v}' for k, v in changed.items())}; "
              f"reward `{env_cfg.reward.describe()}` (env/reward.py).",
              f"Every row: the greedy policy over the same {n_episodes} seeded episodes (seeds {seed}.."

@@ -301,7 +301,7 @@ def test_rollout_monitor_means_and_action_fractions(assets):
 def test_ppo_trains_on_the_vector_env_and_resumes_exactly(assets, tmp_path):
     from ppo import PPO, CheckpointCallback, PPOConfig  # tests may import ppo; env/ itself does not
 
-    cfg = PPOConfig(total_timesteps=16, n_steps=4, batch_size=4, n_epochs=1, pi_hidden=(8,), vf_hidden=(8,),
+    cfg = PPOConfig(total_timesteps=16, n_steps=4, minibatch_size=4, n_epochs=1, pi_hidden=(8,), vf_hidden=(8,),
                     progress_bar=False, seed=0)
     straight = PPO(make_vec_env(assets, 2, SHORT), cfg).learn()  # 2 updates, crossing an episode end
 
@@ -317,3 +317,18 @@ def test_ppo_trains_on_the_vector_env_and_resumes_exactly(assets, tmp_path):
     resumed.learn()
     assert resumed.global_step == straight.global_step == 16
     assert all(torch.equal(a, b) for a, b in zip(straight.policy.parameters(), resumed.policy.parameters()))
+
+
+def test_the_phi_loss_trains_toward_the_band_the_reward_prices(assets):
+    """One band: `--env reward.phi_low=...` moves the band PHI and MIXED train toward, not only the
+    one the reward and the report use; the default band is the model's own."""
+    default = make(assets)
+    assert (default.model.cfg.phi_low, default.model.cfg.phi_high) == default.config.reward.band == (3.0, 6.0)
+    moved = make(assets, reward=RewardConfig(phi_low=6.5, phi_high=8.0))  # the snapshot's Φ (~6.7) now inside
+    assert (moved.model.cfg.phi_low, moved.model.cfg.phi_high) == (6.5, 8.0)
+    assert moved.model.cfg.phi_star == 7.25  # the target point: the new band's midpoint
+    moved.reset(seed=0)
+    _, _, _, _, info = moved.step(PHI)
+    default.reset(seed=0)
+    _, _, _, _, same_seed = default.step(PHI)
+    assert info["phi"] != same_seed["phi"]  # the Φ loss's pull differs, so the model does

@@ -74,7 +74,7 @@ def test_configs_round_trip_and_reject_bad_values():
     again = EnvConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.reward.w_dc == 2.0
     assert cfg.replace(inner_steps=2).inner_steps == 2
-    for bad in ({"max_steps": 0}, {"lr": -1.0}, {"modes": [("X", 0.0, 0.0)]}, {"no_such_key": 1}):
+    for bad in ({"max_steps": 0}, {"inner_lr": -1.0}, {"modes": [("X", 0.0, 0.0)]}, {"no_such_key": 1}):
         with pytest.raises(EnvError):
             EnvConfig.from_dict({**EnvConfig().to_dict(), **bad})
     with pytest.raises(EnvError, match="phi_low"):

@@ -301,8 +301,8 @@ def test_ctrl_c_while_starting_is_one_line(script, sig, tmp_path):
     (("--num-envs", str(10**11)), "--num-envs must be at most 1024"),
     (("--full-checkpoints", "-5"), "--full-checkpoints must be latest, all or positive steps"),
     (("--full-checkpoints", "0"), "got '0'"),
-    (("--env", "lr=abc"), "lr must be a finite number, got 'abc'"),
-    (("--env", "lr=NaN"), "lr must be a finite number, got nan"),
+    (("--env", "inner_lr=abc"), "inner_lr must be a finite number, got 'abc'"),
+    (("--env", "inner_lr=NaN"), "inner_lr must be a finite number, got nan"),
     (("--env", "reward.phi_low=abc"), "phi_low must be a finite number"),
     (("--env", "max_steps=2.5"), "max_steps must be an integer"),
     (("--env", "modes=xyz"), "modes must be a list of [name, w_text, w_phi]"),
@@ -317,8 +317,8 @@ def test_rl_flags_out_of_range_are_one_line(capsys, base_dir, tmp_path, flags, n
 def test_a_diverging_environment_is_one_line_naming_its_lr(capsys, base_dir, tmp_path):
     """NaN while the controls are scored (before PPO starts) used to end in a traceback."""
     one_line_error(capsys, train.main(["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base_dir / "base.pt"),
-                                       "--out", str(tmp_path / "o"), "--env", "lr=1e6"]),
-                   "loss is nan inside the environment (its lr is 1e+06)", "--env lr=100000")
+                                       "--out", str(tmp_path / "o"), "--env", "inner_lr=1e6"]),
+                   "loss is nan inside the environment (its lr is 1e+06)", "--env inner_lr=100000")
 
 
 def test_generate_refuses_an_absurd_length(capsys, base_dir):

@@ -205,8 +205,8 @@ def test_config_validation_and_dict_round_trip():
     cfg = PPOConfig(pi_hidden=[64], clip_range_vf=0.3)
     d = cfg.to_dict()
     assert d["pi_hidden"] == [64] and PPOConfig.from_dict(d) == cfg
-    with pytest.raises(ValueError, match="batch_size"):
-        PPOConfig(batch_size=0)
+    with pytest.raises(ValueError, match="minibatch_size"):
+        PPOConfig(minibatch_size=0)
     with pytest.raises(ValueError, match="gamma"):
         PPOConfig(gamma=1.5)
     with pytest.raises(ValueError, match="unknown"):

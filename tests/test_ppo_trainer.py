@@ -16,7 +16,7 @@ from ppo.buffer import RolloutBuffer
 
 
 def small_config(**overrides) -> PPOConfig:
-    base = dict(total_timesteps=512, n_steps=64, batch_size=32, n_epochs=2, pi_hidden=(32, 32),
+    base = dict(total_timesteps=512, n_steps=64, minibatch_size=32, n_epochs=2, pi_hidden=(32, 32),
                 vf_hidden=(32, 32), progress_bar=False, seed=0)
     base.update(overrides)
     return PPOConfig(**base)
@@ -70,7 +70,7 @@ def test_probability_ratio_is_one_on_the_first_minibatch():
     # One epoch of one minibatch: the logged KL and clip fraction come from the first
     # minibatch alone, before any step. The old log-probs were stored at acting time
     # (batches of N), the new ones come from a batch of B: equal up to float rounding.
-    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=128, batch_size=128, n_epochs=1))
+    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=128, minibatch_size=128, n_epochs=1))
     agent.learn()
     assert agent.logger.latest["train/approx_kl"] < 1e-10
     assert agent.logger.latest["train/clip_fraction"] == 0.0
@@ -144,7 +144,7 @@ def test_masked_actions_are_never_taken():
 
 
 def test_learns_cart_pole_quickly():
-    cfg = PPOConfig(total_timesteps=24_576, n_steps=256, batch_size=512, n_epochs=4, progress_bar=False, seed=1)
+    cfg = PPOConfig(total_timesteps=24_576, n_steps=256, minibatch_size=512, n_epochs=4, progress_bar=False, seed=1)
     agent = PPO(CartPoleVecEnv(8), cfg).learn()
     assert agent.evaluate([CartPoleEnv() for _ in range(4)], n_episodes=8).mean_reward > 150  # random policy: ~22
 

@@ -204,7 +204,7 @@ def test_the_detector_fires_on_a_deliberately_degraded_agent(tmp_path):
     from common.policies import control_policies
     from ppo import PPO, EvalResult, PPOConfig
 
-    cfg = PPOConfig(total_timesteps=24_576, n_steps=256, batch_size=512, n_epochs=4, progress_bar=False, seed=1)
+    cfg = PPOConfig(total_timesteps=24_576, n_steps=256, minibatch_size=512, n_epochs=4, progress_bar=False, seed=1)
     agent = PPO(CartPoleVecEnv(8), cfg).learn()
     envs = [CartPoleEnv() for _ in range(4)]  # evaluation plays single environments, on threads
     episodes = dict(n_episodes=16, seed=500)

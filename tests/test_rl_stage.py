@@ -101,7 +101,7 @@ def test_resume_numbers_steps_from_the_checkpoint_and_applies_overrides(tiny_rl,
     out = tmp_path / "ckpt"
     shutil.copytree(tiny_rl, out)
     assert rl("--resume", out / "32.pt", "--timesteps", 64, "--ent-coef", 0.02, "--clip-range", 0.15,
-              "--lr", 1e-4, "--max-grad-norm", 0.3) == 0
+              "--learning-rate", 1e-4, "--max-grad-norm", 0.3) == 0
     # the earlier run's later checkpoint is kept aside, not overwritten
     assert (out / "superseded-32" / "64.pt").is_file()
     assert {p.name for p in out.glob("*.pt")} >= {"32.pt", "64.pt", "96.pt"}

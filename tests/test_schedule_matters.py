@@ -14,7 +14,7 @@ from bench.dynamics import difference, mode_effects, state_at_phi
 from infinito.checkpoint import load_checkpoint
 
 # the demo preset's decision (3 inner steps at lr 6e-4), on the tiny model
-DECISION = EnvConfig(max_steps=10, inner_steps=3, batch_size=4, seq_len=64, lr=6e-4, reward=ProgressReward())
+DECISION = EnvConfig(max_steps=10, inner_steps=3, inner_batch_size=4, seq_len=64, inner_lr=6e-4, reward=ProgressReward())
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
