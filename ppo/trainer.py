@@ -8,6 +8,9 @@ One iteration of ``PPO.learn`` reads top to bottom (the loop of CleanRL's ppo.py
   4. log, run callbacks, write all scalars at the new global step.
 
 Shapes: T = n_steps, N = num_envs, S = observation shape, A = actions, B = T*N.
+Where names and defaults differ from CleanRL's (`minibatch_size`, the value loss without ½,
+`target_kl` per minibatch): docs/ppo.md, "Names and defaults that differ from CleanRL's".
+Saving and loading: ppo/checkpoint.py.
 """
 from __future__ import annotations
 
