@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stages.outputs import step_checkpoints  # noqa: E402
+
 
 TIMING = ("time/", "tokens_per_sec")  # wall-clock measurements: never equal between two runs
 
@@ -48,7 +51,7 @@ def compare(a: Path, b: Path) -> list[str]:
     problems = _logs(a, b, "base_log.jsonl") + _logs(a, b, "rl_log.jsonl")
     load = lambda p: torch.load(p, map_location="cpu", weights_only=True)  # noqa: E731
     problems += _tensors(load(a / "base.pt")["model"], load(b / "base.pt")["model"], "base.pt model")
-    for ckpt in sorted(a.glob("[0-9]*.pt"), key=lambda p: int(p.stem)):
+    for ckpt in step_checkpoints(a):
         x, y = load(ckpt), load(b / ckpt.name)
         problems += _tensors(x["policy"], y["policy"], f"{ckpt.name} policy")
         if _without_paths(x["evaluations"]) != _without_paths(y["evaluations"]):

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model  # noqa: E402
 from common.stats import bootstrap_interval, improvement_indicator  # noqa: E402
+from stages.outputs import step_checkpoint, step_checkpoints  # noqa: E402
 from stages.presets import RL_PRESETS  # noqa: E402
 
 TUNED = "tuned rule"
@@ -68,12 +69,13 @@ def ensure_agent(out: Path, preset: str, seed: int, snapshot: Path) -> dict:
     report = run_dir / "report.json"
     if report.exists() and json.loads(report.read_text()).get("heldout"):
         return json.loads(report.read_text())
-    latest = max((int(p.stem) for p in run_dir.glob("*.pt") if p.stem.isdigit()), default=None)
+    done = step_checkpoints(run_dir)
+    latest = int(done[-1].stem) if done else None
     planned = RL_PRESETS[preset]["run"]["timesteps"]
     if latest is None:
         stage("--stage", "rl", "--preset", preset, "--base", str(snapshot), "--out", str(run_dir), "--seed", str(seed))
     elif latest < planned:
-        stage("--stage", "rl", "--resume", str(run_dir / f"{latest}.pt"))
+        stage("--stage", "rl", "--resume", str(step_checkpoint(run_dir, latest)))
     else:  # trained to the end, stopped while scoring the held-out seeds
         stage("--stage", "report", "--ckpt-dir", str(run_dir))
     return json.loads(report.read_text())

@@ -14,7 +14,7 @@ What the stages need is here, written once:
   generator: the policies stay identical without all-reducing gradients.
 - `spread_episodes`: evaluation episodes split over the ranks by seed, the
   results gathered back in seed order.
-- `only_main_writes`: files (checkpoints, logs, reports) are written by rank 0 alone.
+- `use(d)`: also sets `common.files.WRITES_ENABLED`, so files (checkpoints, logs, reports) are written by rank 0 alone.
 """
 from __future__ import annotations
 

@@ -28,3 +28,16 @@ def type_problems(cls, values: dict) -> list[str]:
         if wrong or (kind == "float" and not math.isfinite(value)):
             problems.append(f"{key} must be {words}{' or null' if optional == 'None' else ''}, got {value!r}")
     return problems
+
+
+def checked_fields(cls, d: dict, what: str, error: type = ValueError) -> dict:
+    """`d` after checking that every key is a field of dataclass `cls` and every value fits its
+    field's type: the one rule every config's `from_dict` follows. Raises `error` with one line
+    ("unknown model config key(s): x", "invalid env config: lr must be ...")."""
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise error(f"unknown {what} key(s): {', '.join(unknown)}")
+    problems = type_problems(cls, d)
+    if problems:
+        raise error(f"invalid {what}: {'; '.join(problems)}")
+    return d

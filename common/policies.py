@@ -18,12 +18,17 @@ import numpy as np
 MASK_KEY = "action_mask"  # the info key of a bool [A] array of legal actions, where an env has them
 
 
+def constant_name(action_name: str) -> str:
+    """The control that always takes one action: "always TEXT"."""
+    return f"always {action_name}"
+
+
 class ConstantPolicy:
     """Always the same action ("always TEXT", ...)."""
 
     def __init__(self, action: int, name: str | None = None):
         self.action = int(action)
-        self.name = name or f"always {self.action}"
+        self.name = name or constant_name(str(self.action))
 
     def __call__(self, obs, info=None) -> int:
         return self.action
@@ -99,7 +104,7 @@ class Exp3S:
 def control_policies(n_actions: int, names: Sequence[str] | None = None, seed: int = 0) -> dict:
     """The constant controls: random, and one constant policy per action ("always <name>")."""
     names = list(names) if names is not None else [str(a) for a in range(n_actions)]
-    out = {"random": RandomPolicy(n_actions, seed)}
+    out = {RandomPolicy.name: RandomPolicy(n_actions, seed)}
     for a in range(n_actions):
-        out[f"always {names[a]}"] = ConstantPolicy(a, f"always {names[a]}")
+        out[constant_name(names[a])] = ConstantPolicy(a, constant_name(names[a]))
     return out

@@ -45,10 +45,10 @@ Band edges count as inside.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
-from common.fields import type_problems
+from common.fields import checked_fields
 from infinito.config import PHI_BAND
 
 from .errors import EnvError
@@ -57,14 +57,7 @@ from .errors import EnvError
 def known_fields(cls, d: dict, what: str) -> dict:
     """`d` without a leading "name", after checking every key is a field of dataclass `cls` and
     every value fits the field's type."""
-    d = {k: v for k, v in d.items() if k != "name"}
-    unknown = sorted(set(d) - {f.name for f in fields(cls)})
-    if unknown:
-        raise EnvError(f"unknown {what} key(s): {', '.join(unknown)}")
-    problems = type_problems(cls, d)
-    if problems:
-        raise EnvError(f"invalid {what}: {'; '.join(problems)}")
-    return d
+    return checked_fields(cls, {k: v for k, v in d.items() if k != "name"}, what, EnvError)
 
 
 def band(x: float, low: float, high: float, w_below: float, w_above: float, inside: float,

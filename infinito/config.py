@@ -1,8 +1,9 @@
 """Model configuration: one dataclass, stored as a plain dict in every checkpoint."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+from common.fields import checked_fields
 
 # Φ's healthy band: the one default of the model's Φ loss, the rewards and the band policies.
 PHI_BAND = (3.0, 6.0)
@@ -53,8 +54,4 @@ class InfinitoConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "InfinitoConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config key(s): {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**checked_fields(cls, d, "model config"))

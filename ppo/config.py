@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
+from common.fields import checked_fields
+
 
 @dataclass
 class PPOConfig:
@@ -106,11 +108,7 @@ class PPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PPOConfig field(s): {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**checked_fields(cls, d, "PPOConfig"))
 
     def replace(self, **overrides: Any) -> "PPOConfig":
         """A copy with some fields changed (validated); unknown names raise ValueError."""

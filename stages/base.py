@@ -37,7 +37,7 @@ from infinito.presets import BaseTrainConfig, resolve, snapshot_name
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, joined, pick_device
-from .outputs import claimed, fresh_run_check, next_steps, replacing
+from .outputs import claimed, fresh_run_check, next_steps, output_folder, replacing
 
 CONFIG_CLASSES = (InfinitoConfig, BaseTrainConfig)
 
@@ -169,7 +169,7 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
     device, d = pick_device(args.device), distributed.current()
     if d.active and device.type == "cuda":
         device = torch.device("cuda", d.local_rank)  # one GPU per rank
-    out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
+    out_dir = output_folder(args.out, args.resume)
     overrides = config_overrides(args)
     if args.resume:
         ckpt, model_cfg, train_cfg, source, split, tokenizer = _resumed_configs(args, overrides, device)
@@ -378,7 +378,7 @@ def summarize(run: BaseRun) -> dict:
 def run_base(args: argparse.Namespace) -> int:
     if args.stop_at is not None and args.stop_at < 1:
         raise UserError(f"--stop-at must be >= 1, got {args.stop_at}")
-    out = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
+    out = output_folder(args.out, args.resume)
     with joined(args.device), claimed(out, "base"):
         return _run_base(args, fresh_run_check(out, args, "base"))
 

@@ -31,6 +31,27 @@ STAGE_FILES = {
 }
 
 
+DEFAULT_OUT = "ckpt"
+
+
+def output_folder(out: str | None, resume: str | None) -> Path:
+    """--out, else the folder of the checkpoint a run resumes, else ckpt."""
+    return Path(out or (Path(resume).parent if resume else DEFAULT_OUT))
+
+
+STEP_NAME = "{step}.pt"  # an RL checkpoint's file name: the step it was written at
+
+
+def step_checkpoint(out_dir: Path, step: int) -> Path:
+    return Path(out_dir) / STEP_NAME.format(step=step)
+
+
+def step_checkpoints(out_dir: Path, after: int = -1) -> list[Path]:
+    """The folder's RL checkpoints `<step>.pt` past step `after`, in step order."""
+    found = (p for p in Path(out_dir).glob("*.pt") if p.stem.isdigit() and int(p.stem) > after)
+    return sorted(found, key=lambda p: int(p.stem))
+
+
 def earlier_run(out_dir: Path, stage: str) -> list[Path]:
     patterns, _ = STAGE_FILES[stage]
     return sorted({p for pattern in patterns for p in out_dir.glob(pattern)})
@@ -39,8 +60,8 @@ def earlier_run(out_dir: Path, stage: str) -> list[Path]:
 def _resume_target(out_dir: Path, stage: str) -> Path | None:
     if stage == "base":
         return out_dir / "base.pt"
-    steps = [p for p in out_dir.glob("*.pt") if p.stem.isdigit()]
-    return max(steps, key=lambda p: int(p.stem)) if steps else None
+    steps = step_checkpoints(out_dir)
+    return steps[-1] if steps else None
 
 
 def check_fresh(out_dir: Path, stage: str, overwrite: bool) -> list[Path]:

@@ -26,7 +26,7 @@ from ppo import TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
 from .identity import check_base, identity_of
-from .outputs import next_steps
+from .outputs import next_steps, output_folder, step_checkpoints
 from .rl_config import check_seed_ranges, resumes_of
 from .controls import all_controls
 from .scoring import (RESUMED, headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes,
@@ -35,7 +35,7 @@ from .scoring import (RESUMED, headline, keep_best, make_thresholds, recommend_a
 
 def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
     """The directory's <step>.pt checkpoints, checked to be one run (same base and environment)."""
-    files = sorted((p for p in ckpt_dir.glob("*.pt") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    files = step_checkpoints(ckpt_dir)
     if not files:
         raise UserError(f"no RL checkpoints (<step>.pt) in {ckpt_dir}; train with --stage rl first or pass --ckpt-dir")
     agents = [TrainedPolicy.load(str(p)) for p in files]
@@ -65,7 +65,7 @@ def _baseline(args: argparse.Namespace, agents: list, ckpt_dir: Path) -> tuple[i
 def run_report(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(args.threads or 1, 1))
     thresholds = make_thresholds(args)
-    ckpt_dir = Path(args.ckpt_dir or args.out or "ckpt")
+    ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir else output_folder(args.out, None)
     files, agents = load_run(ckpt_dir)
     try:
         with joined(args.device), FolderLock(ckpt_dir), diverged(

@@ -30,7 +30,7 @@ from ppo import PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCall
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify, identity_of
 from .overfit import StopOnOverfit, Thresholds
-from .outputs import claimed, fresh_run_check, next_steps, replacing
+from .outputs import STEP_NAME, claimed, fresh_run_check, next_steps, replacing, step_checkpoint, step_checkpoints
 from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .controls import all_controls
@@ -107,13 +107,13 @@ def make_callbacks(p: RLPlan, args, eval_envs: list, controls: tuple[dict, dict]
 
     def evaluate(trainer):
         return score(eval_envs, TrainedPolicy.from_agent(trainer), p.env_cfg, run["eval_episodes"], run["eval_seed"],
-                     checkpoint=str(out / f"{trainer.global_step}.pt"))
+                     checkpoint=str(step_checkpoint(out, trainer.global_step)))
 
     eval_cb = EvalCallback(eval_envs, run["eval_freq"], evaluate=evaluate)
     mode, steps = full_checkpoints(args.full_checkpoints)
-    ckpt_cb = CheckpointCallback(run["save_freq"], str(out / "{step}.pt"), on_evaluation=True, env_state=mode,
+    ckpt_cb = CheckpointCallback(run["save_freq"], str(out / STEP_NAME), on_evaluation=True, env_state=mode,
                                  keep_full=steps)
-    resumed_here = out / f"{p.start_step}.pt"
+    resumed_here = step_checkpoint(out, p.start_step)
     if p.resume and Path(p.resume).resolve() == resumed_here.resolve():
         ckpt_cb.continue_from(str(resumed_here))
     stage_cb = RLStageCallback(p, controls, thresholds, stop, eval_cb)
@@ -231,7 +231,7 @@ def train(agent: PPO, callbacks: list, eval_cb: EvalCallback, ckpt_cb: Checkpoin
 def archive_later_run(out_dir: Path, step: int) -> str | None:
     """Resuming from step S in a directory where the earlier run went past S: move that run's
     later checkpoints, evaluations and report aside instead of overwriting them."""
-    later = sorted((p for p in out_dir.glob("*.pt") if p.stem.isdigit() and int(p.stem) > step), key=lambda p: int(p.stem))
+    later = step_checkpoints(out_dir, after=step)
     if not later or not distributed.current().is_main:
         return None
     dest, n = out_dir / f"superseded-{step}", 1

@@ -19,6 +19,7 @@ from ppo import PPOConfig, load_agent_checkpoint
 
 from .cli import UserError
 from .identity import check_base
+from .outputs import output_folder
 
 # PPOConfig fields the RL stage takes as flags, named as the fields are (--learning-rate, --minibatch-size):
 # the base stage's --lr and --batch-size are other settings.
@@ -183,7 +184,7 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
 
 
 def plan(args: argparse.Namespace, threads: int) -> RLPlan:
-    out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "ckpt"))
+    out_dir = output_folder(args.out, args.resume)
     p = plan_resume(args, out_dir) if args.resume else plan_new(args, out_dir, threads)
     if args.device != "auto":
         p.env_cfg = p.env_cfg.replace(device=args.device)

@@ -16,6 +16,7 @@ from ppo.checkpoint import write_light
 from ppo import EvalResult, TrainedPolicy
 
 from .cli import UserError
+from .outputs import step_checkpoint
 from .overfit import Column, Report, Thresholds, write_report
 
 
@@ -111,7 +112,7 @@ def keep_best(out_dir: Path, step: int) -> None:
     without the environments' state (kilobytes, not the full checkpoint's megabytes)."""
     if not distributed.current().is_main:  # rank 0 writes the files (and only it is sure they exist)
         return
-    best, source = out_dir / "best.pt", out_dir / f"{step}.pt"
+    best, source = out_dir / "best.pt", step_checkpoint(out_dir, step)
     if not (best.exists() and TrainedPolicy.load(str(best)).global_step == step):
         write_light(str(source), str(best))  # a light copy: what evaluation and generation read
 
