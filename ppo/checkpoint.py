@@ -86,20 +86,27 @@ def agent_state(agent) -> dict:
     }
 
 
-def read_for_resume(path: str, overrides: Optional[dict], map_location: Any) -> tuple[dict, PPOConfig, PPOConfig]:
-    """(checkpoint, its config, the config with `overrides`); a frozen field in `overrides` is a
-    ValueError, a file that cannot be used a CheckpointError."""
+def read_for_resume(path: str, overrides: Optional[dict], map_location: Any,
+                    config: Optional[PPOConfig] = None) -> tuple[dict, PPOConfig, PPOConfig]:
+    """(checkpoint, its config, the config to continue with: `config`, else the checkpoint's with
+    `overrides`); a frozen field changed is a ValueError, a file that cannot be used a CheckpointError."""
     overrides = dict(overrides or {})
+    ckpt = load_agent_checkpoint(path, map_location=map_location or "cpu", required=RESUME_KEYS)
+    try:
+        saved_config = PPOConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: config cannot be used ({e}); re-create the file") from e
+    if config is not None:
+        overrides = {k: v for k, v in config.to_dict().items() if v != saved_config.to_dict()[k]}
     frozen = sorted(set(overrides) & set(FROZEN_ON_RESUME))
     if frozen:
         raise ValueError(f"cannot override {', '.join(frozen)} when loading: they are fixed by the trained "
                          "network; start a new run instead")
-    ckpt = load_agent_checkpoint(path, map_location=map_location or "cpu", required=RESUME_KEYS)
-    try:
-        saved_config = PPOConfig.from_dict(ckpt["config"])
-        config = saved_config.replace(**overrides)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: config cannot be used ({e}); fix the overrides or the file") from e
+    if config is None:
+        try:
+            config = saved_config.replace(**overrides)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: config cannot be used ({e}); fix the overrides or the file") from e
     if map_location is not None:
         config = config.replace(device=str(map_location))
     return ckpt, saved_config, config

@@ -378,17 +378,18 @@ class PPO:
         save_checkpoint(path, self.state_dict())
 
     @classmethod
-    def load(cls, path: str, env: Any, *, overrides: Optional[dict] = None, log_dir: Optional[str] = None,
-             map_location: Any = None, logger: Optional[Logger] = None) -> "PPO":
+    def load(cls, path: str, env: Any, *, overrides: Optional[dict] = None, config: Optional[PPOConfig] = None,
+             log_dir: Optional[str] = None, map_location: Any = None, logger: Optional[Logger] = None) -> "PPO":
         """Rebuild an agent from a checkpoint to continue training or to evaluate.
 
         ``overrides``: config fields to change (e.g. learning_rate, clip_range,
         ent_coef, max_grad_norm, total_timesteps); they take effect from the next
         update. Fields in FROZEN_ON_RESUME cannot change. The environments continue
         exactly if ``env`` has ``set_state`` and the same number of environments;
-        otherwise they are reset (seeded with seed + global_step).
+        otherwise they are reset (seeded with seed + global_step). ``config``: the whole config
+        to continue with, already built (instead of ``overrides``; the same fields stay frozen).
         """
-        ckpt, saved_config, config = read_for_resume(path, overrides, map_location)
+        ckpt, saved_config, config = read_for_resume(path, overrides, map_location, config)
         agent = cls(env, config, log_dir=log_dir, extra=ckpt.get("extra"), logger=logger)
         restore_agent(agent, ckpt, path)
         agent._set_config(config, previous=saved_config)  # a new horizon continues the line from here

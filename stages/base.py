@@ -148,34 +148,63 @@ class BaseRun:
         return ev
 
 
-def _resumed_configs(args: argparse.Namespace, overrides: dict, device: torch.device):
-    ckpt = load_checkpoint(args.resume, kind=BASE_KIND, map_location=device,
+@dataclass
+class BasePlan:
+    """Everything one base-stage run reads from the command line, once (nothing below run_base
+    sees the flags)."""
+    out_dir: Path
+    overrides: dict               # config keys from --config and the flags
+    resume: str | None = None
+    preset: str | None = None
+    data: str | None = None
+    train_split: str = "train"
+    device: str = "auto"
+    stop_at: int | None = None
+    logdir: Path | None = None
+    quiet: bool = False
+    overwrite: bool = False
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.logdir or self.out_dir / "runs"
+
+
+def plan_base(args: argparse.Namespace) -> BasePlan:
+    if args.stop_at is not None and args.stop_at < 1:
+        raise UserError(f"--stop-at must be >= 1, got {args.stop_at}")
+    return BasePlan(output_folder(args.out, args.resume), config_overrides(args), args.resume, args.preset, args.data,
+                    args.train_split, args.device, args.stop_at, Path(args.logdir) if args.logdir else None,
+                    args.quiet, args.overwrite)
+
+
+def _resumed_configs(p: BasePlan, device: torch.device):
+    overrides = p.overrides
+    ckpt = load_checkpoint(p.resume, kind=BASE_KIND, map_location=device,
                            required=("model_config", "train_config", "model", "optimizer", "step", "rng",
                                      "data_rng", "tokenizer", "data"))
     model_keys = sorted(k for k in overrides if k in {f.name for f in fields(InfinitoConfig)})
     if model_keys:
         raise UserError(f"cannot change the model shape when resuming ({', '.join(model_keys)})")
-    if args.preset:
+    if p.preset:
         raise UserError("--preset cannot be combined with --resume (the checkpoint holds its config)")
     train_cfg = BaseTrainConfig(**{**ckpt["train_config"], **overrides})
     data = ckpt["data"]
-    source, split = (args.data, args.train_split) if args.data else (data["source"], data["train_split"])
+    source, split = (p.data, p.train_split) if p.data else (data["source"], data["train_split"])
     tokenizer = Tokenizer.from_bytes(tensor_to_bytes(ckpt["tokenizer"]))
     return ckpt, InfinitoConfig.from_dict(ckpt["model_config"]), train_cfg, source, split, tokenizer
 
 
-def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
+def prepare(p: BasePlan) -> tuple[BaseRun, dict | None]:
     """Configs, corpus, tokenizer, token ids, model and optimiser: new, or from --resume."""
-    device, d = pick_device(args.device), distributed.current()
+    device, d = pick_device(p.device), distributed.current()
     if d.active and device.type == "cuda":
         device = torch.device("cuda", d.local_rank)  # one GPU per rank
-    out_dir = output_folder(args.out, args.resume)
-    overrides = config_overrides(args)
-    if args.resume:
-        ckpt, model_cfg, train_cfg, source, split, tokenizer = _resumed_configs(args, overrides, device)
+    out_dir = p.out_dir
+    if p.resume:
+        ckpt, model_cfg, train_cfg, source, split, tokenizer = _resumed_configs(p, device)
     else:
-        ckpt, tokenizer, (source, split) = None, None, (args.data, args.train_split)
-        model_cfg, train_cfg = resolve(args.preset or "demo", overrides)
+        ckpt, tokenizer, (source, split) = None, None, (p.data, p.train_split)
+        model_cfg, train_cfg = resolve(p.preset or "demo", p.overrides)
     if not train_cfg.threads:  # resolved once and stored, so a resume (or a rerun with --threads) repeats it
         train_cfg = BaseTrainConfig(**{**train_cfg.to_dict(), "threads": idle_cores()})
     torch.set_num_threads(train_cfg.threads)
@@ -196,12 +225,12 @@ def prepare(args: argparse.Namespace) -> tuple[BaseRun, dict | None]:
         tokenizer = Tokenizer.from_bytes(d.broadcast(blob))
         print(f"trained a {tokenizer.vocab_size}-piece SentencePiece tokenizer in {time.time() - t0:.1f}s")
         model_cfg = InfinitoConfig(**{**model_cfg.to_dict(), "vocab_size": tokenizer.vocab_size})
-    run = BaseRun(model_cfg, train_cfg, tokenizer, corpus, split, out_dir, device, bf16, dist=d, quiet=args.quiet)
+    run = BaseRun(model_cfg, train_cfg, tokenizer, corpus, split, out_dir, device, bf16, dist=d, quiet=p.quiet)
     run.train_ids, run.valid_ids = run.ids("train"), run.ids("valid")
     _build_model(run, ckpt)
     if ckpt is not None:
-        run.last_good = Path(args.resume)
-        print(f"resumed from {args.resume} at step {run.step}")
+        run.last_good = Path(p.resume)
+        print(f"resumed from {p.resume} at step {run.step}")
     print(f"model: {run.model.num_params() / 1e6:.2f}M parameters, {model_cfg.n_layers} layers, d_model "
           f"{model_cfg.d_model}, context {model_cfg.context}; device {device}{' (bf16 autocast)' if bf16 else ''}, "
           f"{train_cfg.threads} torch thread(s)")
@@ -376,28 +405,26 @@ def summarize(run: BaseRun) -> dict:
 
 
 def run_base(args: argparse.Namespace) -> int:
-    if args.stop_at is not None and args.stop_at < 1:
-        raise UserError(f"--stop-at must be >= 1, got {args.stop_at}")
-    out = output_folder(args.out, args.resume)
-    with joined(args.device), claimed(out, "base"):
-        return _run_base(args, fresh_run_check(out, args, "base"))
+    p = plan_base(args)  # every flag is read here, once
+    with joined(p.device), claimed(p.out_dir, "base"):
+        return _run_base(p, fresh_run_check(p.out_dir, p.resume, p.overwrite, "base"))
 
 
-def _run_base(args: argparse.Namespace, earlier: list[Path]) -> int:
-    run, ckpt = prepare(args)
+def _run_base(p: BasePlan, earlier: list[Path]) -> int:
+    run, ckpt = prepare(p)
     with replacing(earlier, "base"):  # --overwrite: only now, every check has passed
-        return _train_base(args, run, ckpt)
+        return _train_base(p, run, ckpt)
 
 
-def _train_base(args: argparse.Namespace, run: BaseRun, ckpt: dict | None) -> int:
+def _train_base(p: BasePlan, run: BaseRun, ckpt: dict | None) -> int:
     cfg = run.train_cfg
     if cfg.snapshot_at > cfg.steps:
         print(f"note: no snapshot is kept: snapshot_at {cfg.snapshot_at} is past the last step {cfg.steps}")
-    logger = Logger(args.logdir or run.out_dir / "runs" / "base", jsonl=run.out_dir / "base_log.jsonl",
-                    quiet=args.quiet, resume_step=run.step if ckpt is not None else None)
-    stop_at = min(args.stop_at or cfg.steps, cfg.steps)
+    logger = Logger(p.runs_dir / "base", jsonl=run.out_dir / "base_log.jsonl",
+                    quiet=p.quiet, resume_step=run.step if ckpt is not None else None)
+    stop_at = min(p.stop_at or cfg.steps, cfg.steps)
     with logger:
-        interrupted = train_loop(run, stop_at, logger, args.quiet)
+        interrupted = train_loop(run, stop_at, logger, p.quiet)
     path = run.ckpt_path
     if interrupted:
         print(f"interrupted at step {run.step}; checkpoint saved to {path}; continue with --resume {path}",
@@ -413,7 +440,7 @@ def _train_base(args: argparse.Namespace, run: BaseRun, ckpt: dict | None) -> in
     print(f"done: {run.step} steps; validation ppl {summary['val_ppl']:.2f}{words} (unigram ppl "
           f"{summary['unigram_ppl']:.1f}, {summary['unigram_ppl'] / summary['val_ppl']:.1f}x lower); "
           f"phi {summary['phi']:.2f}; checkpoint {path}")
-    print(next_steps(run.out_dir, "base", Path(args.logdir or run.out_dir / "runs")))
+    print(next_steps(run.out_dir, "base", p.runs_dir))
     return 0
 
 

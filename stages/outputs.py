@@ -77,11 +77,11 @@ def check_fresh(out_dir: Path, stage: str, overwrite: bool) -> list[Path]:
                     "--out NEW, or replace it with --overwrite")
 
 
-def fresh_run_check(out_dir: Path, args, stage: str) -> list[Path]:
+def fresh_run_check(out_dir: Path, resume: str | None, overwrite: bool, stage: str) -> list[Path]:
     """check_fresh for a new run, or a resumed one written into another folder than its checkpoint's."""
-    if args.resume and Path(args.resume).parent.resolve() == out_dir.resolve():
+    if resume and Path(resume).parent.resolve() == out_dir.resolve():
         return []
-    return check_fresh(out_dir, stage, args.overwrite)
+    return check_fresh(out_dir, stage, overwrite)
 
 
 HELD = ".earlier-run-"  # + the PID of the --overwrite run that holds an earlier run aside there

@@ -16,6 +16,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,10 +28,10 @@ from ppo import TrainedPolicy
 from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
 from .identity import check_base, identity_of
 from .outputs import next_steps, output_folder, step_checkpoints
-from .rl_config import check_seed_ranges, resumes_of
+from .rl_config import check_seed_ranges, make_thresholds, resumes_of
 from .controls import all_controls
-from .scoring import (RESUMED, headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes,
-                      score, write_rl_report)
+from .overfit import Thresholds
+from .scoring import RESUMED, headline, keep_best, recommend_and_score_heldout, report_notes, score, write_rl_report
 
 
 def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
@@ -49,31 +50,66 @@ def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
     return files, agents
 
 
-def _baseline(args: argparse.Namespace, agents: list, ckpt_dir: Path) -> tuple[int | None, str]:
+@dataclass
+class ReportPlan:
+    """Everything one report-stage run needs, read from the flags and the checkpoints once."""
+    ckpt_dir: Path
+    files: list                   # the <step>.pt checkpoints, in step order
+    agents: list                  # their policies (TrainedPolicy)
+    run: dict                     # the training's run settings, with this report's episodes and seeds
+    env_cfg: EnvConfig
+    base_path: Path
+    baseline: tuple               # (step or None for the highest mean, why it is the baseline)
+    stem: str                     # report, or report-30ep, report-heldout40000, ...
+    thresholds: Thresholds
+    workers: int
+    quiet: bool
+    device: str
+
+    @property
+    def extra(self) -> dict:
+        return self.agents[-1].extra
+
+
+def plan_report(args: argparse.Namespace) -> ReportPlan:
+    ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir else output_folder(args.out, None)
+    files, agents = load_run(ckpt_dir)
+    extra = agents[-1].extra
+    episodes = args.episodes if args.episodes is not None else extra["run"]["eval_episodes"]
+    if episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    given = {k: v for k, v in (("eval_seed", args.eval_seed), ("heldout_seed", args.heldout_seed)) if v is not None}
+    run = {**extra["run"], "eval_episodes": episodes, **given}
+    check_seed_ranges(run)
+    base_path = check_base(args.base or extra["base"], extra, "these agents", "--base")
+    return ReportPlan(ckpt_dir, files, agents, run, EnvConfig.from_dict(extra["env"]), base_path,
+                      _baseline(args.baseline, agents, ckpt_dir), _report_stem(args.baseline, run, extra["run"]),
+                      make_thresholds(args), args.workers or run["workers"], args.quiet, args.device)
+
+
+def _baseline(baseline: str | None, agents: list, ckpt_dir: Path) -> tuple[int | None, str]:
     """The report's baseline, as the training's report chose it unless --baseline says otherwise:
     the step the run was last resumed from, else the highest mean (None)."""
     steps = [a.global_step for a in agents]
-    if not args.baseline:
+    if not baseline:
         resumed = [s for s in resumes_of(agents[-1].extra) if s in steps]
         return (resumed[-1], RESUMED) if resumed else (None, "")
-    step = TrainedPolicy.load(args.baseline).global_step
+    step = TrainedPolicy.load(baseline).global_step
     if step not in steps:
-        raise UserError(f"--baseline {args.baseline} (step {step}) is not among the checkpoints in {ckpt_dir}")
+        raise UserError(f"--baseline {baseline} (step {step}) is not among the checkpoints in {ckpt_dir}")
     return step, "chosen with --baseline"
 
 
 def run_report(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(args.threads or 1, 1))
-    thresholds = make_thresholds(args)
-    ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir else output_folder(args.out, None)
-    files, agents = load_run(ckpt_dir)
+    p = plan_report(args)  # every flag is read here, once
     try:
-        with joined(args.device), FolderLock(ckpt_dir), diverged(
+        with joined(p.device), FolderLock(p.ckpt_dir), diverged(
                 "inside the environment while scoring",
                 "these agents' environment config is unstable; retrain with a lower --env inner_lr"):
-            return _rescore(args, ckpt_dir, files, agents, thresholds)
+            return _rescore(p)
     except KeyboardInterrupt:
-        print(f"error: interrupted; the evaluations played so far are kept in {ckpt_dir / CACHE}: run the same "
+        print(f"error: interrupted; the evaluations played so far are kept in {p.ckpt_dir / CACHE}: run the same "
               "command again to continue from there", file=sys.stderr)
         return EXIT_INTERRUPTED
 
@@ -117,66 +153,58 @@ class ScoreCache:
         write_json(self.path, self.data)
 
 
-def _report_stem(args: argparse.Namespace, run: dict, trained: dict) -> str:
+def _report_stem(baseline: str | None, run: dict, trained: dict) -> str:
     """The training's report is report.*; a report with other settings is written beside it, named
     by what differs (report-30ep, report-heldout40000, ...)."""
     parts = [f"{run['eval_episodes']}ep" * (run["eval_episodes"] != trained["eval_episodes"]),
              f"eval{run['eval_seed']}" * (run["eval_seed"] != trained["eval_seed"]),
              f"heldout{run['heldout_seed']}" * (run["heldout_seed"] != trained["heldout_seed"]),
-             f"vs{Path(args.baseline).stem}" if args.baseline else ""]
+             f"vs{Path(baseline).stem}" if baseline else ""]
     return "-".join(["report"] + [p for p in parts if p])
 
 
-def _rescore(args: argparse.Namespace, ckpt_dir: Path, files: list, agents: list, thresholds) -> int:
-    extra = agents[-1].extra
-    baseline = _baseline(args, agents, ckpt_dir)
-    episodes = args.episodes if args.episodes is not None else extra["run"]["eval_episodes"]
-    if episodes < 1:
-        raise UserError(f"--episodes must be >= 1, got {episodes}")
-    given = {k: v for k, v in (("eval_seed", args.eval_seed), ("heldout_seed", args.heldout_seed)) if v is not None}
-    run = {**extra["run"], "eval_episodes": episodes, **given}
-    check_seed_ranges(run)
-    env_cfg, seed = EnvConfig.from_dict(extra["env"]), run["eval_seed"]
-    base_path = check_base(args.base or extra["base"], extra, "these agents", "--base")
-    assets = load_base(base_path, env_cfg)
-    envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(args.workers or run["workers"], episodes)))]
-    cache, t0 = ScoreCache(ckpt_dir, agents), time.time()
-    evaluations, played = _score_checkpoints(args, envs, env_cfg, files, agents, seed, episodes, cache)
-    controls, heldout_controls = all_controls(envs, env_cfg, run, base_path, identity_of(extra), extra, args.quiet)
-    heldout = recommend_and_score_heldout(envs, env_cfg, run, evaluations, controls[0], baseline[0], thresholds,
+def _rescore(p: ReportPlan) -> int:
+    run, env_cfg, episodes, seed = p.run, p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"]
+    assets = load_base(p.base_path, env_cfg)
+    envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(p.workers, episodes)))]
+    cache, t0 = ScoreCache(p.ckpt_dir, p.agents), time.time()
+    evaluations, played = _score_checkpoints(p, envs, cache)
+    controls, heldout_controls = all_controls(envs, env_cfg, run, p.base_path, identity_of(p.extra), p.extra, p.quiet)
+    heldout = recommend_and_score_heldout(envs, env_cfg, run, evaluations, controls[0], p.baseline[0], p.thresholds,
                                           heldout_controls)
-    stem = _report_stem(args, run, extra["run"])
-    resumes = resumes_of(extra)
-    notes = report_notes(str(base_path), env_cfg, episodes, seed, resumes[-1] if resumes else None)
-    built = write_rl_report(ckpt_dir, evaluations, controls, baseline, env_cfg, thresholds, notes, heldout,
-                            stem=stem, resumes=resumes)
-    if stem == "report":
-        keep_best(ckpt_dir, heldout["step"])  # best.pt follows the training report's recommendation
-    kept = "" if stem == "report" else "; the training's report.md and best.pt are unchanged"
-    print(f"re-scored {len(files)} checkpoints on {episodes} episodes ({played} played, {len(files) - played} reused) "
+    resumes = resumes_of(p.extra)
+    notes = report_notes(str(p.base_path), env_cfg, episodes, seed, resumes[-1] if resumes else None)
+    built = write_rl_report(p.ckpt_dir, evaluations, controls, p.baseline, env_cfg, p.thresholds, notes, heldout,
+                            stem=p.stem, resumes=resumes)
+    if p.stem == "report":
+        keep_best(p.ckpt_dir, heldout["step"])  # best.pt follows the training report's recommendation
+    kept = "" if p.stem == "report" else "; the training's report.md and best.pt are unchanged"
+    n = len(p.files)
+    print(f"re-scored {n} checkpoints on {episodes} episodes ({played} played, {n - played} reused) "
           f"in {(time.time() - t0) / 60:.1f} min; recommended: step {heldout['step']:,}; "
-          f"{headline(built)}; report {ckpt_dir / (stem + '.md')}{kept}")
-    print(next_steps(ckpt_dir, "report", ckpt_dir / "runs"))
+          f"{headline(built)}; report {p.ckpt_dir / (p.stem + '.md')}{kept}")
+    print(next_steps(p.ckpt_dir, "report", p.ckpt_dir / "runs"))
     return 0
 
 
-def _score_checkpoints(args, envs, env_cfg, files, agents, seed: int, episodes: int, cache: ScoreCache):
-    """Every checkpoint's evaluation on `episodes` episodes from `seed`: reused when stored, else played
+def _score_checkpoints(p: ReportPlan, envs: list, cache: ScoreCache):
+    """Every checkpoint's evaluation on the plan's episodes: reused when stored, else played
     (with a time estimate after the first) -> (evaluations, how many were played)."""
     from tqdm import tqdm
+    env_cfg, files, agents, seed, episodes = p.env_cfg, p.files, p.agents, p.run["eval_seed"], p.run["eval_episodes"]
     todo = [i for i, a in enumerate(agents) if cache.evaluation(a, seed, episodes) is None]
     print(f"{len(agents) - len(todo)} of {len(agents)} checkpoints have an evaluation on these {episodes} seeds "
           f"stored; playing {len(todo)} x {episodes} episodes (then the controls, where not stored)")
     evaluations, t0 = [], time.time()
-    for i, (p, a) in enumerate(tqdm(list(zip(files, agents)), desc="checkpoints", disable=args.quiet,
-                                    dynamic_ncols=True)):
+    for i, (path, a) in enumerate(tqdm(list(zip(files, agents)), desc="checkpoints", disable=p.quiet,
+                                       dynamic_ncols=True)):
         d = cache.evaluation(a, seed, episodes)
         if d is None:
-            d = score(envs, a, env_cfg, episodes, seed, a.global_step, str(p)).to_dict()
+            d = score(envs, a, env_cfg, episodes, seed, a.global_step, str(path)).to_dict()
             cache.keep_evaluation(a, seed, episodes, d)
             if i == todo[0] and len(todo) > 1:
                 left = (time.time() - t0) * (len(todo) - 1)
                 print(f"about {left / 60:.1f} min for the other {len(todo) - 1} checkpoints (interrupt at any "
                       f"time: what is played is kept in {cache.path.name} and reused)")
-        evaluations.append({**d, "extra": {**d.get("extra", {}), "checkpoint": str(p)}})
+        evaluations.append({**d, "extra": {**d.get("extra", {}), "checkpoint": str(path)}})
     return evaluations, len(todo)

@@ -29,12 +29,12 @@ from ppo import PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCall
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify, identity_of
-from .overfit import StopOnOverfit, Thresholds
+from .overfit import StopOnOverfit
 from .outputs import STEP_NAME, claimed, fresh_run_check, next_steps, replacing, step_checkpoint, step_checkpoints
 from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .controls import all_controls
-from .scoring import (RESUMED, headline, keep_best, make_thresholds, recommend_and_score_heldout, report_notes,
+from .scoring import (RESUMED, headline, keep_best, recommend_and_score_heldout, report_notes,
                       score, write_rl_report)
 
 
@@ -43,9 +43,8 @@ class RLStageCallback(Callback):
     dashboards' layout, the baseline evaluation of a resumed run, and the report after every
     evaluation."""
 
-    def __init__(self, p: RLPlan, controls: tuple[dict, dict], thresholds: Thresholds, stop: StopFlag,
-                 eval_cb: EvalCallback):
-        self.p, self.controls, self.thresholds, self.stop, self.eval_cb = p, controls, thresholds, stop, eval_cb
+    def __init__(self, p: RLPlan, controls: tuple[dict, dict], stop: StopFlag, eval_cb: EvalCallback):
+        self.p, self.controls, self.stop, self.eval_cb = p, controls, stop, eval_cb
         self.every_control = {**controls[0], **controls[1]}  # constant and adaptive, on the dashboards
         self.monitor = RolloutMonitor(p.env_cfg)
         self.side = SideRuns(None, None)  # opened with the run's log folder when training starts
@@ -84,25 +83,24 @@ class RLStageCallback(Callback):
 
     def write_report(self, trainer, heldout: dict | None = None) -> dict:
         return write_rl_report(self.p.out_dir, [r.to_dict() for r in trainer.eval_history], self.controls,
-                               (self.baseline_step, RESUMED), self.p.env_cfg, self.thresholds, self.notes, heldout,
+                               (self.baseline_step, RESUMED), self.p.env_cfg, self.p.thresholds, self.notes, heldout,
                                resumes=self.p.resumes)
 
 
-def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict, args: argparse.Namespace) -> PPO:
-    log_dir = args.logdir or p.out_dir / "runs" / "rl"  # a resumed run continues the same curves
-    logger = Logger(log_dir, jsonl=p.out_dir / "rl_log.jsonl", quiet=args.quiet,
+def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict) -> PPO:
+    log_dir = p.runs_dir / "rl"  # a resumed run continues the same curves
+    logger = Logger(log_dir, jsonl=p.out_dir / "rl_log.jsonl", quiet=p.quiet,
                     resume_step=p.start_step if p.resume else None)
     if not p.resume:
         return PPO(train_env, p.ppo_cfg, extra=extra, logger=logger)
-    agent = PPO.load(p.resume, train_env, overrides=p.ppo_overrides, logger=logger)
+    agent = PPO.load(p.resume, train_env, config=p.ppo_cfg, logger=logger)
     agent.extra.update(extra)
     p.superseded = archive_later_run(p.out_dir, p.start_step)  # only now: every check has passed
     print(f"resumed from {p.resume} at step {agent.global_step:,}; training to {p.run['timesteps']:,}")
     return agent
 
 
-def make_callbacks(p: RLPlan, args, eval_envs: list, controls: tuple[dict, dict], thresholds: Thresholds,
-                   stop: StopFlag):
+def make_callbacks(p: RLPlan, eval_envs: list, controls: tuple[dict, dict], stop: StopFlag):
     run, out = p.run, p.out_dir
 
     def evaluate(trainer):
@@ -110,68 +108,64 @@ def make_callbacks(p: RLPlan, args, eval_envs: list, controls: tuple[dict, dict]
                      checkpoint=str(step_checkpoint(out, trainer.global_step)))
 
     eval_cb = EvalCallback(eval_envs, run["eval_freq"], evaluate=evaluate)
-    mode, steps = full_checkpoints(args.full_checkpoints)
+    mode, steps = p.checkpoints
     ckpt_cb = CheckpointCallback(run["save_freq"], str(out / STEP_NAME), on_evaluation=True, env_state=mode,
                                  keep_full=steps)
     resumed_here = step_checkpoint(out, p.start_step)
     if p.resume and Path(p.resume).resolve() == resumed_here.resolve():
         ckpt_cb.continue_from(str(resumed_here))
-    stage_cb = RLStageCallback(p, controls, thresholds, stop, eval_cb)
+    stage_cb = RLStageCallback(p, controls, stop, eval_cb)
     # the stage's callback last: the evaluated step's checkpoint exists when the report recommends it
     callbacks = [eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json")), stage_cb]
-    if args.early_stop:
-        callbacks.append(StopOnOverfit(thresholds, args.patience, controls[0], stage_cb.baseline_step))
+    if p.early_stop:
+        callbacks.append(StopOnOverfit(p.thresholds, p.patience, controls[0], stage_cb.baseline_step))
     return callbacks, eval_cb, ckpt_cb, stage_cb
 
 
 def run_rl(args: argparse.Namespace) -> int:
-    threads = args.threads if args.threads is not None else 1
-    torch.set_num_threads(max(threads, 1))
-    thresholds = make_thresholds(args)
-    full_checkpoints(args.full_checkpoints)  # a bad value fails now, before any work
-    p = plan(args, threads)
+    p = plan(args)  # every flag is read here, once
+    torch.set_num_threads(max(p.threads, 1))
     lr = p.env_cfg.inner_lr
-    with joined(args.device) as d, claimed(p.out_dir, "rl"), diverged(f"inside the environment (its lr is {lr:g})",
-                                                                  f"lower it, e.g. --env inner_lr={lr / 10:g}"):
+    with joined(p.device) as d, claimed(p.out_dir, "rl"), diverged(f"inside the environment (its lr is {lr:g})",
+                                                                f"lower it, e.g. --env inner_lr={lr / 10:g}"):
         if p.run["num_envs"] % d.world:
             raise UserError(f"{p.run['num_envs']} environments cannot be shared evenly by {d.world} processes; "
                             f"pass --num-envs as a multiple of --nproc_per_node")
         if d.active and p.env_cfg.device.startswith("cuda"):
             p.env_cfg = p.env_cfg.replace(device=f"cuda:{d.local_rank}")  # one GPU per rank
-        return _run_rl(args, p, thresholds, fresh_run_check(p.out_dir, args, "rl"))
+        return _run_rl(p, fresh_run_check(p.out_dir, p.resume, args.overwrite, "rl"))
 
 
-def _run_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, earlier: list[Path]) -> int:
+def _run_rl(p: RLPlan, earlier: list[Path]) -> int:
     assets = load_base(p.base_path, p.env_cfg)
     run = p.run
     train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"])
     eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
     identity = identity_of(p.extra) or identify(p.base_path)  # a resumed run keeps its first checkpoints' identity
     started = time.time()
-    controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, identity, p.extra, args.quiet)
+    controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, identity, p.extra, p.quiet)
     timing = (started, time.time() - started)
     extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path), **identity,
              "controls": controls[0], "adaptive": controls[1], "heldout_controls": heldout[0],
              "heldout_adaptive": heldout[1], "resumes": p.resumes}
     with replacing(earlier, "rl"):  # --overwrite: only now, every check has passed
-        return _train_rl(args, p, thresholds, train_env, eval_envs, extra, timing)
+        return _train_rl(p, train_env, eval_envs, extra, timing)
 
 
-def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train_env, eval_envs: list,
-              extra: dict, timing: tuple[float, float]) -> int:
+def _train_rl(p: RLPlan, train_env, eval_envs: list, extra: dict, timing: tuple[float, float]) -> int:
     """Train, then score the recommended checkpoint on the held-out seeds; `timing`: (when the stage
     started scoring the controls, how long that took), for the reported time."""
     run = p.run
     controls = extra["controls"], extra["adaptive"]
     heldout_controls = extra["heldout_controls"], extra["heldout_adaptive"]
-    agent = build_agent(p, train_env, extra, args)
+    agent = build_agent(p, train_env, extra)
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {p.env_cfg.max_steps} decisions per episode, "
           f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.inner_batch_size}x{eval_envs[0].assets.seq_len} tokens; logs "
           f"{agent.logger.log_dir}")
     with StopFlag() as stop:
-        callbacks, eval_cb, ckpt_cb, stage_cb = make_callbacks(p, args, eval_envs, controls, thresholds, stop)
+        callbacks, eval_cb, ckpt_cb, stage_cb = make_callbacks(p, eval_envs, controls, stop)
         try:
             final = train(agent, callbacks, eval_cb, ckpt_cb, p.out_dir)
         finally:
@@ -182,27 +176,14 @@ def _train_rl(args: argparse.Namespace, p: RLPlan, thresholds: Thresholds, train
         return EXIT_INTERRUPTED
     evaluations = [r.to_dict() for r in agent.eval_history]
     heldout = recommend_and_score_heldout(eval_envs, p.env_cfg, run, evaluations, controls[0], stage_cb.baseline_step,
-                                          thresholds, heldout_controls)
+                                          p.thresholds, heldout_controls)
     built = stage_cb.write_report(agent, heldout)
     why = f" ({agent.stop_reason})" if agent.stop_reason else ""
     print(f"done: step {agent.global_step:,} in {(time.time() - timing[0]) / 60:.1f} min (controls "
           f"{timing[1] / 60:.1f} min){why}; recommended checkpoint "
           f"(best.pt): step {heldout['step']:,}; {headline(built)}; report {p.out_dir / 'report.md'}")
-    print(next_steps(p.out_dir, "rl", Path(args.logdir or p.out_dir / "runs")))
+    print(next_steps(p.out_dir, "rl", p.runs_dir))
     return 0
-
-
-def full_checkpoints(value: str) -> tuple[str, tuple]:
-    """--full-checkpoints latest | all | STEP,STEP,... -> (CheckpointCallback env_state, keep_full)."""
-    if value in ("latest", "all"):
-        return value, ()
-    try:
-        steps = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        steps = ()
-    if not steps or min(steps) < 1:  # a step is a positive decision count: 0 or -5 would name no checkpoint
-        raise UserError(f"--full-checkpoints must be latest, all or positive steps like 4096,8192; got {value!r}")
-    return "latest", steps
 
 
 def training_envs(assets, env_cfg: EnvConfig, num_envs: int, workers: int):

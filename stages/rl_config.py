@@ -20,6 +20,7 @@ from ppo import PPOConfig, load_agent_checkpoint
 from .cli import UserError
 from .identity import check_base
 from .outputs import output_folder
+from .overfit import Thresholds
 
 # PPOConfig fields the RL stage takes as flags, named as the fields are (--learning-rate, --minibatch-size):
 # the base stage's --lr and --batch-size are other settings.
@@ -36,13 +37,25 @@ class RLPlan:
     env_cfg: EnvConfig
     base_path: Path
     out_dir: Path
-    ppo_cfg: PPOConfig | None = None                 # a new run's PPO config
-    ppo_overrides: dict = field(default_factory=dict)  # a resumed run's changes to its PPO config
+    ppo_cfg: PPOConfig | None = None                 # the run's PPO config (resumed: the checkpoint's, flags applied)
     start_step: int = 0
     extra: dict = field(default_factory=dict)        # what the resumed checkpoint carried (controls, digest)
     resume: str | None = None                        # the checkpoint a resumed run continues
     superseded: str | None = None                    # where the earlier run's later files were moved
     resumes: list = field(default_factory=list)      # the steps this run's lineage was resumed from, oldest first
+    # How the stage runs, from the command line (the functions below run_rl read the plan, never the flags):
+    thresholds: Thresholds = field(default_factory=Thresholds)  # the over-fitting report's rules
+    checkpoints: tuple = ("latest", ())             # --full-checkpoints: (CheckpointCallback env_state, keep_full)
+    early_stop: bool = False
+    patience: int = 1
+    logdir: Path | None = None                       # TensorBoard root of this run (default <out>/runs)
+    device: str = "auto"
+    quiet: bool = False
+    threads: int = 1
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.logdir or self.out_dir / "runs"
 
 
 def parse_env_overrides(items: list[str]) -> dict:
@@ -172,21 +185,46 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     if len(env_cfg.modes) != head["n_actions"]:
         raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
                         f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
-    try:
-        resumed_cfg = PPOConfig.from_dict(head["config"]).replace(**ppo_flags)  # fails now, naming the flag
+    overrides = {**ppo_flags, "total_timesteps": run["timesteps"], "progress_bar": not args.quiet}
+    try:  # built once here, handed to PPO.load as it is
+        ppo_cfg = PPOConfig.from_dict(head["config"]).replace(**overrides)
     except ValueError as e:
         raise UserError(str(e)) from None
-    check_rollout(resumed_cfg, run["num_envs"], run["timesteps"] - start)
-    overrides = {**ppo_flags, "total_timesteps": run["timesteps"], "progress_bar": not args.quiet}
+    check_rollout(ppo_cfg, run["num_envs"], run["timesteps"] - start)
     resumes = [s for s in resumes_of(extra) if s < start] + [start]
-    return RLPlan(run, env_cfg, base_path, out_dir, ppo_overrides=overrides, start_step=start, extra=extra,
-                  resume=args.resume, resumes=resumes)
+    return RLPlan(run, env_cfg, base_path, out_dir, ppo_cfg=ppo_cfg, start_step=start,
+                  extra=extra, resume=args.resume, resumes=resumes)
 
 
-def plan(args: argparse.Namespace, threads: int) -> RLPlan:
+def plan(args: argparse.Namespace) -> RLPlan:
+    """The whole run from the command line (and, resumed, its checkpoint), checked before any work."""
+    threads = args.threads if args.threads is not None else 1
+    thresholds = make_thresholds(args)
+    checkpoints = full_checkpoints(args.full_checkpoints)
     out_dir = output_folder(args.out, args.resume)
     p = plan_resume(args, out_dir) if args.resume else plan_new(args, out_dir, threads)
-    if args.device != "auto":
-        p.env_cfg = p.env_cfg.replace(device=args.device)
-    p.env_cfg = p.env_cfg.replace(cache_dir=p.env_cfg.cache_dir or str(p.base_path.parent / "cache"))
+    device = {"device": args.device} if args.device != "auto" else {}
+    p.env_cfg = p.env_cfg.replace(**device, cache_dir=p.env_cfg.cache_dir or str(p.base_path.parent / "cache"))
+    p.thresholds, p.checkpoints, p.early_stop, p.patience = thresholds, checkpoints, args.early_stop, args.patience
+    p.logdir, p.device, p.quiet, p.threads = (Path(args.logdir) if args.logdir else None), args.device, args.quiet, threads
     return p
+
+
+def make_thresholds(args) -> Thresholds:
+    try:
+        return Thresholds(args.overfit_drop, args.severe_drop, args.overfit_std_factor, args.high_variance_factor)
+    except ValueError as e:
+        raise UserError(f"{e} (--overfit-drop, --severe-drop, --overfit-std-factor, --high-variance-factor)") from None
+
+
+def full_checkpoints(value: str) -> tuple[str, tuple]:
+    """--full-checkpoints latest | all | STEP,STEP,... -> (CheckpointCallback env_state, keep_full)."""
+    if value in ("latest", "all"):
+        return value, ()
+    try:
+        steps = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or min(steps) < 1:  # a step is a positive decision count: 0 or -5 would name no checkpoint
+        raise UserError(f"--full-checkpoints must be latest, all or positive steps like 4096,8192; got {value!r}")
+    return "latest", steps

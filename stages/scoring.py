@@ -43,13 +43,6 @@ def score_heldout(envs, env_cfg: EnvConfig, run: dict, checkpoint: Path, heldout
     return {"step": policy.global_step, "agent": agent, "controls": heldout[0], "adaptive": heldout[1]}
 
 
-def make_thresholds(args) -> Thresholds:
-    try:
-        return Thresholds(args.overfit_drop, args.severe_drop, args.overfit_std_factor, args.high_variance_factor)
-    except ValueError as e:
-        raise UserError(f"{e} (--overfit-drop, --severe-drop, --overfit-std-factor, --high-variance-factor)") from None
-
-
 FEW_EPISODES = 10  # below this many episodes per evaluation, CI-based ranking is mostly noise
 
 
