@@ -33,7 +33,7 @@ from env import EnvError
 from infinito.sampling import SamplingConfig
 from stages.adapt import adapt_with_agent, load_agent
 from stages.cli import OneLineParser, UserError, diverged, pick_device, run_cli
-from stages.sampling import load_base_model, run_sample
+from stages.sampling import Output, load_base_model, run_sample
 
 DEFAULT_CKPT = "ckpt/base.pt"
 MAX_NEW_TOKENS = 1_000_000
@@ -115,6 +115,7 @@ def emit_json(obj: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     cfg = sampling_config(args)
+    output = Output(args.max_new_tokens, args.stream, args.json)
     device = pick_device(args.device)
     policy = None
     if args.agent is not None:
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 label = {"base": "base model" if policy is None else "base model (unadapted)",
                          "adapted": "adapted model"}[name]
                 header = f"--- sample {k + 1}/{args.num_samples}, seed {seed}, {label} ---"
-            sample = run_sample(m, tokenizer, args.prompt, prompt_ids, args, cfg, seed, device, header)
+            sample = run_sample(m, tokenizer, args.prompt, prompt_ids, output, cfg, seed, device, header)
             if args.json:
                 emit_json({"type": "sample", "model": name, "sample": k, "sampling": cfg.to_dict(),
                            "max_new_tokens": args.max_new_tokens, **sample})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -74,29 +75,37 @@ def completion_text(tokenizer: Tokenizer, prompt_ids: list[int], new_ids: list[i
     return full[len(head):] if full.startswith(head) else tokenizer.decode(new_ids)
 
 
-def run_sample(model: Infinito, tokenizer: Tokenizer, prompt: str, prompt_ids: list[int], args, cfg: SamplingConfig,
-               seed: int, device: torch.device, header: str | None) -> dict:
+@dataclass
+class Output:
+    """How generate.py shows a sample: --max-new-tokens, --stream, --json."""
+    max_new_tokens: int
+    stream: bool = False
+    json: bool = False
+
+
+def run_sample(model: Infinito, tokenizer: Tokenizer, prompt: str, prompt_ids: list[int], out: Output,
+               cfg: SamplingConfig, seed: int, device: torch.device, header: str | None) -> dict:
     gen = torch.Generator(device=device).manual_seed(seed)
     printer = None
-    if args.stream:
+    if out.stream:
         if header:
             print(header)
         sys.stdout.write(prompt)
         printer = StreamPrinter(tokenizer, prompt_ids)
     started = time.perf_counter()
-    result: Generation = generate(model, prompt_ids, args.max_new_tokens, cfg, gen, use_cache=True,
+    result: Generation = generate(model, prompt_ids, out.max_new_tokens, cfg, gen, use_cache=True,
                                   stream_callback=printer)
     seconds = time.perf_counter() - started
     new_ids = result.tokens[0].tolist()
     completion = completion_text(tokenizer, prompt_ids, new_ids)
     if printer is not None:
         printer.finish()
-    elif not args.json:
+    elif not out.json:
         if header:
             print(header)
         print(prompt + completion)
     speed = len(new_ids) / max(seconds, 1e-9)
-    if not args.json:  # on stderr: the text on stdout stays the text alone
+    if not out.json:  # on stderr: the text on stdout stays the text alone
         print(f"[{len(new_ids)} tokens in {seconds:.2f} s: {speed:,.0f} tokens/s on {device.type}]", file=sys.stderr)
     return {"seed": seed, "tokens_per_sec": speed, "prompt": prompt, "completion": completion, "text": prompt + completion,
             "prompt_tokens": len(prompt_ids), "prompt_cropped": result.prompt_cropped,
