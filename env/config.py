@@ -6,7 +6,7 @@ PPO checkpoint's `extra` and rebuild the same environment later.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from .errors import EnvError
 from .reward import RewardConfig, known_fields, reward_from_dict
@@ -79,4 +79,5 @@ class EnvConfig:
         return cls(**known_fields(cls, d, "env config"))
 
     def replace(self, **changes) -> "EnvConfig":
-        return EnvConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with `changes` (checked like a new config); the reward object is kept, not rebuilt."""
+        return EnvConfig.from_dict({**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})

@@ -76,9 +76,14 @@ def parse_env_overrides(items: list[str]) -> dict:
     return out
 
 
-def merge_env(base: dict, overrides: dict) -> EnvConfig:
+def merge_env(base: dict, overrides: dict, device: str, base_path: Path) -> EnvConfig:
+    """The run's environment config, built once: `base` (a preset's or a checkpoint's), the --env
+    overrides, --device, and the token cache beside the base checkpoint unless set."""
     d = {**base, **{k: v for k, v in overrides.items() if k != "reward"}}
     d["reward"] = {**base.get("reward", {}), **overrides.get("reward", {})}
+    if device != "auto":
+        d["device"] = device
+    d["cache_dir"] = d.get("cache_dir") or str(base_path.parent / "cache")
     return EnvConfig.from_dict(d)
 
 
@@ -123,12 +128,13 @@ def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
         raise UserError(f"unknown preset '{preset}' (choose from {', '.join(RL_PRESETS)})")
     run = {**RL_PRESETS[preset]["run"], **run_flags, "preset": preset}
     check_seed_ranges(run)
-    env_cfg = merge_env(RL_PRESETS[preset]["env"], parse_env_overrides(args.env))
+    env_overrides = parse_env_overrides(args.env)
     base_path = Path(args.base) if args.base else out_dir / run["base_file"]
     if not base_path.is_file():
         hint = "" if args.base else f" (preset {preset} starts from the base stage's snapshot {run['base_file']})"
         raise UserError(f"base checkpoint {base_path} does not exist{hint}; train one with "
                         f"`python train.py --stage base --out {base_path.parent}` or pass --base")
+    env_cfg = merge_env(RL_PRESETS[preset]["env"], env_overrides, args.device, base_path)
     try:
         ppo_cfg = RL_PRESETS[preset]["ppo"].replace(**ppo_flags, total_timesteps=run["timesteps"],
                                                     seed=args.seed if args.seed is not None else 0,
@@ -180,8 +186,9 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
                                            run["eval_freq"])
     if note:
         print(note)
-    env_cfg = merge_env(extra["env"], parse_env_overrides(args.env))
+    env_overrides = parse_env_overrides(args.env)
     base_path = check_base(args.base or extra["base"], extra, args.resume, "--base")
+    env_cfg = merge_env(extra["env"], env_overrides, args.device, base_path)
     if len(env_cfg.modes) != head["n_actions"]:
         raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
                         f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
@@ -203,8 +210,6 @@ def plan(args: argparse.Namespace) -> RLPlan:
     checkpoints = full_checkpoints(args.full_checkpoints)
     out_dir = output_folder(args.out, args.resume)
     p = plan_resume(args, out_dir) if args.resume else plan_new(args, out_dir, threads)
-    device = {"device": args.device} if args.device != "auto" else {}
-    p.env_cfg = p.env_cfg.replace(**device, cache_dir=p.env_cfg.cache_dir or str(p.base_path.parent / "cache"))
     p.thresholds, p.checkpoints, p.early_stop, p.patience = thresholds, checkpoints, args.early_stop, args.patience
     p.logdir, p.device, p.quiet, p.threads = (Path(args.logdir) if args.logdir else None), args.device, args.quiet, threads
     return p

@@ -324,3 +324,32 @@ def test_early_stop_on_over_fitting_keeps_the_best(base_dir, tmp_path, monkeypat
     assert agent_ckpt(tmp_path / "best.pt")["global_step"] == 32
     assert [r["status"] for r in json.loads((tmp_path / "report.json").read_text())["rows"]] == [
         "optimal", "severe over-fitting"]
+
+
+def test_each_setting_is_built_once_and_reaches_its_use_as_that_object(base_dir, tiny_rl, tmp_path, monkeypatch):
+    """The run's PPOConfig, EnvConfig and reward are made once, from preset + flags (+ the resumed
+    checkpoint), and the agent and every environment use those very objects."""
+    from collections import Counter
+
+    import stages.rl
+    from env import EnvConfig, ProgressReward
+    counts, seen = Counter(), {}
+    for cls in (EnvConfig, ProgressReward):
+        def counted(self, _orig=cls.__post_init__, _name=cls.__name__):
+            counts[_name] += 1
+            _orig(self)
+        monkeypatch.setattr(cls, "__post_init__", counted)
+    real_build = stages.rl.build_agent
+
+    def build(p, train_env, extra):
+        seen.update(plan=p, agent=real_build(p, train_env, extra), envs=train_env.envs, made=dict(counts))
+        return seen["agent"]
+    monkeypatch.setattr(stages.rl, "build_agent", build)
+    for argv in (("--preset", "tiny", "--base", base_dir / "base.pt", "--out", tmp_path / "new", "--timesteps", 32),
+                 ("--resume", shutil.copytree(tiny_rl, tmp_path / "old") / "32.pt", "--timesteps", 32)):
+        counts.clear()
+        assert rl(*argv) == 0
+        p, agent = seen["plan"], seen["agent"]
+        assert seen["made"] == {"EnvConfig": 1, "ProgressReward": 1}, argv  # before the first decision
+        assert agent.config is p.ppo_cfg
+        assert all(env.config is p.env_cfg and env.config.reward is p.env_cfg.reward for env in seen["envs"])
