@@ -11,13 +11,13 @@ from .errors import EnvError
 from .evaluate import PolicyRuns, action_independent_share, rescore, run_policy
 from .monitor import RolloutMonitor
 from .policies import RULE_MARGINS, BandPolicy, bandit, control_policies, rule_family, text_mode
-from .reward import REWARDS, TERMS, ProgressReward, Reward, RewardConfig, compute_reward, reward_from_dict, reward_terms
+from .reward import REWARDS, ProgressReward, Reward, RewardConfig, compute_reward, reward_from_dict, reward_terms
 from .scheduling import OBS_HIGH, OBS_NAMES, TextSchedulingEnv
 from .vector import VectorEnv, make_vec_env
 
 __all__ = [
     "BandPolicy", "RULE_MARGINS", "bandit", "rule_family", "text_mode", "BaseAssets", "action_independent_share", "EnvConfig", "EnvError", "MIXED", "MODES", "OBS_HIGH",
-    "OBS_NAMES", "PHI", "ProgressReward", "Reward", "REWARDS", "reward_from_dict", "PolicyRuns", "RewardConfig", "TERMS", "TEXT", "TextSchedulingEnv",
+    "OBS_NAMES", "PHI", "ProgressReward", "Reward", "REWARDS", "reward_from_dict", "PolicyRuns", "RewardConfig", "TEXT", "TextSchedulingEnv",
     "VectorEnv", "check_env", "compute_reward", "control_policies", "load_base", "make_vec_env",
     "reward_terms", "rescore", "run_policy", "RolloutMonitor",
 ]

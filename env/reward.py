@@ -188,7 +188,6 @@ class ProgressReward(Reward):
 
 
 REWARDS = {cls.name: cls for cls in (RewardConfig, ProgressReward)}
-TERMS = RewardConfig.terms  # reward v2's terms (kept for callers of the first version)
 
 
 def reward_from_dict(d: dict):

@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 from common.episodes import Episode, play
-from env import EnvConfig, TextSchedulingEnv
+from env import TextSchedulingEnv
 from infinito.model import Infinito
 from ppo import TrainedPolicy
 
 from .cli import UserError
-from .identity import KEY, check_base
+from .identity import check_base
+from .record import RunRecord
 
 
 @dataclass
@@ -71,22 +72,19 @@ class Adaptation:
 def load_agent(agent_path: str, ckpt_flag: str | None) -> tuple[TrainedPolicy, str]:
     """The trained policy and the base checkpoint it runs on (checked by its content digest)."""
     policy = TrainedPolicy.load(agent_path)  # missing / corrupt / wrong kind -> CheckpointError
-    extra = policy.extra
-    if not ("env" in extra and "base" in extra and KEY in extra):
-        raise UserError(f"{agent_path} is a PPO checkpoint but not one of train.py --stage rl "
-                        "(it names no environment or base checkpoint)")
-    base = str(check_base(ckpt_flag or extra["base"], extra, agent_path, "--ckpt"))
+    record = RunRecord.read(policy.extra, agent_path)
+    base = str(check_base(ckpt_flag or record.base, record, agent_path, "--ckpt"))
     return policy, base
 
 
 def episode_length(policy: TrainedPolicy) -> int:
-    return EnvConfig.from_dict(policy.extra["env"]).max_steps
+    return RunRecord.read(policy.extra, "the agent").env_config.max_steps
 
 
 def adapt_with_agent(policy: TrainedPolicy, agent_path: str, base: str | Path, steps: int | None, seed: int,
                      device: torch.device) -> tuple[Infinito, Adaptation]:
     """The agent's first `steps` decisions (default: a whole episode) -> (adapted model, trace)."""
-    env_cfg = EnvConfig.from_dict(policy.extra["env"]).replace(device=device.type)
+    env_cfg = RunRecord.read(policy.extra, agent_path).env_config.replace(device=device.type)
     if policy.n_actions != len(env_cfg.modes):
         raise UserError(f"{agent_path} has {policy.n_actions} actions but its environment config "
                         f"{len(env_cfg.modes)} modes; the checkpoint is inconsistent")

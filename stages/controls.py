@@ -54,16 +54,17 @@ class ControlCache:
             print(f"note: could not keep the control evaluation in {self.folder} ({e.strerror or e})")
 
 
-def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, identity: dict, stored: dict,
+def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, base_content: str, stored,
                  quiet: bool) -> tuple[tuple, tuple]:
     """The controls (constant, adaptive) on the evaluation and the held-out seeds: from `stored` (a
-    checkpoint's `extra`) when it played them on this environment with these seeds and episodes,
-    else from the base's control cache, else played. The rule is tuned on the evaluation seeds only."""
+    resumed checkpoint's RunRecord, or None) when it played them on this environment with these seeds
+    and episodes, else from the base's control cache, else played. The rule is tuned on the
+    evaluation seeds only."""
     episodes = run["eval_episodes"]
-    if ("adaptive" in stored and stored.get("env") == env_cfg.to_dict()
-            and all(stored["run"].get(k) == run[k] for k in ("eval_episodes", "eval_seed", "heldout_seed"))):
-        return (stored["controls"], stored["adaptive"]), (stored["heldout_controls"], stored["heldout_adaptive"])
-    cache = ControlCache(base_path, next(iter(identity.values())), env_cfg)
+    played = stored.stored_controls(env_cfg, run) if stored is not None else None
+    if played is not None:
+        return played
+    cache = ControlCache(base_path, base_content, env_cfg)
     evaluation = score_controls(envs, env_cfg, episodes, run["eval_seed"], cache, quiet)
     heldout = score_controls(envs, env_cfg, episodes, run["heldout_seed"], cache, quiet,
                              tuned_member=evaluation[1][TUNED]["extra"]["rule"])

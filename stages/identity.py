@@ -12,30 +12,24 @@ from infinito.checkpoint import BASE_KIND, content_digest, load_checkpoint
 
 from .cli import UserError
 
-KEY = "base_content"
 
 
-def identify(path: str | Path) -> dict:
-    """The identity to store in a new agent's checkpoint."""
-    return {"base_content": content_digest(load_checkpoint(path, kind=BASE_KIND))}
+def identify(path: str | Path) -> str:
+    """The identity to store in a new agent's checkpoint (RunRecord.base_content)."""
+    return content_digest(load_checkpoint(path, kind=BASE_KIND))
 
 
-def identity_of(extra: dict) -> dict:
-    """The identity an agent's checkpoint stores."""
-    return {KEY: extra[KEY]} if KEY in extra else {}
+def holds_base(path: str | Path, content: str) -> bool:
+    return content_digest(load_checkpoint(path, kind=BASE_KIND)) == content
 
 
-def holds_base(path: str | Path, extra: dict) -> bool:
-    return content_digest(load_checkpoint(path, kind=BASE_KIND)) == extra[KEY]
-
-
-def check_base(path: str | Path, extra: dict, agent: str, flag: str) -> Path:
-    """`path` if it holds the base model `agent` (its checkpoint's `extra`) was trained on;
-    otherwise one line saying to pass the right one with `flag`."""
+def check_base(path: str | Path, record, agent: str, flag: str) -> Path:
+    """`path` if it holds the base model `agent` (its RunRecord) was trained on; otherwise one line
+    saying to pass the right one with `flag`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}, the base checkpoint of {agent}, does not exist; pass its location with {flag}")
-    if not holds_base(path, extra):
-        raise UserError(f"{path} is not the base checkpoint of {agent} ({extra.get('base')}): it holds another "
+    if not holds_base(path, record.base_content):
+        raise UserError(f"{path} is not the base checkpoint of {agent} ({record.base}): it holds another "
                         f"model; pass that one with {flag}")
     return path

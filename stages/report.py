@@ -26,28 +26,28 @@ from env import EnvConfig, TextSchedulingEnv, load_base
 from ppo import TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
-from .identity import check_base, identity_of
+from .identity import check_base
 from .outputs import next_steps, output_folder, step_checkpoints
-from .rl_config import check_seed_ranges, make_thresholds, resumes_of
+from .rl_config import check_seed_ranges, make_thresholds
+from .record import RunRecord
 from .controls import all_controls
 from .overfit import Thresholds
 from .scoring import RESUMED, headline, keep_best, recommend_and_score_heldout, report_notes, score, write_rl_report
 
 
-def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy]]:
-    """The directory's <step>.pt checkpoints, checked to be one run (same base and environment)."""
+def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy], RunRecord]:
+    """The directory's <step>.pt checkpoints, checked to be one run (same base and environment),
+    and the newest one's record."""
     files = step_checkpoints(ckpt_dir)
     if not files:
         raise UserError(f"no RL checkpoints (<step>.pt) in {ckpt_dir}; train with --stage rl first or pass --ckpt-dir")
     agents = [TrainedPolicy.load(str(p)) for p in files]
-    last = agents[-1].extra
-    if "run" not in last or "env" not in last:
-        raise UserError(f"{files[-1]} is a PPO checkpoint but not one of train.py --stage rl")
+    last = RunRecord.read(agents[-1].extra, str(files[-1]))
     for p, a in zip(files, agents):
-        if identity_of(a.extra) != identity_of(last) or a.extra.get("env") != last["env"]:
+        if not RunRecord.read(a.extra, str(p)).same_run(last):
             raise UserError(f"{p} was trained on another base checkpoint or environment than {files[-1]}; "
                             "keep one run per directory")
-    return files, agents
+    return files, agents, last
 
 
 @dataclass
@@ -56,6 +56,7 @@ class ReportPlan:
     ckpt_dir: Path
     files: list                   # the <step>.pt checkpoints, in step order
     agents: list                  # their policies (TrainedPolicy)
+    record: RunRecord             # what the newest checkpoint records about the run
     run: dict                     # the training's run settings, with this report's episodes and seeds
     env_cfg: EnvConfig
     base_path: Path
@@ -66,33 +67,28 @@ class ReportPlan:
     quiet: bool
     device: str
 
-    @property
-    def extra(self) -> dict:
-        return self.agents[-1].extra
-
 
 def plan_report(args: argparse.Namespace) -> ReportPlan:
     ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir else output_folder(args.out, None)
-    files, agents = load_run(ckpt_dir)
-    extra = agents[-1].extra
-    episodes = args.episodes if args.episodes is not None else extra["run"]["eval_episodes"]
+    files, agents, record = load_run(ckpt_dir)
+    episodes = args.episodes if args.episodes is not None else record.run["eval_episodes"]
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     given = {k: v for k, v in (("eval_seed", args.eval_seed), ("heldout_seed", args.heldout_seed)) if v is not None}
-    run = {**extra["run"], "eval_episodes": episodes, **given}
+    run = {**record.run, "eval_episodes": episodes, **given}
     check_seed_ranges(run)
-    base_path = check_base(args.base or extra["base"], extra, "these agents", "--base")
-    return ReportPlan(ckpt_dir, files, agents, run, EnvConfig.from_dict(extra["env"]), base_path,
-                      _baseline(args.baseline, agents, ckpt_dir), _report_stem(args.baseline, run, extra["run"]),
+    base_path = check_base(args.base or record.base, record, "these agents", "--base")
+    return ReportPlan(ckpt_dir, files, agents, record, run, record.env_config, base_path,
+                      _baseline(args.baseline, agents, record, ckpt_dir), _report_stem(args.baseline, run, record.run),
                       make_thresholds(args), args.workers or run["workers"], args.quiet, args.device)
 
 
-def _baseline(baseline: str | None, agents: list, ckpt_dir: Path) -> tuple[int | None, str]:
+def _baseline(baseline: str | None, agents: list, record: RunRecord, ckpt_dir: Path) -> tuple[int | None, str]:
     """The report's baseline, as the training's report chose it unless --baseline says otherwise:
     the step the run was last resumed from, else the highest mean (None)."""
     steps = [a.global_step for a in agents]
     if not baseline:
-        resumed = [s for s in resumes_of(agents[-1].extra) if s in steps]
+        resumed = [s for s in record.resumes if s in steps]
         return (resumed[-1], RESUMED) if resumed else (None, "")
     step = TrainedPolicy.load(baseline).global_step
     if step not in steps:
@@ -169,10 +165,11 @@ def _rescore(p: ReportPlan) -> int:
     envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(p.workers, episodes)))]
     cache, t0 = ScoreCache(p.ckpt_dir, p.agents), time.time()
     evaluations, played = _score_checkpoints(p, envs, cache)
-    controls, heldout_controls = all_controls(envs, env_cfg, run, p.base_path, identity_of(p.extra), p.extra, p.quiet)
+    controls, heldout_controls = all_controls(envs, env_cfg, run, p.base_path, p.record.base_content, p.record,
+                                              p.quiet)
     heldout = recommend_and_score_heldout(envs, env_cfg, run, evaluations, controls[0], p.baseline[0], p.thresholds,
                                           heldout_controls)
-    resumes = resumes_of(p.extra)
+    resumes = p.record.resumes
     notes = report_notes(str(p.base_path), env_cfg, episodes, seed, resumes[-1] if resumes else None)
     built = write_rl_report(p.ckpt_dir, evaluations, controls, p.baseline, env_cfg, p.thresholds, notes, heldout,
                             stem=p.stem, resumes=resumes)

@@ -28,8 +28,9 @@ from infinito.training import NonFiniteLoss
 from ppo import PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
-from .identity import identify, identity_of
+from .identity import identify
 from .overfit import StopOnOverfit
+from .record import RunRecord
 from .outputs import STEP_NAME, claimed, fresh_run_check, next_steps, replacing, step_checkpoint, step_checkpoints
 from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout
 from .rl_config import RLPlan, plan
@@ -141,24 +142,22 @@ def _run_rl(p: RLPlan, earlier: list[Path]) -> int:
     run = p.run
     train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"])
     eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
-    identity = identity_of(p.extra) or identify(p.base_path)  # a resumed run keeps its first checkpoints' identity
+    content = p.record.base_content if p.record else identify(p.base_path)  # a resumed run keeps its identity
     started = time.time()
-    controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, identity, p.extra, p.quiet)
+    controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, content, p.record, p.quiet)
     timing = (started, time.time() - started)
-    extra = {"run": run, "env": p.env_cfg.to_dict(), "base": str(p.base_path), **identity,
-             "controls": controls[0], "adaptive": controls[1], "heldout_controls": heldout[0],
-             "heldout_adaptive": heldout[1], "resumes": p.resumes}
+    record = RunRecord(run, p.env_cfg.to_dict(), str(p.base_path), content, *controls, *heldout, p.resumes)
     with replacing(earlier, "rl"):  # --overwrite: only now, every check has passed
-        return _train_rl(p, train_env, eval_envs, extra, timing)
+        return _train_rl(p, train_env, eval_envs, record, timing)
 
 
-def _train_rl(p: RLPlan, train_env, eval_envs: list, extra: dict, timing: tuple[float, float]) -> int:
+def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: tuple[float, float]) -> int:
     """Train, then score the recommended checkpoint on the held-out seeds; `timing`: (when the stage
     started scoring the controls, how long that took), for the reported time."""
     run = p.run
-    controls = extra["controls"], extra["adaptive"]
-    heldout_controls = extra["heldout_controls"], extra["heldout_adaptive"]
-    agent = build_agent(p, train_env, extra)
+    controls = record.controls, record.adaptive
+    heldout_controls = record.heldout_controls, record.heldout_adaptive
+    agent = build_agent(p, train_env, record.to_extra())
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {p.env_cfg.max_steps} decisions per episode, "

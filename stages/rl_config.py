@@ -19,6 +19,7 @@ from ppo import PPOConfig, load_agent_checkpoint
 
 from .cli import UserError
 from .identity import check_base
+from .record import RunRecord
 from .outputs import output_folder
 from .overfit import Thresholds
 
@@ -39,7 +40,7 @@ class RLPlan:
     out_dir: Path
     ppo_cfg: PPOConfig | None = None                 # the run's PPO config (resumed: the checkpoint's, flags applied)
     start_step: int = 0
-    extra: dict = field(default_factory=dict)        # what the resumed checkpoint carried (controls, digest)
+    record: RunRecord | None = None                  # what the resumed checkpoint recorded (controls, base model)
     resume: str | None = None                        # the checkpoint a resumed run continues
     superseded: str | None = None                    # where the earlier run's later files were moved
     resumes: list = field(default_factory=list)      # the steps this run's lineage was resumed from, oldest first
@@ -159,11 +160,6 @@ def resumed_total(start: int, planned: int, more: int | None, eval_freq: int) ->
                    f"periods of {eval_freq:,} steps, to step {total:,} (pass --timesteps N to train N more)")
 
 
-def resumes_of(extra: dict) -> list[int]:
-    """The steps a run was resumed from, oldest first, as its checkpoints' `extra` records them."""
-    return list(extra.get("resumes", []))
-
-
 def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     if args.preset:
         raise UserError("--preset cannot be combined with --resume (the checkpoint holds its config)")
@@ -175,11 +171,8 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
         print(f"note: {args.resume} is a light checkpoint (no environment state; only a run's latest checkpoint "
               "keeps it, see --full-checkpoints): the environments restart from the base model, so this run "
               "continues but does not repeat the uninterrupted one")
-    extra = head["extra"]
-    if "run" not in extra or "env" not in extra:
-        raise UserError(f"{args.resume} is a PPO checkpoint but not one of train.py --stage rl; "
-                        "resume it from the code that wrote it")
-    run = {**extra["run"], **run_flags}
+    record = RunRecord.read(head["extra"], args.resume)
+    run = {**record.run, **run_flags}
     check_seed_ranges(run)
     start = int(head["global_step"])
     run["timesteps"], note = resumed_total(start, head["config"]["total_timesteps"], run_flags.get("timesteps"),
@@ -187,8 +180,8 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     if note:
         print(note)
     env_overrides = parse_env_overrides(args.env)
-    base_path = check_base(args.base or extra["base"], extra, args.resume, "--base")
-    env_cfg = merge_env(extra["env"], env_overrides, args.device, base_path)
+    base_path = check_base(args.base or record.base, record, args.resume, "--base")
+    env_cfg = merge_env(record.env, env_overrides, args.device, base_path)
     if len(env_cfg.modes) != head["n_actions"]:
         raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
                         f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
@@ -198,9 +191,9 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     except ValueError as e:
         raise UserError(str(e)) from None
     check_rollout(ppo_cfg, run["num_envs"], run["timesteps"] - start)
-    resumes = [s for s in resumes_of(extra) if s < start] + [start]
+    resumes = [s for s in record.resumes if s < start] + [start]
     return RLPlan(run, env_cfg, base_path, out_dir, ppo_cfg=ppo_cfg, start_step=start,
-                  extra=extra, resume=args.resume, resumes=resumes)
+                  record=record, resume=args.resume, resumes=resumes)
 
 
 def plan(args: argparse.Namespace) -> RLPlan:

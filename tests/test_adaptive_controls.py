@@ -92,8 +92,8 @@ def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
     score, played = fake_score({(a, 100): 5.0, (b, 100): 1.0, (a, 900): 1.0, (b, 900): 9.0})
     monkeypatch.setattr(controls, "score", score)
     run = {"eval_episodes": 4, "eval_seed": 100, "heldout_seed": 900}
-    evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", {"base_content": "x"},
-                                                {}, quiet=True)
+    evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None,
+                                                quiet=True)
     assert evaluation[1]["tuned rule"]["extra"]["rule"] == a and evaluation[1]["tuned rule"]["mean_reward"] == 5.0
     assert heldout[1]["tuned rule"]["extra"]["rule"] == a and heldout[1]["tuned rule"]["mean_reward"] == 1.0
     assert [name for name, seed in played if seed == 900 and name.startswith("rule")] == [a]  # b never played there
@@ -107,7 +107,7 @@ def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatc
 
     def evaluate(identity="abc", env=EnvConfig()):
         played.clear()
-        controls.all_controls(None, env, run, tmp_path / "base.pt", {"base_content": identity}, {}, quiet=True)
+        controls.all_controls(None, env, run, tmp_path / "base.pt", identity, None, quiet=True)
         return len(played)
     assert evaluate() == 11 + 6  # 4 constant, 6 members and the bandit; then 4, the tuned member and the bandit
     assert evaluate() == 0       # nothing changed: nothing replayed
