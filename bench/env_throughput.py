@@ -89,7 +89,7 @@ def main() -> None:
     assets = load_base(args.base, cfg)
     results = {"base": args.base, "threads": {}}
     lines = [f"Base checkpoint `{args.base}`; {cfg.inner_steps} inner steps of {cfg.inner_batch_size} x {assets.seq_len} "
-             f"tokens per env step, held-out batch {cfg.eval_batch_size} x {assets.seq_len}. CPU time of this process, "
+             f"tokens per env step, measurement batch {cfg.measurement_batch_size} x {assets.seq_len}. CPU time of this process, "
              "medians.", "",
              "| torch threads | mode | env step (ms CPU) | inner steps alone (ms CPU) | env overhead |",
              "|---|---|---|---|---|"]

@@ -33,7 +33,8 @@ class BaseAssets:
 
 
 def _asset_fields(config: EnvConfig) -> dict:
-    return {k: getattr(config, k) for k in ("seq_len", "inner_batch_size", "eval_batch_size", "measurement_seed", "device")}
+    keys = ("seq_len", "inner_batch_size", "measurement_batch_size", "measurement_seed", "device")
+    return {k: getattr(config, k) for k in keys}
 
 
 def check_assets(assets: BaseAssets, config: EnvConfig) -> None:
@@ -64,9 +65,9 @@ def load_base(path: str | Path, config: EnvConfig) -> BaseAssets:
         valid_ids = encode_cached(corpus.valid, tok, cache_dir, corpus.name + "-valid")
         # Fixed at construction: every step of every episode is measured on the same tokens,
         # so a change in perplexity is a change in the model, not in the batch.
-        x, y = random_batch(valid_ids, config.eval_batch_size, seq_len,
+        x, y = random_batch(valid_ids, config.measurement_batch_size, seq_len,
                             torch.Generator().manual_seed(config.measurement_seed))
-        random_batch(train_ids, config.inner_batch_size, seq_len, torch.Generator())  # fails now if the split is too short
+        random_batch(train_ids, config.inner_batch_size, seq_len, torch.Generator())  # fails now if too short
     except DataError as e:
         raise EnvError(f"the corpus of base checkpoint {path} cannot be used: {e}") from None
     snapshot = {k: v.detach().to(device).clone() for k, v in ckpt["model"].items()}

@@ -29,7 +29,7 @@ class EnvConfig:
     inner_beta2: float = 0.98
     inner_weight_decay: float = 0.01
     inner_grad_clip: float = 1.0
-    eval_batch_size: int = 4     # rows of the fixed measurement batch (validation split, seq_len tokens each)
+    measurement_batch_size: int = 4  # rows of the fixed measurement batch (validation split, seq_len tokens each)
     measurement_seed: int = 0    # picks that batch's windows once, at construction
     c_threshold: float = 0.6     # t_norm counts the steps since C last exceeded this
     terminate_at_max_steps: bool = True  # the observation shows the time left, so the end is `terminated`
@@ -47,7 +47,7 @@ class EnvConfig:
             raise EnvError(f"invalid env config: modes must be a list of [name, w_text, w_phi], got "
                            f"{self.modes!r}") from None
         problems = []
-        for name in ("max_steps", "inner_steps", "inner_batch_size", "seq_len", "eval_batch_size"):
+        for name in ("max_steps", "inner_steps", "inner_batch_size", "seq_len", "measurement_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         if not self.inner_lr > 0:

@@ -27,7 +27,8 @@ PROGRESS = dict(name="progress")
 RL_PRESETS: dict[str, dict] = {
     # seconds on 2 CPU cores, on a `--preset tiny` base checkpoint; used by the tests
     "tiny": {
-        "env": dict(max_steps=6, inner_steps=1, inner_batch_size=2, seq_len=32, eval_batch_size=2, reward=PROGRESS),
+        "env": dict(max_steps=6, inner_steps=1, inner_batch_size=2, seq_len=32, measurement_batch_size=2,
+                    reward=PROGRESS),
         "ppo": PPOConfig(n_steps=8, minibatch_size=16, n_epochs=2),
         "run": dict(timesteps=64, save_freq=32, eval_freq=32, eval_episodes=2, eval_seed=10_000,
                     heldout_seed=20_000, num_envs=2, workers=2, base_file=_snapshot("tiny")),

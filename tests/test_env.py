@@ -164,8 +164,8 @@ def test_bad_input_raises_one_clear_error(base, assets, tmp_path):
     assert env.step(np.int64(1))[4]["mode"] == "PHI" and env.step(np.array(2))[4]["mode"] == "MIXED"
     with pytest.raises(EnvError):
         EnvConfig(inner_steps=0)
-    with pytest.raises(EnvError, match="eval_batch_size"):
-        TextSchedulingEnv(assets, SHORT.replace(eval_batch_size=2))  # shared assets built for another config
+    with pytest.raises(EnvError, match="measurement_batch_size"):
+        TextSchedulingEnv(assets, SHORT.replace(measurement_batch_size=2))  # shared assets built for another config
 
 
 def test_dropout_is_deterministic_and_leaves_the_global_rng_alone(assets):

@@ -13,7 +13,7 @@ import train
 from env import EnvConfig, Reward, RolloutMonitor, TextSchedulingEnv, control_policies, load_base, rescore, run_policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SHORT = dict(max_steps=3, inner_steps=1, inner_batch_size=2, seq_len=32, eval_batch_size=2)
+SHORT = dict(max_steps=3, inner_steps=1, inner_batch_size=2, seq_len=32, measurement_batch_size=2)
 
 
 def test_how_to_add_a_mode(monkeypatch, base_dir):
