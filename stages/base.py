@@ -37,7 +37,7 @@ from infinito.presets import BaseTrainConfig, resolve, snapshot_name
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, joined, pick_device
-from .outputs import claimed, fresh_run_check, next_steps, output_folder, replacing
+from .outputs import claimed, fresh_run_check, log_folder, next_steps, output_folder, replacing, tensorboard_root
 
 CONFIG_CLASSES = (InfinitoConfig, BaseTrainConfig)
 
@@ -163,10 +163,6 @@ class BasePlan:
     logdir: Path | None = None
     quiet: bool = False
     overwrite: bool = False
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.logdir or self.out_dir / "runs"
 
 
 def plan_base(args: argparse.Namespace) -> BasePlan:
@@ -420,7 +416,7 @@ def _train_base(p: BasePlan, run: BaseRun, ckpt: dict | None) -> int:
     cfg = run.train_cfg
     if cfg.snapshot_at > cfg.steps:
         print(f"note: no snapshot is kept: snapshot_at {cfg.snapshot_at} is past the last step {cfg.steps}")
-    logger = Logger(p.runs_dir / "base", jsonl=run.out_dir / "base_log.jsonl",
+    logger = Logger(log_folder(p.out_dir, p.logdir, "base"), jsonl=run.out_dir / "base_log.jsonl",
                     quiet=p.quiet, resume_step=run.step if ckpt is not None else None)
     stop_at = min(p.stop_at or cfg.steps, cfg.steps)
     with logger:
@@ -440,7 +436,7 @@ def _train_base(p: BasePlan, run: BaseRun, ckpt: dict | None) -> int:
     print(f"done: {run.step} steps; validation ppl {summary['val_ppl']:.2f}{words} (unigram ppl "
           f"{summary['unigram_ppl']:.1f}, {summary['unigram_ppl'] / summary['val_ppl']:.1f}x lower); "
           f"phi {summary['phi']:.2f}; checkpoint {path}")
-    print(next_steps(run.out_dir, "base", p.runs_dir))
+    print(next_steps(run.out_dir, "base", tensorboard_root(p.out_dir, p.logdir)))
     return 0
 
 

@@ -39,6 +39,16 @@ def output_folder(out: str | None, resume: str | None) -> Path:
     return Path(out or (Path(resume).parent if resume else DEFAULT_OUT))
 
 
+def log_folder(out_dir: Path, logdir: Path | None, stage: str) -> Path:
+    """A stage's TensorBoard folder: --logdir itself, else <out>/runs/<stage>."""
+    return Path(logdir) if logdir else Path(out_dir) / "runs" / stage
+
+
+def tensorboard_root(out_dir: Path, logdir: Path | None) -> Path:
+    """What to point `tensorboard --logdir` at: --logdir, else <out>/runs (both stages side by side)."""
+    return Path(logdir) if logdir else Path(out_dir) / "runs"
+
+
 STEP_NAME = "{step}.pt"  # an RL checkpoint's file name: the step it was written at
 
 

@@ -31,7 +31,8 @@ from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify
 from .overfit import StopOnOverfit
 from .record import RunRecord
-from .outputs import STEP_NAME, claimed, fresh_run_check, next_steps, replacing, step_checkpoint, step_checkpoints
+from .outputs import (STEP_NAME, claimed, fresh_run_check, log_folder, next_steps, replacing, step_checkpoint,
+                      step_checkpoints, tensorboard_root)
 from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout
 from .rl_config import RLPlan, plan
 from .controls import all_controls
@@ -89,7 +90,7 @@ class RLStageCallback(Callback):
 
 
 def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict) -> PPO:
-    log_dir = p.runs_dir / "rl"  # a resumed run continues the same curves
+    log_dir = log_folder(p.out_dir, p.logdir, "rl")  # a resumed run continues the same curves
     logger = Logger(log_dir, jsonl=p.out_dir / "rl_log.jsonl", quiet=p.quiet,
                     resume_step=p.start_step if p.resume else None)
     if not p.resume:
@@ -161,8 +162,8 @@ def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: 
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {p.env_cfg.max_steps} decisions per episode, "
-          f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.inner_batch_size}x{eval_envs[0].assets.seq_len} tokens; logs "
-          f"{agent.logger.log_dir}")
+          f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.inner_batch_size}x{eval_envs[0].assets.seq_len} tokens; "
+          f"logs {agent.logger.log_dir}")
     with StopFlag() as stop:
         callbacks, eval_cb, ckpt_cb, stage_cb = make_callbacks(p, eval_envs, controls, stop)
         try:
@@ -181,7 +182,7 @@ def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: 
     print(f"done: step {agent.global_step:,} in {(time.time() - timing[0]) / 60:.1f} min (controls "
           f"{timing[1] / 60:.1f} min){why}; recommended checkpoint "
           f"(best.pt): step {heldout['step']:,}; {headline(built)}; report {p.out_dir / 'report.md'}")
-    print(next_steps(p.out_dir, "rl", p.runs_dir))
+    print(next_steps(p.out_dir, "rl", tensorboard_root(p.out_dir, p.logdir)))
     return 0
 
 

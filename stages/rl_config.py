@@ -54,10 +54,6 @@ class RLPlan:
     quiet: bool = False
     threads: int = 1
 
-    @property
-    def runs_dir(self) -> Path:
-        return self.logdir or self.out_dir / "runs"
-
 
 def parse_env_overrides(items: list[str]) -> dict:
     """["max_steps=30", "reward.phi_low=5.5"] -> {"max_steps": 30, "reward": {"phi_low": 5.5}} (JSON values)."""
@@ -204,7 +200,8 @@ def plan(args: argparse.Namespace) -> RLPlan:
     out_dir = output_folder(args.out, args.resume)
     p = plan_resume(args, out_dir) if args.resume else plan_new(args, out_dir, threads)
     p.thresholds, p.checkpoints, p.early_stop, p.patience = thresholds, checkpoints, args.early_stop, args.patience
-    p.logdir, p.device, p.quiet, p.threads = (Path(args.logdir) if args.logdir else None), args.device, args.quiet, threads
+    p.logdir = Path(args.logdir) if args.logdir else None
+    p.device, p.quiet, p.threads = args.device, args.quiet, threads
     return p
 
 

@@ -107,6 +107,7 @@ def run_sample(model: Infinito, tokenizer: Tokenizer, prompt: str, prompt_ids: l
     speed = len(new_ids) / max(seconds, 1e-9)
     if not out.json:  # on stderr: the text on stdout stays the text alone
         print(f"[{len(new_ids)} tokens in {seconds:.2f} s: {speed:,.0f} tokens/s on {device.type}]", file=sys.stderr)
-    return {"seed": seed, "tokens_per_sec": speed, "prompt": prompt, "completion": completion, "text": prompt + completion,
+    return {"seed": seed, "tokens_per_sec": speed,
+            "prompt": prompt, "completion": completion, "text": prompt + completion,
             "prompt_tokens": len(prompt_ids), "prompt_cropped": result.prompt_cropped,
             "window_jumps": result.window_jumps, "new_tokens": new_ids}

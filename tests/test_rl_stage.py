@@ -353,3 +353,13 @@ def test_each_setting_is_built_once_and_reaches_its_use_as_that_object(base_dir,
         assert seen["made"] == {"EnvConfig": 1, "ProgressReward": 1}, argv  # before the first decision
         assert agent.config is p.ppo_cfg
         assert all(env.config is p.env_cfg and env.config.reward is p.env_cfg.reward for env in seen["envs"])
+
+
+def test_logdir_is_the_stage_s_tensorboard_folder(base_dir, tmp_path, capsys):
+    """--logdir DIR puts the run's events in DIR itself (the side runs beneath it) and the printed
+    next step points TensorBoard there."""
+    assert rl("--preset", "tiny", "--base", base_dir / "base.pt", "--out", tmp_path / "o", "--timesteps", 32,
+              "--logdir", tmp_path / "tb") == 0
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*")) and (tmp_path / "tb" / "policies").is_dir()
+    assert not (tmp_path / "o" / "runs").exists()
+    assert f"tensorboard --logdir {tmp_path / 'tb'}" in capsys.readouterr().out
