@@ -5,9 +5,11 @@ seeded episodes (as many as --episodes): a checkpoint's evaluation already playe
 on those seeds — in training, or by an earlier (or interrupted) run of this stage,
 kept in report-cache.json — is reused, the rest is played; the controls come from
 the base's control cache (stages/controls.py). The recommended checkpoint
-is scored on the held-out seeds. With the training's settings the report is
-report.md (and best.pt follows it); with others it is written beside it, e.g.
-report-30ep.md, and the training's report and best.pt are left as they were.
+is scored on the held-out seeds (the run's, or --heldout-seed: the headline on
+seeds no run has seen). With the training's settings the report is report.md
+(and best.pt follows it); with others it is written beside it, e.g.
+report-30ep.md or report-heldout40000.md, and the training's report and best.pt
+are left as they were. The baseline, the resume note and mark stay the training's.
 """
 from __future__ import annotations
 
