@@ -179,7 +179,7 @@ def _rescore(p: ReportPlan) -> int:
         keep_best(p.ckpt_dir, heldout["step"])  # best.pt follows the training report's recommendation
     kept = "" if p.stem == "report" else "; the training's report.md and best.pt are unchanged"
     n = len(p.files)
-    print(f"re-scored {n} checkpoints on {episodes} episodes ({played} played, {n - played} reused) "
+    print(f"re-scored {n} checkpoint{'s' * (n != 1)} on {episodes} episodes ({played} played, {n - played} reused) "
           f"in {(time.time() - t0) / 60:.1f} min; recommended: step {heldout['step']:,}; "
           f"{headline(built)}; report {p.ckpt_dir / (p.stem + '.md')}{kept}")
     print(next_steps(p.ckpt_dir, "report", p.ckpt_dir / "runs"))
