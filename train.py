@@ -27,6 +27,7 @@ from common.files import CheckpointError, FolderInUse
 from data import DataError
 from env.errors import EnvError
 from infinito.presets import PRESETS
+from stages.presets import RL_PRESETS
 from stages.base import CONFIG_CLASSES, run_base
 from stages.cli import OneLineParser, UserError, pick_device, run_cli
 from stages.report import run_report
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=["base", "rl", "report"], default="base",
                    help="base: train INFINITO; rl: train the PPO scheduler; report: re-evaluate RL checkpoints")
-    p.add_argument("--preset", default=None, help=f"size preset: {', '.join(PRESETS)} (default demo)")
+    p.add_argument("--preset", default=None, help=f"size preset: {', '.join(PRESETS)} (default demo); --stage rl "
+                   f"also takes {', '.join(n for n in RL_PRESETS if n not in PRESETS)} (docs/rl.md)")
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="TOML file of config keys (flat, or under [model] / [train]); command-line flags win")
     p.add_argument("--data", default=None, help="WikiText-layout directory or a text file (default: built-in corpus)")

@@ -5,15 +5,18 @@
 
 Trains one base model (`<out>/base`, its snapshot the agents start from), then one PPO agent per
 training seed 1..N on that snapshot (`<out>/seed-<s>`, `python train.py --stage rl --seed s`),
-and aggregates their held-out evaluations against the tuned rule, the best adaptive control
-(docs/rl.md, "Controls"). The controls are played once: every agent's run reads them from the
+and aggregates their held-out evaluations against each adaptive family's tuned control (the
+tuned rule, time switch, step-size decay where the modes have step sizes, and the bandit;
+docs/rl.md, "Controls"). The controls are played once: every agent's run reads them from the
 base's control cache. Ctrl-C stops the current stage with its checkpoint; the same command
 continues each piece where it stopped and replays nothing finished.
 
-Aggregates on the held-out seeds (Agarwal et al. 2021): the interquartile mean over all runs x
-episodes with a two-way bootstrap 95 % interval (common.stats.bootstrap_interval), the same for
-the tuned rule, and the probability that the agent beats the tuned rule on a random held-out
-episode, with its interval. Writes `<out>/study.json` and `<out>/study.md`.
+Aggregates on the held-out seeds (Agarwal et al. 2021): per training seed, the paired difference
+with every family's control; the interquartile mean over all runs x episodes with a two-way
+bootstrap 95 % interval (common.stats.bootstrap_interval), the same for every control, and the
+probability that the agent beats the best of them on a random held-out episode, with its
+interval. The agent "beats every tuned control" when it does so (paired CI above 0) on at least
+two thirds of the seeds and its IQM is above the best control's. Writes `<out>/study.json` and `<out>/study.md`.
 """
 from __future__ import annotations
 
@@ -30,11 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model  # noqa: E402
-from common.stats import bootstrap_interval, improvement_indicator  # noqa: E402
+from common.stats import bootstrap_interval, improvement_indicator, summarize  # noqa: E402
 from stages.outputs import step_checkpoint, step_checkpoints  # noqa: E402
-from stages.presets import RL_PRESETS  # noqa: E402
-
-TUNED = "tuned rule"
+from stages.presets import RL_PRESETS, base_preset  # noqa: E402
 
 
 def stage(*args: str) -> None:
@@ -58,7 +59,7 @@ def ensure_base(out: Path, preset: str) -> Path:
     base = out / "base"
     snapshot = base / Path(RL_PRESETS[preset]["run"]["base_file"]).name
     if not (base / "base_summary.json").exists():
-        stage("--stage", "base", "--preset", preset, "--out", str(base),
+        stage("--stage", "base", "--preset", base_preset(preset), "--out", str(base),
               *(["--resume", str(base / "base.pt")] if (base / "base.pt").exists() else []))
     return snapshot
 
@@ -82,48 +83,61 @@ def ensure_agent(out: Path, preset: str, seed: int, snapshot: Path) -> dict:
 
 
 def aggregate(reports: dict) -> dict:
-    """Per-seed rows and the aggregates over runs x held-out episodes."""
-    rows, agent, rule = [], [], []
+    """Per seed: the agent against each adaptive family's tuned control (paired on the held-out
+    episodes); over runs x episodes: IQMs with their intervals, and P(agent > the best control)."""
+    rows, agent, controls = [], [], {}
     for seed, report in reports.items():
         src = report["heldout"]["source"]
-        a, r = src["agent"]["episode_returns"], src["adaptive"][TUNED]["episode_returns"]
-        paired = report["heldout"]["vs_adaptive"]
-        rows.append({"seed": seed, "step": report["heldout"]["step"], "agent_mean": float(np.mean(a)),
-                     "rule": src["adaptive"][TUNED]["extra"].get("detail"), "rule_mean": float(np.mean(r)),
-                     "best_adaptive": paired["best_adaptive"], "diff": paired["mean_diff"],
-                     "diff_low": paired["ci95_low"], "diff_high": paired["ci95_high"], "verdict": paired["verdict"],
-                     "wins": paired["wins"], "n": paired["n"]})
+        a = src["agent"]["episode_returns"]
+        row = {"seed": seed, "step": report["heldout"]["step"], "agent_mean": float(np.mean(a)), "vs": {}}
+        for family, c in src["adaptive"].items():
+            d = summarize([x - y for x, y in zip(a, c["episode_returns"])])
+            row["vs"][family] = {"detail": c["extra"].get("detail"), "mean": float(np.mean(c["episode_returns"])),
+                                 "diff": d["mean"], "diff_low": d["ci95_low"], "diff_high": d["ci95_high"],
+                                 "wins": int(sum(x > y for x, y in zip(a, c["episode_returns"])))}
+            controls.setdefault(family, []).append(c["episode_returns"])
+        row["beats_every_control"] = all(v["diff_low"] > 0 for v in row["vs"].values())
+        rows.append(row)
         agent.append(a)
-        rule.append(r)
-    agent, rule = np.array(agent), np.array(rule)
-    return {"rows": rows, "agent_iqm": bootstrap_interval(agent), "rule_iqm": bootstrap_interval(rule),
-            "p_improvement": bootstrap_interval(improvement_indicator(agent, rule), "mean"),
+    agent = np.array(agent)
+    iqms = {family: bootstrap_interval(np.array(r)) for family, r in controls.items()}
+    best = max(iqms, key=lambda f: iqms[f]["value"])
+    return {"rows": rows, "agent_iqm": bootstrap_interval(agent), "control_iqm": iqms, "best_control": best,
+            "p_improvement": bootstrap_interval(improvement_indicator(agent, np.array(controls[best])), "mean"),
+            "seeds_beating_every_control": sum(r["beats_every_control"] for r in rows),
             "runs": len(rows), "episodes": int(agent.shape[1])}
 
 
 def verdict_line(agg: dict) -> str:
-    p = agg["p_improvement"]
-    if p["low"] > 0.5:
-        words = "the agent beats the tuned rule"
-    elif p["high"] < 0.5:
-        words = "the tuned rule beats the agent"
-    else:
-        words = "the agent is no better than the tuned rule"
-    return (f"Over {agg['runs']} training seeds x {agg['episodes']} held-out episodes, {words}: P(agent > rule) = "
-            f"{p['value']:.2f} [{p['low']:.2f}, {p['high']:.2f}]; IQM agent {agg['agent_iqm']['value']:+.2f} "
-            f"[{agg['agent_iqm']['low']:+.2f}, {agg['agent_iqm']['high']:+.2f}], tuned rule "
-            f"{agg['rule_iqm']['value']:+.2f} [{agg['rule_iqm']['low']:+.2f}, {agg['rule_iqm']['high']:+.2f}].")
+    p, best, a = agg["p_improvement"], agg["best_control"], agg["agent_iqm"]
+    b = agg["control_iqm"][best]
+    won = a["value"] > b["value"] and agg["seeds_beating_every_control"] * 3 >= 2 * agg["runs"]
+    words = ("the agent beats every tuned control" if won else "the agent does not beat every tuned control")
+    return (f"Over {agg['runs']} training seeds x {agg['episodes']} held-out episodes, {words}: it beats all of them "
+            f"(paired 95% CI above 0) on {agg['seeds_beating_every_control']} of {agg['runs']} seeds; IQM agent "
+            f"{a['value']:+.2f} [{a['low']:+.2f}, {a['high']:+.2f}], best control ({best}) {b['value']:+.2f} "
+            f"[{b['low']:+.2f}, {b['high']:+.2f}]; P(agent > {best}) = {p['value']:.2f} [{p['low']:.2f}, {p['high']:.2f}].")
 
 
 def markdown(agg: dict, header: str) -> str:
+    families = list(agg["rows"][0]["vs"])
     lines = [f"# RL study: {header}", "", f"**{verdict_line(agg)}**", "",
-             "| training seed | recommended step | agent mean | tuned rule | rule mean | agent − best adaptive "
-             "(paired, 95% CI) | verdict | higher in |", "|---|---|---|---|---|---|---|---|"]
+             "| training seed | recommended step | agent mean | " + " | ".join(
+                 f"agent − {f} (paired, 95% CI)" for f in families) + " | beats all |",
+             "|---|---|---|" + "---|" * len(families) + "---|"]
     for r in agg["rows"]:
-        lines.append(f"| {r['seed']} | {r['step']:,} | {r['agent_mean']:+.2f} | {r['rule']} | {r['rule_mean']:+.2f} | "
-                     f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] vs {r['best_adaptive']} | "
-                     f"{r['verdict']} | {r['wins']} of {r['n']} |")
+        cells = [f"{v['diff']:+.2f} [{v['diff_low']:+.2f}, {v['diff_high']:+.2f}]" for v in r["vs"].values()]
+        lines.append(f"| {r['seed']} | {r['step']:,} | {r['agent_mean']:+.2f} | " + " | ".join(cells)
+                     + f" | {'yes' if r['beats_every_control'] else 'no'} |")
+    lines += ["", "| policy | tuned member (seed 1) | IQM over seeds x episodes [95% CI] |", "|---|---|---|",
+              f"| agent | — | {_iqm(agg['agent_iqm'])} |"]
+    for f in families:
+        lines.append(f"| {f} | {agg['rows'][0]['vs'][f]['detail']} | {_iqm(agg['control_iqm'][f])} |")
     return "\n".join(lines) + "\n"
+
+
+def _iqm(b: dict) -> str:
+    return f"{b['value']:+.2f} [{b['low']:+.2f}, {b['high']:+.2f}]"
 
 
 def main(argv: list[str] | None = None) -> int:

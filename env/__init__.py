@@ -6,18 +6,20 @@ episode runner, vector env); knows nothing of PPO. See docs/env.md.
 """
 from .base import BaseAssets, load_base
 from .check import check_env
-from .config import MIXED, MODES, PHI, TEXT, EnvConfig
+from .config import MIXED, MODES, PHI, TEXT, EnvConfig, step_size_modes
 from .errors import EnvError
 from .evaluate import PolicyRuns, action_independent_share, rescore, run_policy
 from .monitor import RolloutMonitor
-from .policies import RULE_MARGINS, BandPolicy, bandit, control_policies, rule_family, text_mode
-from .reward import REWARDS, ProgressReward, Reward, RewardConfig, compute_reward, reward_from_dict, reward_terms
+from .policies import BandPolicy, bandit, control_policies
+from .schedules import (RULE_MARGINS, SchedulePolicy, StepSizeSchedule, decay_family, rule_family,
+                        switch_family, text_mode)
+from .reward import REWARDS, FinalReward, ProgressReward, Reward, RewardConfig, compute_reward, reward_from_dict, reward_terms
 from .scheduling import OBS_HIGH, OBS_NAMES, TextSchedulingEnv
 from .vector import VectorEnv, make_vec_env
 
 __all__ = [
-    "BandPolicy", "RULE_MARGINS", "bandit", "rule_family", "text_mode", "BaseAssets", "action_independent_share", "EnvConfig", "EnvError", "MIXED", "MODES", "OBS_HIGH",
-    "OBS_NAMES", "PHI", "ProgressReward", "Reward", "REWARDS", "reward_from_dict", "PolicyRuns", "RewardConfig", "TEXT", "TextSchedulingEnv",
+    "BandPolicy", "RULE_MARGINS", "SchedulePolicy", "StepSizeSchedule", "decay_family", "switch_family", "step_size_modes", "bandit", "rule_family", "text_mode", "BaseAssets", "action_independent_share", "EnvConfig", "EnvError", "MIXED", "MODES", "OBS_HIGH",
+    "OBS_NAMES", "PHI", "FinalReward", "ProgressReward", "Reward", "REWARDS", "reward_from_dict", "PolicyRuns", "RewardConfig", "TEXT", "TextSchedulingEnv",
     "VectorEnv", "check_env", "compute_reward", "control_policies", "load_base", "make_vec_env",
     "reward_terms", "rescore", "run_policy", "RolloutMonitor",
 ]

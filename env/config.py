@@ -11,9 +11,25 @@ from dataclasses import asdict, dataclass, field, fields
 from .errors import EnvError
 from .reward import RewardConfig, known_fields, reward_from_dict
 
-# (name, w_text, w_phi): the three training modes the agent chooses between.
+# (name, w_text, w_phi): the three training modes the agent chooses between. A mode may carry a
+# fourth number, its step size: the inner learning rate is inner_lr x lr_scale for that decision
+# (1 when omitted; docs/env.md "Modes that carry a step size").
 MODES = (("TEXT", 1.0, 0.0), ("PHI", 0.1, 1.0), ("MIXED", 0.5, 0.5))
 TEXT, PHI, MIXED = 0, 1, 2
+
+
+def _mode(m) -> tuple:
+    """(name, w_text, w_phi, lr_scale) from a 3- or 4-item mode."""
+    name, w_text, w_phi, *rest = m
+    if len(rest) > 1:
+        raise ValueError("too many items")
+    return (str(name), float(w_text), float(w_phi), float(rest[0]) if rest else 1.0)
+
+
+def step_size_modes(weights: dict, scales) -> tuple:
+    """Every loss-weight mode of `weights` ({name: (w_text, w_phi)}) at every lr scale, named
+    "<name>@<scale>" ("TEXT@0.5"), in the order name-major, scale ascending."""
+    return tuple((f"{n}@{s:g}", wt, wp, float(s)) for n, (wt, wp) in weights.items() for s in sorted(scales))
 
 
 @dataclass
@@ -33,7 +49,7 @@ class EnvConfig:
     measurement_seed: int = 0    # picks that batch's windows once, at construction
     c_threshold: float = 0.6     # t_norm counts the steps since C last exceeded this
     terminate_at_max_steps: bool = True  # the observation shows the time left, so the end is `terminated`
-    modes: tuple = field(default_factory=lambda: MODES)  # (name, w_text, w_phi) per action
+    modes: tuple = field(default_factory=lambda: MODES)  # (name, w_text, w_phi[, lr_scale]) per action
     device: str = "cpu"
     cache_dir: str | None = None  # token-id cache; default: <checkpoint dir>/cache, as train.py writes it
     reward: object = field(default_factory=RewardConfig)  # any reward of env/reward.py (default: v2, docs/env.md)
@@ -42,9 +58,10 @@ class EnvConfig:
         if isinstance(self.reward, dict):
             self.reward = reward_from_dict(self.reward)
         try:
-            self.modes = tuple((str(n), float(wt), float(wp)) for n, wt, wp in self.modes)
+            self.modes = tuple(_mode(m) for m in self.modes)
         except (TypeError, ValueError):
-            raise EnvError(f"invalid env config: modes must be a list of [name, w_text, w_phi], got "
+            raise EnvError(f"invalid env config: modes must be a list of [name, w_text, w_phi] or "
+                           f"[name, w_text, w_phi, lr_scale], got "
                            f"{self.modes!r}") from None
         problems = []
         for name in ("max_steps", "inner_steps", "inner_batch_size", "seq_len", "measurement_batch_size"):
@@ -58,8 +75,12 @@ class EnvConfig:
             problems.append("inner_weight_decay must be >= 0 and inner_grad_clip > 0")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
             problems.append(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
-        if len(self.modes) < 1 or any(wt < 0 or wp < 0 or wt + wp == 0 for _, wt, wp in self.modes):
+        if len(self.modes) < 1 or any(wt < 0 or wp < 0 or wt + wp == 0 for _, wt, wp, _ in self.modes):
             problems.append("modes need non-negative weights, not both zero")
+        if any(not (0 < s <= 100) for *_, s in self.modes):  # also refuses NaN
+            problems.append("a mode's lr_scale must be in (0, 100]")
+        if len(set(self.mode_names)) != len(self.modes):
+            problems.append("mode names must differ")
         if problems:
             raise EnvError("invalid env config: " + "; ".join(problems))
 
@@ -67,10 +88,16 @@ class EnvConfig:
     def mode_names(self) -> tuple:
         return tuple(m[0] for m in self.modes)
 
+    @property
+    def has_step_sizes(self) -> bool:
+        """True when some mode trains at another learning rate than inner_lr."""
+        return any(m[3] != 1.0 for m in self.modes)
+
     def to_dict(self) -> dict:
         """Plain types only (lists, not tuples), so it fits JSON and weights_only checkpoints."""
         d = asdict(self)
-        d["modes"] = [list(m) for m in self.modes]
+        # a scale of 1 is left out: three-item modes keep the form (and cache keys) they always had
+        d["modes"] = [list(m[:3]) if m[3] == 1.0 else list(m) for m in self.modes]
         d["reward"] = self.reward.to_dict()  # with its name, so from_dict rebuilds the same kind
         return d
 

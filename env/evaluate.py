@@ -85,7 +85,9 @@ def run_policy(envs, policy: Callable, n_episodes: int = 20, seed: int = 0, name
 def rescore(runs: PolicyRuns, reward, name: str | None = None) -> PolicyRuns:
     """The same episodes' returns under another reward config.
 
-    Exact for policies that see observations, not rewards (not for the bandit,
+    The episode's last step is scored as the last (the `final` reward prices it); episodes cut
+    short before the environment's end are therefore scored as if they ended there. Exact for
+    policies that see observations, not rewards (not for the bandit,
     common.policies.Exp3S): the reward then never feeds back into the dynamics,
     and it is a pure function of consecutive measurements.
     """
@@ -93,9 +95,10 @@ def rescore(runs: PolicyRuns, reward, name: str | None = None) -> PolicyRuns:
     for tr in runs.traces:
         prev = tr["initial"]
         rewards, totals = [], dict.fromkeys(reward.terms, 0.0)
-        for t in range(len(tr["reward"])):
+        n = len(tr["reward"])
+        for t in range(n):
             cur = {key: tr[key][t] for key in MEASURED}
-            r, terms = reward(None if (t == 0 and reward.zero_first_step) else prev, cur)
+            r, terms = reward(None if (t == 0 and reward.zero_first_step) else prev, cur, last=t == n - 1)
             rewards.append(r)
             totals = {k: totals[k] + v for k, v in terms.items()}
             prev = cur

@@ -1,5 +1,5 @@
-"""The scheduling environment's policies: the controls with mode names, the rule family the
-"tuned rule" control is chosen from, and the bandit control.
+"""The scheduling environment's policies: the controls with mode names, a band policy for
+hand-written experiments, and the bandit control (the rule families are in env/schedules.py).
 
 Policies follow `common.policies`' protocol: `policy(obs, info) -> action`.
 """
@@ -37,29 +37,6 @@ def control_policies(n_actions: int | None = None, names=None, seed: int = 0) ->
     if n_actions is None:
         n_actions, names = len(config.MODES), names or [m[0] for m in config.MODES]
     return _controls(n_actions, names, seed)
-
-
-RULE_MARGINS = (0.0, 0.25, 0.5)  # how far inside the reward's Φ band the rule keeps training text
-
-
-def text_mode(env_cfg) -> int:
-    """The mode that trains text only: the one named TEXT, else the one weighting text most over Φ."""
-    names = env_cfg.mode_names
-    if "TEXT" in names:
-        return names.index("TEXT")
-    return max(range(len(env_cfg.modes)), key=lambda a: env_cfg.modes[a][1] - env_cfg.modes[a][2])
-
-
-def rule_family(env_cfg) -> dict:
-    """Every member of "TEXT while Φ is inside the reward's band shrunk by a margin, mode m
-    otherwise": each other mode m times RULE_MARGINS (6 members with the three default modes).
-    The "tuned rule" control is the member with the best mean on the evaluation seeds."""
-    low, high = env_cfg.reward.band
-    text = text_mode(env_cfg)
-    members = [BandPolicy(low, high, margin, text, m, name=f"rule: TEXT in [{low + margin:g}, {high - margin:g}], "
-                                                        f"else {env_cfg.mode_names[m]}")
-               for m in range(len(env_cfg.modes)) if m != text for margin in RULE_MARGINS]
-    return {p.name: p for p in members}
 
 
 def bandit(env_cfg) -> Exp3S:

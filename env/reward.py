@@ -9,9 +9,10 @@ A measurement is the dict `TextSchedulingEnv` takes on its fixed held-out batch:
 - `measurements`   the measurement keys it reads
 - `band`           the Φ band it calls healthy, which the monitor, the report and
                    `generate.py --agent` report as "Φ in band"
-- `__call__(prev, cur) -> (r, terms)`; `prev` is None on a step the reward does not score
+- `__call__(prev, cur, last) -> (r, terms)`; `prev` is None on a step the reward does not score,
+  `last` is True on the episode's final decision
 
-Two rewards exist. Adding one is a dataclass here and a line in `REWARDS`.
+Three rewards exist. Adding one is a dataclass here and a line in `REWARDS`.
 
 **`v2`** (`RewardConfig`) — the seed study's reward v2, exact (docs/env.md); `EnvConfig()`'s default.
 
@@ -39,6 +40,16 @@ costs what a 1 % perplexity improvement earns. Neither term is paid equally
 by every policy: text training earns the gain and lets Φ drift above the
 band, Φ training brings Φ into the band at a perplexity cost, so the best
 schedule trains text while Φ is healthy and spends Φ steps only to keep it so.
+
+**`final`** (`FinalReward`) — only the model the episode ends with counts.
+
+    text_gain  w_gain·100·ln(P_prev / P)          as in `progress`: the episode's total is 100·w_gain·ln(P_start / P_end)
+    phi_end    −w_end·d(Φ, [phi_low, phi_high])   on the episode's last decision only; 0 before, and 0 inside the band
+
+Φ may leave its band on the way at no cost, so long as it ends inside. With
+w_end = 10, ending one Φ unit above the band costs what a 10 % perplexity
+improvement earns; the default comes from a measurement on the demo
+environment (docs/env.md, "The final reward").
 
 Band edges count as inside.
 """
@@ -75,14 +86,19 @@ class Reward:
     name: ClassVar[str]
     terms: ClassVar[tuple]
     measurements: ClassVar[tuple]
+    prices_end: ClassVar[bool] = False  # True: term_values(prev, cur, last) is told the episode's last decision
 
     @property
     def band(self) -> tuple:
         return (self.phi_low, self.phi_high)
 
-    def __call__(self, prev: dict | None, cur: dict) -> tuple[float, dict]:
-        """(r, terms): r is the sum of the terms; all zero when `prev` is None."""
-        terms = dict.fromkeys(self.terms, 0.0) if prev is None else self.term_values(prev, cur)
+    def __call__(self, prev: dict | None, cur: dict, last: bool = False) -> tuple[float, dict]:
+        """(r, terms): r is the sum of the terms; all zero when `prev` is None. `last`: `cur` is
+        the episode's final measurement (only the `final` reward reads it)."""
+        if prev is None:
+            terms = dict.fromkeys(self.terms, 0.0)
+        else:
+            terms = self.term_values(prev, cur, last) if self.prices_end else self.term_values(prev, cur)
         return float(sum(terms.values())), terms
 
     def to_dict(self) -> dict:
@@ -182,12 +198,41 @@ class ProgressReward(Reward):
             raise EnvError("invalid reward config: w_gain and w_out must be >= 0")
 
     def term_values(self, prev: dict, cur: dict) -> dict:
-        gain = math.log(max(prev["ppl"], 1e-12) / max(cur["ppl"], 1e-12))
-        return {"text_gain": self.w_gain * 100.0 * gain,
+        return {"text_gain": text_gain(prev, cur, self.w_gain),
                 "phi_out": band(cur["phi"], self.phi_low, self.phi_high, self.w_out, self.w_out, 0.0)}
 
 
-REWARDS = {cls.name: cls for cls in (RewardConfig, ProgressReward)}
+@dataclass
+class FinalReward(Reward):
+    """What the user keeps: the final model's perplexity gain and where its Φ ends (module docstring)."""
+    name: ClassVar[str] = "final"
+    terms: ClassVar[tuple] = ("text_gain", "phi_end")
+    measurements: ClassVar[tuple] = ("phi", "ppl")
+    prices_end: ClassVar[bool] = True
+
+    w_gain: float = 1.0
+    w_end: float = 10.0
+    phi_low: float = PHI_BAND[0]
+    phi_high: float = PHI_BAND[1]
+    zero_first_step: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.phi_low < self.phi_high:
+            raise EnvError("invalid reward config: phi_low must be < phi_high")
+        if self.w_gain < 0 or self.w_end < 0:
+            raise EnvError("invalid reward config: w_gain and w_end must be >= 0")
+
+    def term_values(self, prev: dict, cur: dict, last: bool = False) -> dict:
+        end = band(cur["phi"], self.phi_low, self.phi_high, self.w_end, self.w_end, 0.0) if last else 0.0
+        return {"text_gain": text_gain(prev, cur, self.w_gain), "phi_end": end}
+
+
+def text_gain(prev: dict, cur: dict, w_gain: float) -> float:
+    """w_gain x the per cent of held-out perplexity gained between two measurements (log ratio x 100)."""
+    return w_gain * 100.0 * math.log(max(prev["ppl"], 1e-12) / max(cur["ppl"], 1e-12))
+
+
+REWARDS = {cls.name: cls for cls in (RewardConfig, ProgressReward, FinalReward)}
 
 
 def reward_from_dict(d: dict):
@@ -198,11 +243,11 @@ def reward_from_dict(d: dict):
     return REWARDS[name].from_dict(d)
 
 
-def reward_terms(prev: dict | None, cur: dict, cfg) -> dict:
+def reward_terms(prev: dict | None, cur: dict, cfg, last: bool = False) -> dict:
     """Each term of `cfg`'s reward for moving from `prev` to `cur`; all zero when there is no `prev`."""
-    return cfg(prev, cur)[1]
+    return cfg(prev, cur, last)[1]
 
 
-def compute_reward(prev: dict | None, cur: dict, cfg) -> tuple[float, dict]:
+def compute_reward(prev: dict | None, cur: dict, cfg, last: bool = False) -> tuple[float, dict]:
     """(r, terms) of reward `cfg` (any reward object of this module)."""
-    return cfg(prev, cur)
+    return cfg(prev, cur, last)

@@ -1,7 +1,9 @@
 """The text-scheduling environment: each action picks how INFINITO trains next.
 
 One decision (`step`) = `inner_steps` real AdamW steps of the model on
-`w_text·CE + w_phi·L_phi` with the chosen mode's weights, then a measurement
+`w_text·CE + w_phi·L_phi` with the chosen mode's weights, at the learning rate
+`inner_lr × lr_scale` of the mode (1 unless the mode carries a step size; the
+AdamW moments carry over between decisions whatever the rate), then a measurement
 on a fixed held-out batch (no_grad, eval mode): C, Φ, the held-out text loss
 and Φ loss, memory use and perplexity. The observation is
 
@@ -9,7 +11,8 @@ and Φ loss, memory use and perplexity. The observation is
 
 with t_norm = steps since C last exceeded `c_threshold`, / max_steps, capped at 1
 (docs/env.md), and time_left = decisions left / max_steps. The reward is the
-config's reward object (env/reward.py) between consecutive measurements.
+config's reward object (env/reward.py) between consecutive measurements; it is
+told which decision is the episode's last (the `final` reward prices the end).
 
 The episode ends after `max_steps` decisions. The observation shows the time
 left, so the end is part of the task the agent sees and is reported as
@@ -118,7 +121,7 @@ class TextSchedulingEnv:
         cur = self._measure()
         self._steps, self._since_c, self._history, self._prev = 0, 0, [], cur
         self._needs_reset = False
-        return self._observe(cur), self._info(cur, train, None, "TEXT")
+        return self._observe(cur), {**self._info(cur, train, None, "TEXT"), "lr_scale": 1.0}
 
     @_normal_mode
     def step(self, action):
@@ -128,20 +131,23 @@ class TextSchedulingEnv:
             what = "before reset()" if self.optimizer is None else "after the episode ended"
             raise EnvError(f"step() called {what}; call reset() first")
         a = self._check_action(action)
-        name, w_text, w_phi = self.config.modes[a]
+        name, w_text, w_phi, lr_scale = self.config.modes[a]
+        for group in self.optimizer.param_groups:  # this decision's step size (the mode's scale)
+            group["lr"] = self.config.inner_lr * lr_scale
         train = self._train(w_text, w_phi, n=self.config.inner_steps)
         cur = self._measure()
         rcfg = self.config.reward
         prev = None if (self._steps == 0 and rcfg.zero_first_step) else self._prev
-        reward, terms = rcfg(prev, cur)
+        done = self._steps + 1 >= self.config.max_steps
+        reward, terms = rcfg(prev, cur, last=done)
         self._steps += 1
         self._since_c = 0 if cur["consciousness"] > self.config.c_threshold else self._since_c + 1
         self._history.append(a)
         self._prev = cur
-        done = self._steps >= self.config.max_steps
         terminated = done and self.config.terminate_at_max_steps
         self._needs_reset = done
-        return self._observe(cur), reward, terminated, done and not terminated, self._info(cur, train, terms, name)
+        return (self._observe(cur), reward, terminated, done and not terminated,
+                {**self._info(cur, train, terms, name), "lr_scale": lr_scale})
 
     def close(self) -> None:
         pass

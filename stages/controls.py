@@ -3,10 +3,12 @@
 Two kinds (docs/rl.md, "Controls"):
 - constant: random and "always <mode>"; they set the report's scale (0 = worst, 1 = best) and the
   over-fitting rule's unit (their spread), as before adaptive controls existed;
-- adaptive: the **tuned rule**, the member of env.rule_family with the best mean on the
+- adaptive: one per family of env/schedules.py, each the member with the best mean on the
   evaluation seeds (then scored on the held-out seeds: the same select-then-report discipline as
-  the agent's checkpoints), and the **bandit** (Exp3.S). The agent's headline is its paired
-  difference with the best of these.
+  the agent's checkpoints): the **tuned rule** (Φ threshold x constant step size), the **tuned
+  time switch** (TEXT until k decisions are left, then the tuned rule) and, when the modes carry
+  step sizes, the **tuned step-size decay** (the tuned rule's weights x step or cosine decay); and
+  the **bandit** (Exp3.S). The agent's headline is its paired difference with the best of these.
 
 Every evaluation is kept in `<base folder>/cache/controls/`, keyed by the base model's content,
 the environment config, the seeds, the episode count and the policy: the RL stage, a resumed run,
@@ -20,11 +22,11 @@ import time
 from pathlib import Path
 
 from common.files import write_json
-from env import EnvConfig, bandit, control_policies, rule_family
+from env import EnvConfig, bandit, control_policies, decay_family, rule_family, switch_family
 
 from .scoring import score
 
-TUNED, BANDIT = "tuned rule", "bandit"
+TUNED, SWITCH, DECAY, BANDIT = "tuned rule", "tuned time switch", "tuned step-size decay", "bandit"
 CACHE_FORMAT = 1  # bump when what an evaluation holds changes, so old entries miss
 
 
@@ -57,38 +59,58 @@ class ControlCache:
 def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, base_content: str, stored,
                  quiet: bool) -> tuple[tuple, tuple]:
     """The controls (constant, adaptive) on the evaluation and the held-out seeds: from `stored` (a
-    resumed checkpoint's RunRecord, or None) when it played them on this environment with these seeds
-    and episodes, else from the base's control cache, else played. The rule is tuned on the
-    evaluation seeds only."""
+    resumed checkpoint's RunRecord, or None) when it played every family on this environment with
+    these seeds and episodes, else from the base's control cache, else played. Every family is
+    tuned on the evaluation seeds only."""
     episodes = run["eval_episodes"]
     played = stored.stored_controls(env_cfg, run) if stored is not None else None
-    if played is not None:
+    if played is not None and set(played[0][1]) == set(adaptive_names(env_cfg)):
         return played
     cache = ControlCache(base_path, base_content, env_cfg)
     evaluation = score_controls(envs, env_cfg, episodes, run["eval_seed"], cache, quiet)
-    heldout = score_controls(envs, env_cfg, episodes, run["heldout_seed"], cache, quiet,
-                             tuned_member=evaluation[1][TUNED]["extra"]["rule"])
+    tuned = {family: result["extra"]["rule"] for family, result in evaluation[1].items() if family != BANDIT}
+    heldout = score_controls(envs, env_cfg, episodes, run["heldout_seed"], cache, quiet, tuned=tuned)
     return evaluation, heldout
 
 
+def adaptive_names(env_cfg: EnvConfig) -> tuple:
+    """The adaptive controls a run on this environment reports."""
+    return (TUNED, SWITCH, *((DECAY,) if env_cfg.has_step_sizes else ()), BANDIT)
+
+
 def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCache, quiet: bool,
-                   tuned_member: str | None = None) -> tuple[dict, dict]:
+                   tuned: dict | None = None) -> tuple[dict, dict]:
     """(constant controls, adaptive controls) on episodes seed .. seed+n-1 -> {name: EvalResult dict}.
 
-    Without `tuned_member` (the evaluation seeds) every rule member is played and the best mean
-    becomes TUNED; with it (the held-out seeds) only that member is."""
+    Without `tuned` (the evaluation seeds) every member of each family is played and the best mean
+    is the family's control: first the rule, then the families built on it. With `tuned` ({family:
+    member name}, from the evaluation seeds: the held-out seeds) only those members are played."""
     constants = control_policies(len(env_cfg.modes), env_cfg.mode_names)
-    members = rule_family(env_cfg)
-    if tuned_member is not None:
-        members = {tuned_member: members[tuned_member]}
-    policies = {**constants, **members, BANDIT: bandit(env_cfg)}
-    played = _play_all(envs, env_cfg, policies, n, seed, cache, quiet)
+    rules = rule_family(env_cfg)
+    first = _members(rules, tuned, TUNED)
+    played = _play_all(envs, env_cfg, {**constants, **first, BANDIT: bandit(env_cfg)}, n, seed, cache, quiet)
+    adaptive = {TUNED: _tuned(played, first)}
+    rule = rules[adaptive[TUNED]["extra"]["rule"]]
+    later = {SWITCH: switch_family(env_cfg, rule)}
+    if env_cfg.has_step_sizes:
+        later[DECAY] = decay_family(env_cfg, rule)
+    later = {family: _members(members, tuned, family) for family, members in later.items()}
+    played.update(_play_all(envs, env_cfg, {k: v for m in later.values() for k, v in m.items()}, n, seed, cache, quiet))
+    adaptive.update({family: _tuned(played, members) for family, members in later.items()})
+    b = bandit(env_cfg)
+    adaptive[BANDIT] = _with(played[BANDIT], detail=f"Exp3.S, gamma {b.gamma:.2f}, alpha {b.alpha:.3f}")
+    return {name: played[name] for name in constants}, adaptive
+
+
+def _members(family: dict, tuned: dict | None, key: str) -> dict:
+    return family if tuned is None else {tuned[key]: family[tuned[key]]}
+
+
+def _tuned(played: dict, members: dict) -> dict:
+    """The member with the best mean, its name and every member's mean recorded."""
     best = max(members, key=lambda name: played[name]["mean_reward"])
-    tuned = _with(played[best], rule=best, detail=best.removeprefix("rule: "),
-                  members={m: played[m]["mean_reward"] for m in members})
-    b = policies[BANDIT]
-    return ({name: played[name] for name in constants},
-            {TUNED: tuned, BANDIT: _with(played[BANDIT], detail=f"Exp3.S, gamma {b.gamma:.2f}, alpha {b.alpha:.3f}")})
+    return _with(played[best], rule=best, detail=best.removeprefix("rule: "),
+                 members={m: played[m]["mean_reward"] for m in members})
 
 
 def _with(result: dict, **extra) -> dict:

@@ -96,7 +96,10 @@ def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
                                                 quiet=True)
     assert evaluation[1]["tuned rule"]["extra"]["rule"] == a and evaluation[1]["tuned rule"]["mean_reward"] == 5.0
     assert heldout[1]["tuned rule"]["extra"]["rule"] == a and heldout[1]["tuned rule"]["mean_reward"] == 1.0
-    assert [name for name, seed in played if seed == 900 and name.startswith("rule")] == [a]  # b never played there
+    assert [name for name, seed in played if seed == 900 and name.startswith("rule: TEXT in")] == [a]  # b never there
+    switch = evaluation[1]["tuned time switch"]["extra"]["rule"]
+    assert switch.endswith(f"then {a.removeprefix('rule: ')}")  # the time switch is built on the tuned rule
+    assert [name for name, seed in played if seed == 900 and "until" in name] == [switch]
 
 
 def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatch, tmp_path):
@@ -109,11 +112,12 @@ def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatc
         played.clear()
         controls.all_controls(None, env, run, tmp_path / "base.pt", identity, None, quiet=True)
         return len(played)
-    assert evaluate() == 11 + 6  # 4 constant, 6 members and the bandit; then 4, the tuned member and the bandit
+    # 4 constant, 6 rule members, the bandit and 4 time switches; then 4, the tuned rule, the bandit, the tuned switch
+    assert evaluate() == 15 + 7
     assert evaluate() == 0       # nothing changed: nothing replayed
-    assert evaluate(identity="another model") == 17
-    assert evaluate(env=EnvConfig(max_steps=7)) == 17
-    assert len(list((tmp_path / "cache" / "controls").glob("*.json"))) == 3 * 17
+    assert evaluate(identity="another model") == 22
+    assert evaluate(env=EnvConfig(max_steps=7)) == 22
+    assert len(list((tmp_path / "cache" / "controls").glob("*.json"))) == 3 * 22
 
 
 def result(returns, seed=0, **extra):

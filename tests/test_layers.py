@@ -64,20 +64,21 @@ def test_ppo_is_a_generic_library_and_each_module_sits_where_its_folder_says():
 def test_no_setting_name_means_two_things():
     """A name shared by two configs must be the same setting. The allowed ones: `seed` and `device`
     (each stage's run seed and torch device), `phi_low` / `phi_high` (the Φ band: the environment
-    trains its model toward the reward's band), `zero_first_step` (the same switch of both rewards)."""
+    trains its model toward the reward's band), `zero_first_step` (the same switch of every reward),
+    `w_gain` (the same text-gain weight of the progress and final rewards)."""
     from collections import defaultdict
     from dataclasses import fields
 
-    from env import EnvConfig, ProgressReward, RewardConfig
+    from env import EnvConfig, FinalReward, ProgressReward, RewardConfig
     from infinito.config import InfinitoConfig
     from infinito.presets import BaseTrainConfig
     from ppo import PPOConfig
     from stages.presets import RUN_KEYS
     owners = defaultdict(set)
-    for cls in (EnvConfig, RewardConfig, ProgressReward, InfinitoConfig, BaseTrainConfig, PPOConfig):
+    for cls in (EnvConfig, RewardConfig, ProgressReward, FinalReward, InfinitoConfig, BaseTrainConfig, PPOConfig):
         for f in fields(cls):
             owners[f.name].add(cls.__name__)
     for key in RUN_KEYS:
         owners[key].add("run")
     shared = {name for name, where in owners.items() if len(where) > 1}
-    assert shared == {"seed", "device", "phi_low", "phi_high", "zero_first_step"}, shared
+    assert shared == {"seed", "device", "phi_low", "phi_high", "zero_first_step", "w_gain"}, shared

@@ -16,9 +16,15 @@ def test_the_study_trains_n_agents_plays_the_controls_once_and_resumes_without_r
     study = json.loads((out / "study.json").read_text())
     assert [r["seed"] for r in study["rows"]] == [1, 2] and study["episodes"] == 2
     assert 0 <= study["p_improvement"]["low"] <= study["p_improvement"]["value"] <= study["p_improvement"]["high"] <= 1
-    assert "P(agent > rule)" in (out / "study.md").read_text()
-    # constants 4 + rule members 6 + bandit on the evaluation seeds, 4 + tuned + bandit on the held-out ones: once
-    assert len(list((out / "base" / "cache" / "controls").glob("*.json"))) == 17
-    assert first.count("control policies on seeds") == 2
+    assert set(study["control_iqm"]) == {"tuned rule", "tuned time switch", "bandit"}
+    for row in study["rows"]:  # the agent against every family's control, paired on the same episodes
+        vs = row["vs"]["tuned time switch"]
+        assert vs["diff_low"] <= vs["diff"] <= vs["diff_high"] and 0 <= vs["wins"] <= 2
+        assert row["beats_every_control"] == all(v["diff_low"] > 0 for v in row["vs"].values())
+    assert f"P(agent > {study['best_control']})" in (out / "study.md").read_text()
+    # on the evaluation seeds: constants 4 + rule members 6 + bandit, then the time switches (k = 1, 2, 4 of 6
+    # decisions); on the held-out ones 4 + the tuned rule + the bandit, then the tuned switch: each once
+    assert len(list((out / "base" / "cache" / "controls").glob("*.json"))) == 11 + 3 + 6 + 1
+    assert first.count("control policies on seeds") == 4
     assert rl_study.main(["--seeds", "2", "--preset", "tiny", "--out", str(out)]) == 0
     assert "train.py" not in capfd.readouterr().out  # no stage ran again
