@@ -10,8 +10,8 @@ from .config import MIXED, MODES, PHI, TEXT, EnvConfig, step_size_modes
 from .errors import EnvError
 from .evaluate import PolicyRuns, action_independent_share, rescore, run_policy
 from .monitor import RolloutMonitor
-from .policies import BandPolicy, bandit, control_policies
-from .schedules import (RULE_MARGINS, SchedulePolicy, StepSizeSchedule, decay_family, rule_family,
+from .policies import bandit, control_policies
+from .schedules import (RULE_MARGINS, BandPolicy, SchedulePolicy, StepSizeSchedule, decay_family, rule_family,
                         switch_family, text_mode)
 from .reward import REWARDS, FinalReward, ProgressReward, Reward, RewardConfig, compute_reward, reward_from_dict, reward_terms
 from .scheduling import OBS_HIGH, OBS_NAMES, TextSchedulingEnv

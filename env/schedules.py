@@ -1,4 +1,5 @@
-"""Hand-written schedules: the adaptive controls a trained agent has to beat, in three families.
+"""Hand-written schedules: `BandPolicy`, and the adaptive controls a trained agent has to beat,
+in three families.
 
 Every member is one `SchedulePolicy`: the loss weights come from the Φ threshold rule ("TEXT
 while Φ is inside the reward's band shrunk by a margin, another mode otherwise"), optionally
@@ -20,10 +21,35 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from infinito.config import PHI_BAND
+
+from .config import PHI, TEXT
+
 PHI_OBS, TIME_LEFT_OBS = 1, 6        # indices of Φ and time_left in the observation (env/scheduling.py)
 RULE_MARGINS = (0.0, 0.25, 0.5)      # how far inside the reward's Φ band the rule keeps training text
 SWITCH_FRACTIONS = (0.12, 0.24, 0.4, 0.6)  # k / episode length of the time-switch family (3, 6, 10, 15 of 25)
 DECAY_FRACTIONS = (0.25, 0.5)        # step decay: the low step size for this share of the episode's end
+
+
+class BandPolicy:
+    """Hand-written adaptive schedule: train Φ while it is outside [low, high]
+    (shrunk by `margin` on both sides), train text otherwise. Reads Φ from the
+    observation (index 1), so it works on raw observations."""
+
+    name = "adaptive (PHI outside the Φ band, else TEXT)"
+
+    def __init__(self, low: float = PHI_BAND[0], high: float = PHI_BAND[1], margin: float = 0.0,
+                 inside: int = TEXT, outside: int = PHI, name: str | None = None):
+        self.low, self.high, self.margin = low, high, margin
+        self.inside, self.outside = int(inside), int(outside)
+        self.name = name or self.name
+
+    def contains(self, phi: float) -> bool:
+        """Φ inside [low + margin, high - margin] (edges inside): the one threshold test of every rule."""
+        return self.low + self.margin <= phi <= self.high - self.margin
+
+    def __call__(self, obs, info=None) -> int:
+        return self.inside if self.contains(float(obs[PHI_OBS])) else self.outside
 
 
 def base_name(mode_name: str) -> str:
@@ -66,6 +92,7 @@ class SchedulePolicy:
                  lr: StepSizeSchedule = StepSizeSchedule(), text_until_left: int | None = None,
                  name: str | None = None):
         self.low, self.high = env_cfg.reward.band
+        self.band = BandPolicy(self.low, self.high, margin)
         self.margin, self.outside, self.lr, self.text_until_left = margin, outside, lr, text_until_left
         self.total = env_cfg.max_steps
         self.text = base_name(env_cfg.mode_names[text_mode(env_cfg)])
@@ -79,8 +106,7 @@ class SchedulePolicy:
     def __call__(self, obs, info=None) -> int:
         timed = self.text_until_left is not None or self.lr.kind != "constant"
         left = round(float(obs[TIME_LEFT_OBS]) * self.total) if timed else self.total
-        phi = float(obs[PHI_OBS])
-        inside = self.low + self.margin <= phi <= self.high - self.margin
+        inside = self.band.contains(float(obs[PHI_OBS]))
         text_only = self.text_until_left is not None and left > self.text_until_left
         weights = self.text if inside or text_only else self.outside
         want = self.lr.scale(self.total - left, self.total)
