@@ -42,7 +42,7 @@ def test_tiny_run_writes_checkpoints_evaluations_and_report(tiny_rl, base_dir):
     report = json.loads((tiny_rl / "report.json").read_text())
     assert [r["step"] for r in report["rows"]] == [32, 64]
     assert sorted(c["name"] for c in report["controls"]) == ["always MIXED", "always PHI", "always TEXT", "bandit", "random",
-                                                           "tuned rule"]
+                                                           "tuned rule", "tuned time switch"]
     assert all(c["n_episodes"] == 2 and c["seed"] == 10_000 for c in report["controls"])
     assert report["recommended"]["step"] in (32, 64)
     # one meaning of "best": best.pt holds the checkpoint the report recommends
@@ -84,7 +84,7 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
     side = EventAccumulator(str(tiny_rl / "runs" / "rl" / "policies" / "always_phi")).Reload()
     assert side.Scalars("eval_vs_controls/mean_reward")[0].value == pytest.approx(controls["always PHI"], rel=1e-5)
     assert {p.name for p in (tiny_rl / "runs" / "rl" / "policies").iterdir()} == {
-        "random", "always_text", "always_phi", "always_mixed", "tuned_rule", "bandit"}
+        "random", "always_text", "always_phi", "always_mixed", "tuned_rule", "tuned_time_switch", "bandit"}
     assert {p.name for p in (tiny_rl / "runs" / "rl" / "modes").iterdir()} == {"text", "phi", "mixed"}
     # the custom-scalars layout (margin chart of the evaluation reward) is in the event file
     from tensorboard.plugins.custom_scalar import layout_pb2

@@ -114,7 +114,8 @@ def test_a_fourth_mode_is_one_config_line(base_dir, tmp_path):
                        "--out", str(tmp_path), "--env", f"modes={modes}"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     names = [c["name"] for c in report["controls"]]
-    assert names == ["random", "always TEXT", "always PHI", "always MIXED", "always GENTLE", "tuned rule", "bandit"]
+    assert names == ["random", "always TEXT", "always PHI", "always MIXED", "always GENTLE", "tuned rule",
+                     "tuned time switch", "bandit"]
     tuned = next(c for c in report["controls"] if c["name"] == "tuned rule")
     assert tuned["detail"].startswith("TEXT in [") and len(rule_family(EnvConfig.from_dict(
         {"modes": json.loads(modes)}))) == 9
