@@ -10,8 +10,8 @@ episode — the schedules people already use (constant, step decay, cosine decay
 - `rule_family`: margin x outside mode x constant step size (the threshold rule of old; with
   modes of one step size, the 6 members it always had, under the same names).
 - `switch_family`: "TEXT until k decisions are left, then <the tuned rule>", over k.
-- `decay_family`: the tuned rule's loss weights x step decay and cosine decay between the modes'
-  step sizes (only when the modes carry more than one).
+- `decay_family`: the tuned rule's loss weights, or TEXT only, x step decay and cosine decay
+  between the modes' step sizes (only when the modes carry more than one).
 
 The time-switch and decay families are built around the rule tuned first (on the evaluation seeds):
 tuning their product in one grid would cost every combination's episodes.
@@ -85,10 +85,10 @@ class StepSizeSchedule:
 
 class SchedulePolicy:
     """Threshold rule for the loss weights (TEXT only while more than `text_until_left` decisions are
-    left, when given) x a step-size schedule; each decision takes the mode with those weights whose
+    left, when given; always, when `outside` is None) x a step-size schedule; each decision takes the mode with those weights whose
     step size is nearest (in ratio) to the schedule's."""
 
-    def __init__(self, env_cfg, margin: float = 0.0, outside: str = "MIXED",
+    def __init__(self, env_cfg, margin: float = 0.0, outside: str | None = "MIXED",
                  lr: StepSizeSchedule = StepSizeSchedule(), text_until_left: int | None = None,
                  name: str | None = None):
         self.low, self.high = env_cfg.reward.band
@@ -99,7 +99,7 @@ class SchedulePolicy:
         self.choices: dict[str, list] = {}  # loss weights' name -> [(lr scale, action)]
         for a, (mode, _, _, scale) in enumerate(env_cfg.modes):
             self.choices.setdefault(base_name(mode), []).append((scale, a))
-        if outside not in self.choices:
+        if outside is not None and outside not in self.choices:
             raise ValueError(f"no mode named {outside} (modes: {', '.join(env_cfg.mode_names)})")
         self.name = name or describe(self)
 
@@ -108,13 +108,13 @@ class SchedulePolicy:
         left = round(float(obs[TIME_LEFT_OBS]) * self.total) if timed else self.total
         inside = self.band.contains(float(obs[PHI_OBS]))
         text_only = self.text_until_left is not None and left > self.text_until_left
-        weights = self.text if inside or text_only else self.outside
+        weights = self.text if inside or text_only or self.outside is None else self.outside
         want = self.lr.scale(self.total - left, self.total)
         return min(self.choices[weights], key=lambda sa: abs(math.log(sa[0] / want)))[1]
 
 
 def describe(p: SchedulePolicy) -> str:
-    rule = f"TEXT in [{p.low + p.margin:g}, {p.high - p.margin:g}], else {p.outside}"
+    rule = "TEXT only" if p.outside is None else f"TEXT in [{p.low + p.margin:g}, {p.high - p.margin:g}], else {p.outside}"
     if p.text_until_left is not None:
         rule = f"TEXT until {p.text_until_left} left, then {rule}"
     one_scale = all(len(c) == 1 and c[0][0] == 1.0 for c in p.choices.values())
@@ -153,11 +153,13 @@ def switch_family(env_cfg, rule: SchedulePolicy) -> dict:
 
 
 def decay_family(env_cfg, rule: SchedulePolicy) -> dict:
-    """`rule`'s loss weights x (step decay at DECAY_FRACTIONS, cosine decay) between every pair of
-    the modes' step sizes; empty when the modes carry one step size."""
+    """(`rule`'s loss weights, or TEXT only: the plain decay people use on a text loss) x (step decay
+    at DECAY_FRACTIONS, cosine decay) between every pair of the modes' step sizes; empty when the
+    modes carry one step size."""
     scales = step_sizes(env_cfg)
     ks = sorted({max(1, round(f * env_cfg.max_steps)) for f in DECAY_FRACTIONS})
     schedules = [StepSizeSchedule("step", hi, lo, k) for i, lo in enumerate(scales) for hi in scales[i + 1:] for k in ks]
     schedules += [StepSizeSchedule("cosine", hi, lo) for i, lo in enumerate(scales) for hi in scales[i + 1:]]
-    return _family(SchedulePolicy(env_cfg, rule.margin, rule.outside, s) for s in schedules)
+    return _family(SchedulePolicy(env_cfg, rule.margin, outside, s) for outside in (rule.outside, None)
+                   for s in schedules)
 

@@ -64,7 +64,7 @@ def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, base_cont
     tuned on the evaluation seeds only."""
     episodes = run["eval_episodes"]
     played = stored.stored_controls(env_cfg, run) if stored is not None else None
-    if played is not None and set(played[0][1]) == set(adaptive_names(env_cfg)):
+    if played is not None and tuned_over_current_families(played[0][1], env_cfg):
         return played
     cache = ControlCache(base_path, base_content, env_cfg)
     evaluation = score_controls(envs, env_cfg, episodes, run["eval_seed"], cache, quiet)
@@ -76,6 +76,29 @@ def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, base_cont
 def adaptive_names(env_cfg: EnvConfig) -> tuple:
     """The adaptive controls a run on this environment reports."""
     return (TUNED, SWITCH, *((DECAY,) if env_cfg.has_step_sizes else ()), BANDIT)
+
+
+def later_families(env_cfg: EnvConfig, rule) -> dict:
+    """The families built around the tuned rule: {family: {member name: policy}}."""
+    out = {SWITCH: switch_family(env_cfg, rule)}
+    if env_cfg.has_step_sizes:
+        out[DECAY] = decay_family(env_cfg, rule)
+    return out
+
+
+def tuned_over_current_families(adaptive: dict, env_cfg: EnvConfig) -> bool:
+    """Whether stored adaptive controls were tuned over the families as this version defines them
+    (the same members in each): a run recorded before a family grew plays the new members."""
+    if set(adaptive) != set(adaptive_names(env_cfg)):
+        return False
+    rules = rule_family(env_cfg)
+    try:
+        if set(adaptive[TUNED]["extra"]["members"]) != set(rules):
+            return False
+        later = later_families(env_cfg, rules[adaptive[TUNED]["extra"]["rule"]])
+        return all(set(adaptive[f]["extra"]["members"]) == set(m) for f, m in later.items())
+    except KeyError:
+        return False
 
 
 def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCache, quiet: bool,
@@ -91,10 +114,8 @@ def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCa
     played = _play_all(envs, env_cfg, {**constants, **first, BANDIT: bandit(env_cfg)}, n, seed, cache, quiet)
     adaptive = {TUNED: _tuned(played, first)}
     rule = rules[adaptive[TUNED]["extra"]["rule"]]
-    later = {SWITCH: switch_family(env_cfg, rule)}
-    if env_cfg.has_step_sizes:
-        later[DECAY] = decay_family(env_cfg, rule)
-    later = {family: _members(members, tuned, family) for family, members in later.items()}
+    later = {family: _members(members, tuned, family)
+             for family, members in later_families(env_cfg, rule).items()}
     played.update(_play_all(envs, env_cfg, {k: v for m in later.values() for k, v in m.items()}, n, seed, cache, quiet))
     adaptive.update({family: _tuned(played, members) for family, members in later.items()})
     b = bandit(env_cfg)

@@ -152,7 +152,9 @@ def test_families_over_step_sizes():
     assert all(p.margin == 0.25 and p.lr == tuned.lr for p in switches.values())
     decays = decay_family(cfg, tuned)
     pairs = len(STEP_SIZES) * (len(STEP_SIZES) - 1) // 2
-    assert len(decays) == 3 * pairs and all(p.margin == 0.25 for p in decays.values())
+    assert len(decays) == 2 * 3 * pairs and all(p.margin == 0.25 for p in decays.values())
+    plain = decays["rule: TEXT only, lr cosine ×1 → ×0.2"]  # the decay people use on a text loss alone
+    assert plain(obs(9.0, time_left=0.04), {}) == cfg.mode_names.index("TEXT@0.2")
     assert decay_family(EnvConfig(), rule_family(EnvConfig())["rule: TEXT in [3, 6], else MIXED"]) == {}
 
 
