@@ -175,3 +175,23 @@ def test_probability_of_improvement():
     assert ind.mean() == pytest.approx((1 + 0.5 + 0 + 1 + 0 + 0.5 + 1 + 0) / 8)
     ci = bootstrap_interval(ind, "mean", n_boot=300)
     assert ci["low"] <= ci["value"] <= ci["high"]
+
+
+def test_stored_controls_count_only_when_tuned_over_the_current_families(monkeypatch, tmp_path):
+    import copy
+
+    from env import step_size_modes
+    from stages import controls
+    score, _ = fake_score({})
+    monkeypatch.setattr(controls, "score", score)
+    cfg = EnvConfig(max_steps=8, modes=step_size_modes({"TEXT": (1, 0), "MIXED": (0.5, 0.5)}, (0.5, 1.0)))
+    run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
+    evaluation, _ = controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True)
+    adaptive = evaluation[1]
+    assert list(adaptive) == ["tuned rule", "tuned time switch", "tuned step-size decay", "bandit"]
+    assert controls.tuned_over_current_families(adaptive, cfg)
+    older = copy.deepcopy(adaptive)  # recorded before the decay family held the TEXT-only decays
+    older["tuned step-size decay"]["extra"]["members"] = {
+        m: v for m, v in adaptive["tuned step-size decay"]["extra"]["members"].items() if "TEXT only" not in m}
+    assert not controls.tuned_over_current_families(older, cfg)
+    assert not controls.tuned_over_current_families({k: v for k, v in adaptive.items() if "decay" not in k}, cfg)
