@@ -5,7 +5,7 @@ Every member is one `SchedulePolicy`: the loss weights come from the Φ threshol
 while Φ is inside the reward's band shrunk by a margin, another mode otherwise"), optionally
 TEXT only until k decisions are left, and the step size from a `StepSizeSchedule` over the
 episode — the schedules people already use (constant, step decay, cosine decay). A policy reads
-Φ (observation 1) and the time left (observation 6) from raw observations, so it needs no state.
+Φ and the time left from raw observations, so it needs no state.
 
 - `rule_family`: margin x outside mode x constant step size (the threshold rule of old; with
   modes of one step size, the 6 members it always had, under the same names).
@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from infinito.config import PHI_BAND
 
 from .config import PHI, TEXT
+from .scheduling import OBS_NAMES
 
-PHI_OBS, TIME_LEFT_OBS = 1, 6        # indices of Φ and time_left in the observation (env/scheduling.py)
+PHI_OBS, TIME_LEFT_OBS = OBS_NAMES.index("phi"), OBS_NAMES.index("time_left")
 RULE_MARGINS = (0.0, 0.25, 0.5)      # how far inside the reward's Φ band the rule keeps training text
 SWITCH_FRACTIONS = (0.12, 0.24, 0.4, 0.6)  # k / episode length of the time-switch family (3, 6, 10, 15 of 25)
 DECAY_FRACTIONS = (0.25, 0.5)        # step decay: the low step size for this share of the episode's end
@@ -34,7 +35,7 @@ DECAY_FRACTIONS = (0.25, 0.5)        # step decay: the low step size for this sh
 class BandPolicy:
     """Hand-written adaptive schedule: train Φ while it is outside [low, high]
     (shrunk by `margin` on both sides), train text otherwise. Reads Φ from the
-    observation (index 1), so it works on raw observations."""
+    raw observation."""
 
     name = "adaptive (PHI outside the Φ band, else TEXT)"
 
