@@ -4,7 +4,8 @@
 (`infos["env_infos"]`, one info dict per environment); `pop()` gives the means
 since the last `pop()` under the TensorBoard tags the RL stage writes
 (`env/phi`, `env/consciousness`, `env/perplexity`, `env/memory_util`,
-`env/action_frac_<mode>`, `env/phi_in_band_pct`).
+`env/action_frac_<mode>`, `env/phi_in_band_pct`, and `env/lr_scale` when the modes
+carry step sizes).
 """
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ class RolloutMonitor:
     def __init__(self, config: EnvConfig):
         self.modes = config.mode_names
         self.band = config.reward.band
+        self.step_sizes = config.has_step_sizes
         self._reset()
 
     def _reset(self) -> None:
         self.n = 0
         self.sums = {key: 0.0 for key, _ in _MEANS}
         self.in_band = 0
+        self.lr_scale = 0.0
         self.mode_counts = {m: 0 for m in self.modes}
 
     def observe(self, infos: dict) -> None:
@@ -36,6 +39,8 @@ class RolloutMonitor:
             for key, _ in _MEANS:
                 self.sums[key] += float(info[key])
             self.in_band += self.band[0] <= info["phi"] <= self.band[1]
+            if self.step_sizes:
+                self.lr_scale += float(info["lr_scale"])
             if info["mode"] in self.mode_counts:
                 self.mode_counts[info["mode"]] += 1
 
@@ -45,6 +50,8 @@ class RolloutMonitor:
             return {}
         out = {tag: self.sums[key] / self.n for key, tag in _MEANS}
         out["env/phi_in_band_pct"] = 100.0 * self.in_band / self.n
+        if self.step_sizes:
+            out["env/lr_scale"] = self.lr_scale / self.n
         for mode, count in self.mode_counts.items():
             out[f"env/action_frac_{mode.lower()}"] = count / self.n
         self._reset()

@@ -63,6 +63,8 @@ RL_TAGS = {
     "env/memory_util": "mean memory utilisation over the rollout's decisions",
     "env/phi_in_band_pct": "% of the rollout's decisions with Φ inside the reward's band",
     "env/action_frac_<mode>": "fraction of the rollout's decisions that chose that mode",
+    "env/lr_scale": "mean step size of the rollout's decisions, as a multiple of the inner lr (only with "
+                    "step-size modes)",
     "eval/mean_reward": "mean return of the greedy policy on the evaluation seeds",
     "eval/std_reward": "its sample std over the episodes",
     "eval/ci_lower": "lower end of the mean's 95 % confidence interval (what the report ranks by)",
@@ -111,9 +113,10 @@ def rl_tags(mode_names) -> list[str]:
     return out
 
 
-def rl_layout(mode_names, resumed: bool = False) -> dict:
+def rl_layout(mode_names, resumed: bool = False, step_sizes: bool = False) -> dict:
     """The RL stage's CUSTOM SCALARS layout, headline first: {category: {chart: [kind, tags]}}.
-    Multiline entries match every run, so the side runs' curves join the RL run's."""
+    Multiline entries match every run, so the side runs' curves join the RL run's. Charts of tags a
+    run never writes (resumes, step sizes) are left out rather than drawn empty."""
     evaluation = {
         # Margin series are literal tag names (see the module docstring): not anchored.
         "eval reward, 95 % CI (report ranks by the lower end)":
@@ -123,16 +126,16 @@ def rl_layout(mode_names, resumed: bool = False) -> dict:
     }
     if resumed:
         evaluation["resumes (one point per resume, at its step)"] = ["Multiline", [exact("run/resumed_from")]]
-    return {
-        EVAL_CATEGORY: evaluation,
-        "environment": {
-            "Φ (line) and the reward's band (shaded)": ["Margin", ["env/phi", "env/phi_band_low", "env/phi_band_high"]],
-            "C": ["Multiline", [exact("env/consciousness")]],
-            "Φ in band (%)": ["Multiline", [exact("env/phi_in_band_pct")]],
-            "action mix (runs rl/modes/*)": ["Multiline", [exact(ACTION_FRAC)]],
-            "perplexity": ["Multiline", [exact("env/perplexity")]],
-        },
+    environment = {
+        "Φ (line) and the reward's band (shaded)": ["Margin", ["env/phi", "env/phi_band_low", "env/phi_band_high"]],
+        "C": ["Multiline", [exact("env/consciousness")]],
+        "Φ in band (%)": ["Multiline", [exact("env/phi_in_band_pct")]],
+        "action mix (runs rl/modes/*)": ["Multiline", [exact(ACTION_FRAC)]],
+        "perplexity": ["Multiline", [exact("env/perplexity")]],
     }
+    if step_sizes:
+        environment["step size (× inner lr)"] = ["Multiline", [exact("env/lr_scale")]]
+    return {EVAL_CATEGORY: evaluation, "environment": environment}
 
 
 class SideRuns:

@@ -55,7 +55,8 @@ class RLStageCallback(Callback):
                                   self.baseline_step, p.superseded)
 
     def on_training_start(self, trainer) -> None:
-        trainer.logger.add_custom_scalars(rl_layout(self.p.env_cfg.mode_names, resumed=bool(self.p.resumes)))
+        trainer.logger.add_custom_scalars(rl_layout(self.p.env_cfg.mode_names, resumed=bool(self.p.resumes),
+                                                        step_sizes=self.p.env_cfg.has_step_sizes))
         self.side = SideRuns(trainer.logger.log_dir, self.baseline_step)
         if self.p.resume:
             trainer.logger.record("run/resumed_from", trainer.global_step)

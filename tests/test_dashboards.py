@@ -22,7 +22,7 @@ RL_WRITES = [
     "train/clip_range_vf", "train/n_minibatch_updates", "train/kl_early_stop", "train/n_updates",
     "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps",
     "env/phi", "env/consciousness", "env/perplexity", "env/memory_util", "env/phi_in_band_pct",
-    "env/action_frac_text", "env/action_frac_phi", "env/action_frac_mixed",
+    "env/action_frac_text", "env/action_frac_phi", "env/action_frac_mixed", "env/lr_scale",
     "eval/mean_reward", "eval/std_reward", "eval/ci_lower", "eval/ci_upper", "eval/mean_ep_length",
     "eval/phi_mean", "eval/phi_in_band_pct", "eval/c_mean", "eval/final_ppl",
     "eval_vs_controls/mean_reward", "env/phi_band_low", "env/phi_band_high", "run/resumed_from",
@@ -42,6 +42,7 @@ INTENDED = {
     "Φ in band (%)": {"env/phi_in_band_pct"},
     "action mix (runs rl/modes/*)": {"env/action_frac"},
     "perplexity": {"env/perplexity"},
+    "step size (× inner lr)": {"env/lr_scale"},
 }
 
 
@@ -93,11 +94,12 @@ def check(layout, tags) -> list[str]:
 
 
 def test_layout_read_back_draws_exactly_the_intended_tags(tmp_path):
-    layout = read_layout(tmp_path, rl_layout(MODES, resumed=True))
+    layout = read_layout(tmp_path, rl_layout(MODES, resumed=True, step_sizes=True))
     assert check(layout, ALL_TAGS) == []
     assert {title for _, c in charts(layout) for title in [c.title] if c.HasField("multiline")} == set(INTENDED)
-    plain = read_layout(tmp_path / "plain", rl_layout(MODES))  # never resumed: no empty resume chart
-    assert "resumes (one point per resume, at its step)" not in {c.title for _, c in charts(plain)}
+    plain = read_layout(tmp_path / "plain", rl_layout(MODES))  # no empty resume or step-size chart
+    titles = {c.title for _, c in charts(plain)}
+    assert "resumes (one point per resume, at its step)" not in titles and "step size (× inner lr)" not in titles
 
 
 def test_headline_first_margin_of_the_ci_then_the_controls(tmp_path):
@@ -139,7 +141,7 @@ def test_anchored_margin_tags_would_draw_nothing(tmp_path):
 
 
 def test_every_layout_tag_is_one_the_stage_writes():
-    layout = rl_layout(MODES, resumed=True)
+    layout = rl_layout(MODES, resumed=True, step_sizes=True)
     assert set(rl_tags(MODES)) == set(RL_WRITES)  # RL_TAGS documents every tag, no more
     assert {tag for tag, _ in SIDE_RUNS.values()} == set(SIDE_WRITES)
     written = set(RL_WRITES) | set(SIDE_WRITES)

@@ -188,6 +188,28 @@ def test_the_tiny_preset_trains_on_each_variant(variant_run):
     assert env.modes == EnvConfig.from_dict(RL_PRESETS[f"demo-{name}"]["env"]).modes
 
 
+def test_the_dashboards_show_the_step_size_only_where_modes_carry_one(variant_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    name, out = variant_run
+    scalars = EventAccumulator(str(out / "runs" / "rl")).Reload().Tags()["scalars"]
+    assert ("env/lr_scale" in scalars) == (name == "lr")
+    if name == "lr":
+        means = [e.value for e in EventAccumulator(str(out / "runs" / "rl")).Reload().Scalars("env/lr_scale")]
+        assert all(min(STEP_SIZES) <= m <= max(STEP_SIZES) for m in means)
+
+
+def test_the_monitor_averages_the_step_size_of_the_decisions_taken():
+    from env import RolloutMonitor
+    cfg = EnvConfig(**SMALL, modes=LR_MODES)
+    mon = RolloutMonitor(cfg)
+    infos = [dict(phi=1.0, consciousness=0.5, ppl=9.0, memory_util=0.1, mode=m[0], lr_scale=m[3]) for m in LR_MODES]
+    mon.observe({"env_infos": infos})
+    assert mon.pop()["env/lr_scale"] == pytest.approx(np.mean([m[3] for m in LR_MODES]))
+    plain = RolloutMonitor(EnvConfig(**SMALL))
+    plain.observe({"env_infos": [{**infos[0], "mode": "TEXT"}]})
+    assert "env/lr_scale" not in plain.pop()
+
+
 def test_generate_agent_works_with_an_agent_of_each_variant(variant_run, capsys):
     import generate
     name, out = variant_run
