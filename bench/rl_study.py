@@ -2,6 +2,7 @@
 
     python bench/rl_study.py --seeds 3                 # demo preset: base, then 3 agents, then the table
     python bench/rl_study.py --seeds 3 --preset tiny --out /tmp/study   # seconds: the same steps, tiny
+    python bench/rl_study.py --preset demo-lr --out /tmp/lever -- --learning-rate 1e-4   # a PPO lever
 
 Trains one base model (`<out>/base`, its snapshot the agents start from), then one PPO agent per
 training seed 1..N on that snapshot (`<out>/seed-<s>`, `python train.py --stage rl --seed s`),
@@ -64,7 +65,7 @@ def ensure_base(out: Path, preset: str) -> Path:
     return snapshot
 
 
-def ensure_agent(out: Path, preset: str, seed: int, snapshot: Path) -> dict:
+def ensure_agent(out: Path, preset: str, seed: int, snapshot: Path, train_args: list[str]) -> dict:
     """The seed's finished report: trained, resumed, or only re-scored, as far as it got."""
     run_dir = out / f"seed-{seed}"
     report = run_dir / "report.json"
@@ -74,7 +75,8 @@ def ensure_agent(out: Path, preset: str, seed: int, snapshot: Path) -> dict:
     latest = int(done[-1].stem) if done else None
     planned = RL_PRESETS[preset]["run"]["timesteps"]
     if latest is None:
-        stage("--stage", "rl", "--preset", preset, "--base", str(snapshot), "--out", str(run_dir), "--seed", str(seed))
+        stage("--stage", "rl", "--preset", preset, "--base", str(snapshot), "--out", str(run_dir), "--seed", str(seed),
+              *train_args)
     elif latest < planned:
         stage("--stage", "rl", "--resume", str(step_checkpoint(run_dir, latest)))
     else:  # trained to the end, stopped while scoring the held-out seeds
@@ -145,15 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="training seeds 1..N (default 3)")
     p.add_argument("--preset", default="demo", choices=sorted(RL_PRESETS))
     p.add_argument("--out", default="ckpt-study", help="study folder (default ckpt-study)")
+    p.add_argument("train_args", nargs="*", metavar="-- TRAIN_FLAG",
+                   help="after --: flags every agent's `train.py --stage rl` gets, e.g. -- --learning-rate 1e-4 "
+                        "(a resumed agent keeps the ones it started with)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
     out, t0 = Path(args.out), time.time()
     snapshot = ensure_base(out, args.preset)
-    reports = {s: ensure_agent(out, args.preset, s, snapshot) for s in range(1, args.seeds + 1)}
+    reports = {s: ensure_agent(out, args.preset, s, snapshot, args.train_args) for s in range(1, args.seeds + 1)}
     agg = aggregate(reports)
-    header = f"{args.preset} preset, {args.seeds} training seeds, {cpu_model()}"
-    agg.update(preset=args.preset, cpu=cpu_model(), wall_s_this_call=time.time() - t0)
+    flags = f" ({' '.join(args.train_args)})" if args.train_args else ""
+    header = f"{args.preset} preset{flags}, {args.seeds} training seeds, {cpu_model()}"
+    agg.update(preset=args.preset, train_args=args.train_args, cpu=cpu_model(), wall_s_this_call=time.time() - t0)
     (out / "study.json").write_text(json.dumps(agg, indent=2) + "\n")
     (out / "study.md").write_text(markdown(agg, header))
     print(markdown(agg, header))

@@ -28,3 +28,10 @@ def test_the_study_trains_n_agents_plays_the_controls_once_and_resumes_without_r
     assert first.count("control policies on seeds") == 4
     assert rl_study.main(["--seeds", "2", "--preset", "tiny", "--out", str(out)]) == 0
     assert "train.py" not in capfd.readouterr().out  # no stage ran again
+    # a PPO lever after --: only the new seed trains, with the flag, and the table says which flags
+    assert rl_study.main(["--seeds", "3", "--preset", "tiny", "--out", str(out), "--", "--learning-rate", "1e-4"]) == 0
+    printed = capfd.readouterr().out
+    assert printed.count("train.py --stage rl") == 1 and "--seed 3 --learning-rate 1e-4" in printed
+    import torch
+    assert torch.load(out / "seed-3" / "64.pt", weights_only=True)["config"]["learning_rate"] == 1e-4
+    assert "tiny preset (--learning-rate 1e-4)" in (out / "study.md").read_text()
