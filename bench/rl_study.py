@@ -6,9 +6,9 @@
 
 Trains one base model (`<out>/base`, its snapshot the agents start from), then one PPO agent per
 training seed 1..N on that snapshot (`<out>/seed-<s>`, `python train.py --stage rl --seed s`),
-and aggregates their held-out evaluations against each adaptive family's tuned control (the
-tuned rule, time switch, step-size decay where the modes have step sizes, and the bandit;
-docs/rl.md, "Controls"). The controls are played once: every agent's run reads them from the
+and aggregates their held-out evaluations against each family's tuned control (the best
+constant policy, the tuned rule, time switch, step-size decay where the modes have step sizes,
+and the bandit; docs/rl.md, "Controls"; each selected on the evaluation seeds). The controls are played once: every agent's run reads them from the
 base's control cache. Ctrl-C stops the current stage with its checkpoint; the same command
 continues each piece where it stopped and replays nothing finished.
 
@@ -84,20 +84,32 @@ def ensure_agent(out: Path, preset: str, seed: int, snapshot: Path, train_args: 
     return json.loads(report.read_text())
 
 
+def tuned_controls(report: dict) -> dict:
+    """Every family's tuned control on the held-out seeds, {family: (detail, episode returns)}: the
+    constant policy with the best mean on the evaluation seeds (selected there, like the others'
+    members), then each adaptive family's."""
+    src = report["heldout"]["source"]
+    constants = [c for c in report["controls"] if c["name"].startswith("always ")]
+    best = max(constants, key=lambda c: c["mean_reward"])["name"]
+    out = {"best constant": (best, src["controls"][best]["episode_returns"])}
+    for family, c in src["adaptive"].items():
+        out[family] = (c["extra"].get("detail"), c["episode_returns"])
+    return out
+
+
 def aggregate(reports: dict) -> dict:
-    """Per seed: the agent against each adaptive family's tuned control (paired on the held-out
-    episodes); over runs x episodes: IQMs with their intervals, and P(agent > the best control)."""
+    """Per seed: the agent against each family's tuned control (paired on the held-out episodes);
+    over runs x episodes: IQMs with their intervals, and P(agent > the best control)."""
     rows, agent, controls = [], [], {}
     for seed, report in reports.items():
-        src = report["heldout"]["source"]
-        a = src["agent"]["episode_returns"]
+        a = report["heldout"]["source"]["agent"]["episode_returns"]
         row = {"seed": seed, "step": report["heldout"]["step"], "agent_mean": float(np.mean(a)), "vs": {}}
-        for family, c in src["adaptive"].items():
-            d = summarize([x - y for x, y in zip(a, c["episode_returns"])])
-            row["vs"][family] = {"detail": c["extra"].get("detail"), "mean": float(np.mean(c["episode_returns"])),
+        for family, (detail, returns) in tuned_controls(report).items():
+            d = summarize([x - y for x, y in zip(a, returns)])
+            row["vs"][family] = {"detail": detail, "mean": float(np.mean(returns)),
                                  "diff": d["mean"], "diff_low": d["ci95_low"], "diff_high": d["ci95_high"],
-                                 "wins": int(sum(x > y for x, y in zip(a, c["episode_returns"])))}
-            controls.setdefault(family, []).append(c["episode_returns"])
+                                 "wins": int(sum(x > y for x, y in zip(a, returns)))}
+            controls.setdefault(family, []).append(returns)
         row["beats_every_control"] = all(v["diff_low"] > 0 for v in row["vs"].values())
         rows.append(row)
         agent.append(a)

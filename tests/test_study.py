@@ -16,8 +16,11 @@ def test_the_study_trains_n_agents_plays_the_controls_once_and_resumes_without_r
     study = json.loads((out / "study.json").read_text())
     assert [r["seed"] for r in study["rows"]] == [1, 2] and study["episodes"] == 2
     assert 0 <= study["p_improvement"]["low"] <= study["p_improvement"]["value"] <= study["p_improvement"]["high"] <= 1
-    assert set(study["control_iqm"]) == {"tuned rule", "tuned time switch", "bandit"}
+    assert set(study["control_iqm"]) == {"best constant", "tuned rule", "tuned time switch", "bandit"}
     for row in study["rows"]:  # the agent against every family's control, paired on the same episodes
+        report = json.loads((out / f"seed-{row['seed']}" / "report.json").read_text())
+        on_eval = {c["name"]: c["mean_reward"] for c in report["controls"] if c["name"].startswith("always ")}
+        assert row["vs"]["best constant"]["detail"] == max(on_eval, key=on_eval.get)  # chosen on evaluation seeds
         vs = row["vs"]["tuned time switch"]
         assert vs["diff_low"] <= vs["diff"] <= vs["diff_high"] and 0 <= vs["wins"] <= 2
         assert row["beats_every_control"] == all(v["diff_low"] > 0 for v in row["vs"].values())
