@@ -162,7 +162,9 @@ def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: 
     agent = build_agent(p, train_env, record.to_extra())
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
-          f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}; {p.env_cfg.max_steps} decisions per episode, "
+          f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}{' annealed to 0' if cfg.anneal_lr else ''}, "
+          f"entropy {cfg.ent_coef:g}, gamma {cfg.gamma:g}, GAE lambda {cfg.gae_lambda:g}; "
+          f"{p.env_cfg.max_steps} decisions per episode, "
           f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.inner_batch_size}x{eval_envs[0].assets.seq_len} tokens; "
           f"logs {agent.logger.log_dir}")
     with StopFlag() as stop:

@@ -26,8 +26,9 @@ from .overfit import Thresholds
 # PPOConfig fields the RL stage takes as flags, named as the fields are (--learning-rate, --minibatch-size):
 # the base stage's --lr and --batch-size are other settings.
 PPO_FLAGS = ("learning_rate", "minibatch_size", "clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
-             "clip_range_vf", "n_steps", "n_epochs", "gamma", "gae_lambda")
+             "clip_range_vf", "n_steps", "n_epochs", "gamma", "gae_lambda", "anneal_lr", "anneal_clip_range")
 INT_PPO_FLAGS = ("minibatch_size", "n_steps", "n_epochs")
+BOOL_PPO_FLAGS = ("anneal_lr", "anneal_clip_range")  # --anneal-lr / --no-anneal-lr
 RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many evaluation periods
 MAX_ENVS = 1024  # environments trained side by side
 

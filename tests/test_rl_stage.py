@@ -97,6 +97,23 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
         ("eval/mean_reward", "eval/ci_lower", "eval/ci_upper"), ("env/phi", "env/phi_band_low", "env/phi_band_high")]
 
 
+def test_anneal_lr_flag_turns_the_line_on_from_the_resumed_step(tiny_rl, tmp_path):
+    out = tmp_path / "ckpt"
+    shutil.copytree(tiny_rl, out)
+    assert agent_ckpt(out / "32.pt")["config"]["anneal_lr"] is False
+    assert rl("--resume", out / "32.pt", "--timesteps", 32, "--anneal-lr") == 0
+    assert agent_ckpt(out / "64.pt")["config"]["anneal_lr"] is True
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(out / "runs" / "rl")).Reload()
+    # two updates (16 steps each) after step 32, each at the line's value where its rollout began:
+    # from 3e-4 at step 32 toward 0 at step 64 (TensorBoard stores float32)
+    lrs = [e.value for e in acc.Scalars("train/learning_rate") if e.step > 32]
+    assert lrs == pytest.approx([3e-4, 1.5e-4], rel=1e-6)
+    # --no-anneal-lr switches it off again from where the line is
+    assert rl("--resume", out / "64.pt", "--timesteps", 32, "--no-anneal-lr") == 0
+    assert agent_ckpt(out / "96.pt")["config"]["anneal_lr"] is False
+
+
 def test_resume_numbers_steps_from_the_checkpoint_and_applies_overrides(tiny_rl, tmp_path):
     out = tmp_path / "ckpt"
     shutil.copytree(tiny_rl, out)
