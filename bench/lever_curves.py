@@ -4,8 +4,8 @@
 
 Reads each run's `evaluations.json` (the evaluation seeds only: held-out seeds play no part in a
 choice) and prints a markdown table: the evaluation mean at every evaluated step, the best one,
-and the mean over the second half of the run (steps >= half the last), which says whether
-the best was a peak or a level. Runs still training show the steps they reached.
+and the mean over the second half of each run (its steps >= half its last), which says
+whether the best was a peak or a level. Runs still training show the steps they reached (and their second half so far).
 """
 from __future__ import annotations
 
@@ -23,20 +23,19 @@ def curve(run_dir: Path) -> dict[int, float]:
     return {int(e["step"]): float(e["mean_reward"]) for e in json.loads(path.read_text())}
 
 
-def second_half_mean(points: dict[int, float], last: int) -> str:
-    late = [v for s, v in points.items() if s >= last / 2]
-    return f"{sum(late) / len(late):+.2f}" if late else "—"
+def second_half_mean(points: dict[int, float]) -> str:
+    late = [v for s, v in points.items() if s >= max(points) / 2]
+    return f"{sum(late) / len(late):+.2f}"
 
 
 def table(runs: dict[str, dict[int, float]]) -> str:
     steps = sorted(set().union(*runs.values()))
-    last = steps[-1]
-    head = ["run", *(f"{s:,}" for s in steps), "best", f"mean at >= {last // 2:,}"]
+    head = ["run", *(f"{s:,}" for s in steps), "best", "second-half mean"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, points in runs.items():
         cells = [f"{points[s]:+.2f}" if s in points else "—" for s in steps]
         lines.append("| " + " | ".join([name, *cells, f"{max(points.values()):+.2f}",
-                                        second_half_mean(points, last)]) + " |")
+                                        second_half_mean(points)]) + " |")
     return "\n".join(lines)
 
 
