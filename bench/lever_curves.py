@@ -5,7 +5,7 @@
 Reads each run's `evaluations.json` (the evaluation seeds only: held-out seeds play no part in a
 choice) and prints a markdown table: the evaluation mean at every evaluated step, the best one,
 and the mean over the second half of each run (its steps >= half its last), which says
-whether the best was a peak or a level. Runs still training show the steps they reached (and their second half so far).
+whether the best was a peak or a level. A run still training shows the steps it reached.
 """
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ training seed 1..N on that snapshot (`<out>/seed-<s>`, `python train.py --stage 
 and aggregates their held-out evaluations against each family's tuned control (the best
 constant policy, the tuned rule, time switch, step-size decay where the modes have step sizes,
 and the bandit; docs/rl.md, "Controls"; each selected on the evaluation seeds). The controls
-are played once: every agent's run reads them from the base's control cache. Ctrl-C stops the current stage with its checkpoint; the same command
-continues each piece where it stopped and replays nothing finished.
+are played once: every agent's run reads them from the base's control cache. Ctrl-C stops the
+current stage with its checkpoint; the same command continues each piece where it stopped and
+replays nothing finished.
 
 Aggregates on the held-out seeds (Agarwal et al. 2021): per training seed, the paired difference
 with every family's control; the interquartile mean over all runs x episodes with a two-way
