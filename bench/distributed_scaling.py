@@ -8,6 +8,8 @@ Every figure comes from the stage's own log (`time/fps` of rl_log.jsonl, the mea
 and the control policies' scoring are not counted. Each process runs one torch thread.
 The single-process RL rows are measured with 1 and with 2 worker threads: on this
 2-core machine that is the fair comparison for 2 processes.
+
+The published tables: bench/README.md, "Distributed scaling".
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What each mode does to the model: one decision per mode from the same state, over several data seeds.
 
-Used by `bench/env_dynamics.py` (README's "what each mode does" table) and by the
+Used by `bench/env_dynamics.py` (docs/studies.md: what one decision of each mode does) and by the
 tests that show the modes differ at every Φ level. A state is `env.get_state()`;
 `state_at_phi` makes one with Φ near a chosen level (below, inside or above the
 band) by training the model on the Φ loss alone toward that level.

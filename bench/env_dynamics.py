@@ -15,7 +15,8 @@ training on the Φ loss toward a level; `bench/dynamics.py`), one decision of ea
 `--mode-seeds` data seeds: the change in held-out Φ and in held-out perplexity (%), mean ± s.e.
 
 Episodes run in `--workers` processes with one torch thread each. Markdown to stdout (and, with
-`--doc README.md`, into README's marked section); raw numbers to bench/out/env_dynamics.json.
+`--doc docs/studies.md`, into that file's marked section, where the published numbers live); raw
+numbers to bench/out/env_dynamics.json.
 Prints the CPU model.
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk", type=int, default=5, help="episodes per task")
     p.add_argument("--doc", default="", metavar="FILE",
-                   help="also write the table(s) into FILE's marked section (the project's: README.md); "
+                   help="also write the table(s) into FILE's marked section (the project's: docs/studies.md); "
                         "by default nothing but the JSON and stdout is written")
     p.add_argument("--json", default="bench/out/env_dynamics.json")
     args = p.parse_args()

@@ -11,7 +11,8 @@ The overhead is measured in the same run, interleaved: (a) `env.step(mode)` and
 calls the environment makes) on a twin model, per mode; overhead = (a - b) / b
 from the medians. Times are CPU seconds of this process (`time.process_time`),
 which other jobs on a shared machine disturb less than wall time; wall-clock
-rates are reported beside them.
+rates are reported beside them. Markdown to stdout (and, with `--doc bench/README.md`, into that
+file's marked section, where the published numbers live); raw numbers to bench/out/env_throughput.json.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--reps", type=int, default=8, help="timed steps per mode / vector steps per env count")
     p.add_argument("--doc", default="", metavar="FILE",
-                   help="also write the table(s) into FILE's marked section (the project's: docs/env.md); "
+                   help="also write the table(s) into FILE's marked section (the project's: bench/README.md); "
                         "by default nothing but the JSON and stdout is written")
     p.add_argument("--json", default="bench/out/env_throughput.json")
     args = p.parse_args()

@@ -30,6 +30,8 @@ the best of `--reps` runs per cell (the least disturbed by other jobs);
 tokens/s = new tokens / seconds. Threads: torch's default unless `--threads`.
 Writes bench/out/generate_speed[_<preset>].json (`--quick`: ..._quick.json)
 beside printing the CPU model and a Markdown table.
+
+The published table: bench/README.md, "Generation speed".
 """
 from __future__ import annotations
 

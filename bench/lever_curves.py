@@ -6,6 +6,8 @@ Reads each run's `evaluations.json` (the evaluation seeds only: held-out seeds p
 choice) and prints a markdown table: the evaluation mean at every evaluated step, the best one,
 and the mean over the second half of each run (its steps >= half its last), which says
 whether the best was a peak or a level. A run still training shows the steps it reached.
+
+The published table: docs/studies.md, "PPO levers on `demo-lr`" (the `lever_curves` block).
 """
 from __future__ import annotations
 

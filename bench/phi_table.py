@@ -5,6 +5,8 @@
 Trains (b) and (c) with `train.py --stage base` on the built-in corpus (same
 seed, same steps; only --lambda-phi differs), then measures all three models on
 the same validation batches and prints a Markdown table.
+
+The published table: docs/studies.md, "Φ, C and memory use".
 """
 from __future__ import annotations
 

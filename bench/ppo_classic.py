@@ -15,6 +15,8 @@
    time (one thread = one core) is reported beside them, with the load average.
 3. Cost per action and per minibatch update with one and two torch threads (the
    measurement behind the default ``torch_threads=1``).
+
+The published numbers: bench/README.md, "PPO on cart-pole", and docs/ppo.md, "Speed".
 """
 from __future__ import annotations
 

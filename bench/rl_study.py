@@ -1,4 +1,4 @@
-"""Is the learned schedule better than a rule, over training seeds? The study behind README "The study".
+"""Is the learned schedule better than a rule, over training seeds?
 
     python bench/rl_study.py --seeds 3                 # demo preset: base, then 3 agents, then the table
     python bench/rl_study.py --seeds 3 --preset tiny --out /tmp/study   # seconds: the same steps, tiny
@@ -19,6 +19,9 @@ bootstrap 95 % interval (common.stats.bootstrap_interval), the same for every co
 probability that the agent beats the best of them on a random held-out episode, with its
 interval. The agent "beats every tuned control" when it does so (paired CI above 0) on at least
 two thirds of the seeds and its IQM is above the best control's. Writes `<out>/study.json` and `<out>/study.md`.
+
+The published `study.md` tables: docs/studies.md (the `study`, `variant_study` and
+`variant_study_final` blocks).
 """
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ The policies never see a reward, so each episode is scored exactly under both re
 (env.rescore): `progress` (Φ outside its band costs at every decision) and `final` (only where Φ
 ends counts). Per reward: mean and Student-t 95 % CI of the return, and the paired difference
 with the rule at the best constant step size. This is the measurement the `demo-lr` and
-`demo-final` presets' modes and reward were chosen from (README, "Schedules that need
-foresight"). Markdown to stdout, raw numbers to `--json`; prints the CPU model.
+`demo-final` presets' modes and reward were chosen from (docs/studies.md, "Schedules that
+need foresight"). Markdown to stdout, raw numbers to `--json`; prints the CPU model.
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ priority, so a step without them would be a different training step.
 
 MFU counts 6·N FLOPs per token for the N matmul weights (blocks, memory,
 tied output head) plus 12·L·T·d for attention scores (PaLM, appendix B).
+
+The published table: bench/README.md, "Base-training throughput".
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ Three rewards exist. Adding one is a dataclass here and a line in `REWARDS`.
     c_band     −w_c_below·(c_low − C) below, −w_c_above·(C − c_high) above, +c_bonus inside
 
 On a model whose perplexity sits below 10, `ppl_band` and the bonuses are paid
-equally by every policy and dominate the return (README "The environment").
+equally by every policy and dominate the return (docs/env.md, "What the environment rewards").
 
 **`progress`** (`ProgressReward`) — the presets' default: text progress against Φ's health.
 
@@ -48,7 +48,7 @@ schedule trains text while Φ is healthy and spends Φ steps only to keep it so.
 
 Φ may leave its band on the way at no cost, so long as it ends inside. With
 w_end = 10, ending one Φ unit above the band costs what a 10 % perplexity
-improvement earns; README "Schedules that need foresight" has the
+improvement earns; docs/studies.md, "Schedules that need foresight", has the
 measurement the default was kept from (5, 10 and 20 rank the schedules alike).
 
 Band edges count as inside.

@@ -75,6 +75,13 @@ def phi_loss_config(model_config: dict, band: tuple) -> InfinitoConfig:
     return InfinitoConfig.from_dict({**cfg.to_dict(), "phi_low": low, "phi_high": high, "phi_target": target})
 
 
+def reset_ratios(env: "TextSchedulingEnv", seeds) -> np.ndarray:
+    """Each seed's reset perplexity over the start state's (`measure_start`): above 1, the reset's
+    own inner step made the model worse before any decision (docs/env.md, "Where an episode starts")."""
+    start = env.measure_start()["ppl"]
+    return np.array([env.reset(seed=int(s))[1]["ppl"] for s in seeds]) / start
+
+
 class TextSchedulingEnv:
     """Gymnasium-style environment over an INFINITO base checkpoint (no gymnasium import).
 
@@ -151,6 +158,17 @@ class TextSchedulingEnv:
 
     def close(self) -> None:
         pass
+
+    @_normal_mode
+    def measure_start(self) -> dict:
+        """The measurement of the state every episode trains from — the snapshot's weights with an
+        empty memory — before the reset's inner step. Leaves the environment needing a reset.
+        A reset that lands far above this has been wrecked by its first step (docs/env.md,
+        "Where an episode starts")."""
+        self.model.load_state_dict(self.assets.snapshot)
+        self.model.memory.clear()
+        self._needs_reset = True
+        return self._measure()
 
     @property
     def uses_global_rng(self) -> bool:

@@ -1,6 +1,6 @@
 """INFINITO: a from-scratch causal transformer that reports Φ, C and memory use about itself.
 
-Knows nothing of RL; see README.md ("INFINITO") for the metric definitions.
+Knows nothing of RL; see docs/model.md for the metric definitions.
 """
 from .checkpoint import BASE_KIND, CheckpointError, build_model, load_checkpoint
 from .config import InfinitoConfig

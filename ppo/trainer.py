@@ -189,7 +189,8 @@ class PPO:
             postfix["ep_rew_mean"] = f"{latest['rollout/ep_rew_mean']:.3g}"
         if self.eval_history:
             last = self.eval_history[-1]
-            postfix["last_eval"] = f"{last.mean_reward:.4g}±{last.std_reward:.2g}@{last.step}"
+            low, high = last.ci95  # the interval every chart draws, not the std
+            postfix["last_eval"] = f"{last.mean_reward:.4g} [{low:.3g}, {high:.3g}]@{last.step}"
         bar.set_postfix(postfix, refresh=False)
 
     def _reset_envs(self, seed: Optional[int]) -> None:

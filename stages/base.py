@@ -235,8 +235,8 @@ def prepare(p: BasePlan) -> tuple[BaseRun, dict | None]:
 
 def idle_cores() -> int:
     """Threads for a training process: the cores not busy now, at least 1, at most torch's default.
-    Measured on 2 cores (README, "Threads"): 2 threads are 1.56x faster than 1 when the machine is
-    idle, but 0.60x of 1 when one other job is running."""
+    Measured on 2 cores (bench/README.md, "Threads of the base stage"): 2 threads are 1.56x faster
+    than 1 when the machine is idle, but 0.60x of 1 when one other job is running."""
     busy = busy_cores()
     if busy is None:  # no /proc/stat (not Linux): the 1-minute load average
         try:

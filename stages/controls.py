@@ -24,7 +24,7 @@ from pathlib import Path
 from common.files import write_json
 from env import EnvConfig, bandit, control_policies, decay_family, rule_family, switch_family
 
-from .scoring import score
+from .scoring import SUMMARY_KEYS, score
 
 TUNED, SWITCH, DECAY, BANDIT = "tuned rule", "tuned time switch", "tuned step-size decay", "bandit"
 CACHE_FORMAT = 1  # bump when what an evaluation holds changes, so old entries miss
@@ -38,22 +38,61 @@ class ControlCache:
     def __init__(self, base_path: Path, base_content: str, env_cfg: EnvConfig):
         self.folder = Path(base_path).parent / "cache" / "controls"
         self.key = {"format": CACHE_FORMAT, "base": base_content, "env": env_cfg.to_dict()}
+        self.n_actions = len(env_cfg.modes)
 
     def path(self, policy: str, seed: int, n: int) -> Path:
         blob = json.dumps({**self.key, "policy": policy, "seed": seed, "n": n}, sort_keys=True)
         return self.folder / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
 
     def get(self, policy: str, seed: int, n: int) -> dict | None:
+        """The stored evaluation; None (play it again, and `put` replaces the file) when it is
+        absent, cut short by a crash, or of another shape than `is_evaluation` reads."""
         try:
-            return json.loads(self.path(policy, seed, n).read_text())
-        except (OSError, ValueError):  # absent, or cut short by a crash: play it again
+            d = json.loads(self.path(policy, seed, n).read_text())
+        except (OSError, ValueError):
             return None
+        return d if is_evaluation(d, seed, n, self.n_actions) else None
 
     def put(self, policy: str, seed: int, n: int, result: dict) -> None:
         try:
             write_json(self.path(policy, seed, n), result)
         except OSError as e:  # a read-only base folder: the evaluation is still used, only not kept
             print(f"note: could not keep the control evaluation in {self.folder} ({e.strerror or e})")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _list_of(check):
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+# Every field of an evaluation (EvalResult.to_dict() of stages.scoring.score) that its readers use
+# — the tuning (mean_reward), the report's rows and statuses, the paired verdict (seed,
+# episode_returns), the dashboards — and the type they use it as (the report shows a missing
+# statistic of `extra` as "—", so those may be absent, but not of another type).
+EVALUATION_FIELDS = {"step": lambda v: v is None or _integer(v), "mean_reward": _number, "std_reward": _number,
+                     "ci95_low": _number, "ci95_high": _number, "mean_ep_length": _number, "n_episodes": _integer,
+                     "seed": _integer, "deterministic": lambda v: isinstance(v, bool),
+                     "is_best": lambda v: isinstance(v, bool), "action_counts": _list_of(_integer),
+                     "episode_returns": _list_of(_number), "episode_lengths": _list_of(_integer),
+                     "extra": lambda v: isinstance(v, dict) and all(v.get(k) is None or _number(v[k])
+                                                                   for k in SUMMARY_KEYS)}
+
+
+def is_evaluation(d, seed: int, n: int, n_actions: int) -> bool:
+    """Whether `d` (a control cache file's JSON) is an evaluation of `n` episodes from `seed` over
+    `n_actions` actions, every field of the type its readers take it as. An entry an older version
+    left (a list, a dict without mean_reward, a number stored as a string) is not: it is played
+    again, like a file cut short."""
+    return (isinstance(d, dict) and all(k in d and ok(d[k]) for k, ok in EVALUATION_FIELDS.items())
+            and d["seed"] == seed and d["n_episodes"] == n == len(d["episode_returns"]) == len(d["episode_lengths"])
+            and len(d["action_counts"]) == n_actions)
 
 
 def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, base_content: str, stored,

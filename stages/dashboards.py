@@ -1,5 +1,5 @@
-"""TensorBoard dashboards of the two stages: the tags each one writes and the RL stage's
-CUSTOM SCALARS layout.
+"""TensorBoard dashboards of the two stages: the tags each one writes, the runs the RL stage
+writes them to, and its CUSTOM SCALARS layout.
 
 Both stages log under the same root (`ckpt/runs/base`, `ckpt/runs/rl`), so the base
 stage's tags carry an `lm/` prefix (`lm/train/loss`, ...) that PPO's `train/*` tags
@@ -12,6 +12,35 @@ start only, so `env/phi` also draws `env/phi_in_band_pct`. Its entries here are
 therefore anchored at both ends (`^env/phi$`). A **Margin** chart's value / lower /
 upper are literal tag names: the front end escapes them (`\\^` for `^`) and looks the
 data up by exact name, so they must stay plain tag names, never anchored.
+
+How TensorBoard colours curves (2.21, read from the front end's bundle, index.js in
+tensorboard/webfiles.zip): the Custom Scalars and Scalars dashboards colour a curve by its
+**run**, never by its tag, from a palette of seven (`tensorboardColorBlindAssist`: #ff7043
+orange, #0077bb blue, #cc3311 red, #33bbee cyan, #ee3377 magenta, #009988 teal, #bbbbbb
+grey), one palette for the whole page: the n-th run of the run list takes colour n mod 7.
+The run list (`/data/runs`, plugins/core) holds every run under --logdir, ordered by the
+wall time of the run's first event (names only break ties): not alphabetically, not per
+chart. Time Series colours the same way from another palette of seven. So runs seven
+apart in that list share a colour, whichever charts they draw.
+
+Hence the RL stage writes at most **seven runs**: the agent's (`rl`, opened first, when
+training starts) and six beside it, opened at their first write. Seven consecutive runs of
+the list all differ in colour, and the agent's colour is no other run's while fewer than
+seven runs come before it: `runs/base`, written earlier, comes first and shares its colour
+only with the last of the six (the eighth run), which draws none of its tags. The runs
+beside the agent (SIDE_RUNS):
+- `rl/modes/<family>`, one per mode family — the modes' loss weights whatever their step size
+  (TEXT@0.2, TEXT@0.5 and TEXT@1 are the family TEXT; without step sizes a family is a mode) —
+  hold both curves about it: the agent's share of the family (`env/action_frac`, the
+  action-mix chart) and the mean of the family's best constant control (`always <mode>`,
+  `eval_vs_controls/mean_reward`, beside the agent's): a family has one colour in both.
+- `rl/policies/<control>`: the adaptive controls (tuned rule, tuned time switch, bandit, step
+  decay, ...), best mean first, as many as the six runs leave room for, each with its mean.
+The random control, the other constant controls of a family and any adaptive control past the
+six have no run (side_run_plan): a run past the sixth would take the agent's colour. Their means
+are in report.md, beside every other control's; the step sizes the agent chose are `env/lr_scale`.
+tests/test_dashboards.py computes every run's colour in tiny runs, with and without step-size
+modes, by this rule and checks each chart.
 """
 from __future__ import annotations
 
@@ -19,6 +48,7 @@ import re
 from pathlib import Path
 
 from common.logger import Logger
+from common.policies import RandomPolicy, constant_name
 
 # The base stage (stages/base.py): one line each; <k> is every key of
 # infinito.training.train_step's stats.
@@ -80,23 +110,63 @@ RL_TAGS = {
     "run/resumed_from": "one point per resume, at the step it continued from (absent in a run never resumed)",
 }
 
-# Runs beside the RL run (runs/rl/<group>/<name>), one per control policy and one per mode: TensorBoard
-# colours curves by run and names runs in its run list, so only separate runs make the agent and each
-# control (or each mode) a curve of its own colour with a legend. Every one writes one tag.
+# The runs beside the RL run (runs/rl/<run>): {run: {tag: meaning}}. TensorBoard colours curves by run
+# and names runs in its run list, so only separate runs make a curve of its own colour with a legend;
+# seven colours cap them at six (the module docstring), so a mode's run also draws its constant control.
+VS_CONTROLS, ACTION_FRAC = "eval_vs_controls/mean_reward", "env/action_frac"
 SIDE_RUNS = {
-    "policies/<control>": ("eval_vs_controls/mean_reward", "that control policy's mean return on the same "
-                           "evaluation seeds, at every evaluation (a flat line: it does not train)"),
-    "modes/<mode>": ("env/action_frac", "fraction of the rollout's decisions that chose that mode"),
+    "modes/<mode>": {
+        ACTION_FRAC: "fraction of the rollout's decisions that chose that mode (the agent's share of it)",
+        VS_CONTROLS: "mean return of the control that always chooses that mode (always <mode>) on the same "
+                     "evaluation seeds, at every evaluation (a flat line: it does not train)",
+    },
+    "policies/<control>": {
+        VS_CONTROLS: "that adaptive control's mean return on the same evaluation seeds, at every evaluation "
+                     "(a flat line)",
+    },
 }
-VS_CONTROLS = SIDE_RUNS["policies/<control>"][0]
-ACTION_FRAC = SIDE_RUNS["modes/<mode>"][0]
+ALWAYS = constant_name("")  # "always ": the constant control of mode M is "always M"
+MAX_SIDE_RUNS = 6  # seven colours: the agent's and six beside it (the module docstring)
+
+# The documented view (docs/rl.md, "TensorBoard tags"), which the stages' closing hint links to:
+# TensorBoard opens on Time Series with smoothing 0.6; the URL's fragment picks the dashboard and its
+# smoothing (checked in headless Chromium, TensorBoard 2.21). "Ignore outliers in chart scaling" is
+# kept in the browser's local storage, which no URL sets: the hint says to untick it.
+TENSORBOARD_URL = "http://localhost:6006/"
+RL_VIEW = TENSORBOARD_URL + "#custom_scalars&_smoothingWeight=0"  # the layout below
+BASE_VIEW = TENSORBOARD_URL + "#scalars&_smoothingWeight=0"  # the base stage writes no layout
 
 EVAL_CATEGORY = "evaluation (what the report ranks)"
+COMPARISON = ("eval reward: agent (run rl) vs each mode family's best always <mode> (runs rl/modes/*) and the "
+              "best adaptive controls (rl/policies/*)")
+ACTION_MIX = "action mix: the agent's share of each mode family (runs rl/modes/*)"
 
 
 def control_slug(name: str) -> str:
     """A control policy's name as a tag component: "always TEXT" -> "always_text"."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def mode_family(mode: str) -> str:
+    """A mode's loss weights without its step size: "TEXT@0.5" -> "TEXT", "PHI" -> "PHI"."""
+    return mode.split("@")[0]
+
+
+def side_run_plan(mode_names, controls: dict) -> dict:
+    """Which curves get a run beside the agent's, at most MAX_SIDE_RUNS: {"families": [family, ...],
+    "controls": {control name: (group, run name)}}. One run per mode family, holding its best constant
+    control; then the adaptive controls, best mean first, while runs are left (the module docstring).
+    Decided from the controls' scores, which are known before training starts and do not change."""
+    families = list(dict.fromkeys(mode_family(m) for m in mode_names))[:MAX_SIDE_RUNS]
+    runs = {}
+    for fam in families:
+        always = [n for n in controls if n.startswith(ALWAYS) and mode_family(n[len(ALWAYS):]) == fam]
+        if always:
+            runs[max(always, key=lambda n: controls[n]["mean_reward"])] = ("modes", fam)
+    adaptive = sorted((n for n in controls if n != RandomPolicy.name and not n.startswith(ALWAYS)),
+                      key=lambda n: -controls[n]["mean_reward"])
+    runs.update({n: ("policies", n) for n in adaptive[:MAX_SIDE_RUNS - len(families)]})
+    return {"families": families, "controls": runs}
 
 
 def exact(tag: str) -> str:
@@ -121,7 +191,7 @@ def rl_layout(mode_names, resumed: bool = False, step_sizes: bool = False) -> di
         # Margin series are literal tag names (see the module docstring): not anchored.
         "eval reward, 95 % CI (report ranks by the lower end)":
             ["Margin", ["eval/mean_reward", "eval/ci_lower", "eval/ci_upper"]],
-        "eval reward: agent (run rl) vs control policies (runs rl/policies/*)": ["Multiline", [exact(VS_CONTROLS)]],
+        COMPARISON: ["Multiline", [exact(VS_CONTROLS)]],
         "eval Φ in band (%)": ["Multiline", [exact("eval/phi_in_band_pct")]],
     }
     if resumed:
@@ -130,7 +200,7 @@ def rl_layout(mode_names, resumed: bool = False, step_sizes: bool = False) -> di
         "Φ (line) and the reward's band (shaded)": ["Margin", ["env/phi", "env/phi_band_low", "env/phi_band_high"]],
         "C": ["Multiline", [exact("env/consciousness")]],
         "Φ in band (%)": ["Multiline", [exact("env/phi_in_band_pct")]],
-        "action mix (runs rl/modes/*)": ["Multiline", [exact(ACTION_FRAC)]],
+        ACTION_MIX: ["Multiline", [exact(ACTION_FRAC)]],
         "perplexity": ["Multiline", [exact("env/perplexity")]],
     }
     if step_sizes:
@@ -139,11 +209,13 @@ def rl_layout(mode_names, resumed: bool = False, step_sizes: bool = False) -> di
 
 
 class SideRuns:
-    """The runs beside the RL run (SIDE_RUNS), each a Logger of its own opened at its first write;
-    a resumed run drops their events after the resumed step, like the RL run's."""
+    """The runs beside the RL run (SIDE_RUNS, as `plan` from side_run_plan chose them), each a Logger of
+    its own opened at its first write; a resumed run drops their events after the resumed step, like
+    the RL run's."""
 
-    def __init__(self, rl_log_dir, resume_step: int | None):
+    def __init__(self, rl_log_dir, resume_step: int | None, plan: dict | None = None):
         self.root, self.resume_step, self.loggers = rl_log_dir, resume_step, {}
+        self.plan = plan or {"families": [], "controls": {}}
 
     def write(self, group: str, name: str, tag: str, value: float, step: int) -> None:
         if self.root is None:  # no TensorBoard (or not this rank's to write)
@@ -161,22 +233,26 @@ class SideRuns:
 
 def record_eval_scalars(logger, side: SideRuns, result, controls: dict, step: int) -> None:
     """At an evaluation: the 95 % CI of the mean (`eval/ci_lower`, `eval/ci_upper`), the agent's mean
-    under the comparison tag, and every control policy's mean on the same seeds in its own run
-    (`controls`: name -> EvalResult dict), so the headline charts have their band and reference lines."""
+    under the comparison tag, and each control policy's mean on the same seeds in its side run
+    (`controls`: name -> EvalResult dict; the runs of side.plan), so the headline charts have their band and
+    reference lines."""
     low, high = result.ci95
     logger.record("eval/ci_lower", low)
     logger.record("eval/ci_upper", high)
     logger.record(VS_CONTROLS, result.mean_reward)
-    for name, res in controls.items():
-        side.write("policies", name, VS_CONTROLS, res["mean_reward"], step)
+    for name, run in side.plan["controls"].items():
+        side.write(*run, VS_CONTROLS, controls[name]["mean_reward"], step)
 
 
 def record_rollout_scalars(logger, side: SideRuns, stats: dict, mode_names, band: tuple, step: int) -> None:
-    """After an update: the environment monitor's means, the Φ band's edges, and each mode's share in its run."""
+    """After an update: the environment monitor's means, the Φ band's edges, and each mode family's
+    share in its run."""
     for tag, value in stats.items():
         logger.record(tag, value)
     logger.record("env/phi_band_low", band[0])
     logger.record("env/phi_band_high", band[1])
-    for m in mode_names:
-        if f"env/action_frac_{m.lower()}" in stats:
-            side.write("modes", m, ACTION_FRAC, stats[f"env/action_frac_{m.lower()}"], step)
+    for fam in side.plan["families"]:
+        shares = [stats[f"env/action_frac_{m.lower()}"] for m in mode_names
+                  if mode_family(m) == fam and f"env/action_frac_{m.lower()}" in stats]
+        if shares:
+            side.write("modes", fam, ACTION_FRAC, sum(shares), step)

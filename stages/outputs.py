@@ -18,6 +18,7 @@ from pathlib import Path
 
 from common import distributed
 from common.files import FolderLock
+from .dashboards import BASE_VIEW, RL_VIEW
 from .presets import RL_PRESETS
 
 from .cli import UserError
@@ -281,5 +282,7 @@ def next_steps(out_dir: Path, stage: str, tensorboard_dir: Path) -> str:
                  f"python train.py --stage report --ckpt-dir {out_dir} --heldout-seed {FRESH_SEED}   # the headline "
                  "again, on held-out seeds no run has seen",
                  f"cat {out_dir / 'report.md'}   # which checkpoint to keep, which are over-fitted"]
-    lines.append(f"tensorboard --logdir {tensorboard_dir}   # the dashboards")
+    view = BASE_VIEW if stage == "base" else RL_VIEW
+    lines.append(f"tensorboard --logdir {tensorboard_dir}   # the dashboards: then open {view} and untick "
+                 "'Ignore outliers in chart scaling'")
     return "next:\n" + "\n".join("  " + line for line in lines)

@@ -21,7 +21,8 @@ from ppo import Callback, EvalResult
 
 from .chart import report_svg
 
-STATUSES = ("optimal", "stable", "high variance", "under-trained", "over-fitting", "severe over-fitting")
+STATUSES = ("optimal", "best of run", "stable", "high variance", "under-trained", "over-fitting",
+            "severe over-fitting")
 
 
 @dataclass
@@ -58,7 +59,9 @@ class Thresholds:
             f"**high variance**: std more than {self.high_variance_factor:g}x the baseline's",
             "**under-trained**: a checkpoint *before* the baseline that the over-fitting rules would flag: "
             "it has not learnt yet (over-fitting is judged only after the baseline)",
-            "**optimal**: the recommended checkpoint (below); **stable**: every other checkpoint",
+            "**optimal**: the recommended checkpoint (below), where it beats every control policy on these seeds; "
+            "**best of run**: the recommended checkpoint where some control does as well or better; "
+            "**stable**: every other checkpoint",
             f"the baseline std is floored at {self.min_std:g}",
         ]
 
@@ -158,7 +161,8 @@ class Report:
     action_names: Sequence[str] = ()
     columns: Sequence[Column] = ()
     title: str = "RL report"
-    notes: Sequence[str] = ()             # lines shown under the title (run, environment, seeds)
+    notes: Sequence[str] = ()             # lines about the run (environment, seeds): the report's last section
+    warnings: Sequence[str] = ()          # lines shown with the verdict, on the first screen
     heldout: Optional[dict] = None        # {"step": S, "agent": EvalResult dict, "controls": {name: dict},
     #                                       "adaptive": {name: dict}} on seeds the selection never saw: the headline
     adaptive: dict = field(default_factory=dict)   # name -> EvalResult dict: adaptive controls, shown beside the
@@ -169,7 +173,8 @@ class Report:
     def build(self) -> dict:
         evals = sorted(self.evaluations, key=lambda e: e["step"])
         if not evals:
-            return {"title": self.title, "notes": list(self.notes), "rows": [], "controls": [],
+            return {"title": self.title, "notes": list(self.notes), "warnings": list(self.warnings), "rows": [],
+                    "controls": [],
                     "baseline": None, "recommended": None, "thresholds": asdict(self.thresholds), "heldout": None}
         steps = [e["step"] for e in evals]
         if self.baseline_step is None:
@@ -187,7 +192,8 @@ class Report:
         statuses = [("under-trained" if i < b and "over-fitting" in s else s) for i, s in enumerate(statuses)]
         rec = recommend(evals, statuses)
         ties = tied_with(evals, statuses, rec)
-        statuses[rec] = "optimal"
+        vs_controls, vs_adaptive = verdict(evals[rec], self.controls), paired_verdict(evals[rec], self.adaptive)
+        statuses[rec] = recommended_status(vs_controls, vs_adaptive)
         rows = [self._row(e, baseline, s, i == b) for i, (e, s) in enumerate(zip(evals, statuses))]
         controls = self._control_rows(self.controls, self.adaptive, baseline)
         chosen = rows[rec]
@@ -198,12 +204,12 @@ class Report:
             tie = _and([format(evals[i]["step"], ",") for i in ties])
             reason += (f"; steps {tie} tie on that lower bound: "
                        "the earliest is chosen")
-        return {"title": self.title, "notes": list(self.notes), "thresholds": asdict(self.thresholds),
+        return {"title": self.title, "notes": list(self.notes), "warnings": list(self.warnings),
+                "thresholds": asdict(self.thresholds),
                 "scale": scale, "unit": unit, "resumes": sorted(self.resumes),
                 "baseline": {"step": baseline["step"], "kind": baseline_kind}, "rows": rows, "controls": controls,
                 "recommended": {"step": chosen["step"], "checkpoint": chosen.get("checkpoint"), "reason": reason,
-                                "vs_controls": verdict(chosen, self.controls),
-                                "vs_adaptive": paired_verdict(evals[rec], self.adaptive)},
+                                "vs_controls": vs_controls, "vs_adaptive": vs_adaptive},
                 "heldout": self._heldout()}
 
     def markdown(self, built: Optional[dict] = None, chart: Optional[str] = None) -> str:
@@ -243,44 +249,78 @@ class Report:
         for r in rows[1:len(controls) + 1]:
             r["score"] = normalised_score(r["mean_reward"], controls)
         return {"step": self.heldout["step"], "seed": agent.get("seed"), "n_episodes": agent["n_episodes"],
-                "rows": rows, "verdict": verdict(rows[0], controls), "vs_adaptive": paired_verdict(agent, adaptive),
+                "rows": rows, "verdict": verdict(agent, controls), "vs_adaptive": paired_verdict(agent, adaptive),
                 "source": dict(self.heldout)}  # the EvalResult dicts: Report(heldout=source) rebuilds this
 
 
+def recommended_status(vs_controls: Optional[dict], vs_adaptive: Optional[dict]) -> str:
+    """The recommended checkpoint's status: "optimal" only where no control policy does as well on
+    the same seeds (its CI clears the best fixed control's, and its paired difference with the
+    best adaptive control is above 0), so that the word can never contradict the verdict."""
+    if vs_controls and not vs_controls["beats_best_control"]:
+        return "best of run"
+    if vs_adaptive and vs_adaptive["verdict"] != "beats":
+        return "best of run"
+    return "optimal"
+
+
+FIXED = "the fixed controls (random and the constant policies)"  # `controls`, as the report names them
+
+
+def paired_difference(a: dict, b: dict) -> Optional[dict]:
+    """The mean and Student-t 95 % CI of a's return minus b's, episode by episode, when both played the
+    same seeded episodes (more than one); else None. Shared data removes what the episodes have in
+    common, which is most of a return's noise."""
+    ra, rb = a.get("episode_returns") or (), b.get("episode_returns") or ()
+    if a.get("seed") is None or a.get("seed") != b.get("seed") or len(ra) != len(rb) or len(ra) < 2:
+        return None
+    diffs = [x - y for x, y in zip(ra, rb)]
+    return {**summarize(diffs), "wins": sum(d > 0 for d in diffs), "n": len(diffs)}
+
+
 def verdict(chosen: dict, controls: dict) -> Optional[dict]:
-    """How `chosen` (a row or EvalResult dict) compares with the best control policy on the same seeds."""
+    """How `chosen` (a row or EvalResult dict) compares with the best fixed control policy on the same
+    seeds: by the paired difference when both played the same episodes (it beats the control when
+    the difference's 95 % CI is above 0), else by the two 95 % CIs (it beats it when they do not
+    overlap). The normalised score puts 1 at that control's mean, so a score above 1 without a win
+    is said to be within the noise."""
     if not controls:
         return None
     name, best = max(controls.items(), key=lambda kv: kv[1]["mean_reward"])
-    beats = chosen["ci95_low"] > best["ci95_high"]
+    pair = paired_difference(chosen, best)
+    if pair:
+        beats, below = pair["ci95_low"] > 0, pair["ci95_high"] < 0
+        how = (f"paired difference {pair['mean']:+.3g} [{pair['ci95_low']:+.3g}, {pair['ci95_high']:+.3g}] "
+               f"(mean, 95% CI over {pair['n']} episodes)")
+    else:
+        beats, below = chosen["ci95_low"] > best["ci95_high"], chosen["ci95_high"] < best["ci95_low"]
+        how = ("its 95% CI lies above that control's" if beats
+               else "a higher mean, but the 95% CIs overlap" if chosen["mean_reward"] > best["mean_reward"]
+               else "a lower mean, 95% CIs apart" if below else "a lower mean")
     score = normalised_score(chosen["mean_reward"], controls)
-    return {"best_control": name, "beats_best_control": beats, "score": score,
-            "text": (f"{'beats' if beats else 'does not beat'} the best control policy ({name}, "
-                     f"{best['mean_reward']:.4g} [{best['ci95_low']:.4g}, {best['ci95_high']:.4g}]) with "
-                     f"{'non-overlapping' if beats else 'overlapping or lower'} 95% CIs"
-                     + (f"; normalised score {score:.2f} (0 = worst control, 1 = best control)"
+    return {"best_control": name, "beats_best_control": beats, "below_best_control": below, "score": score,
+            "text": (f"{'beats' if beats else 'does not beat'} the best of them ({name}, "
+                     f"{best['mean_reward']:.4g} [{best['ci95_low']:.4g}, {best['ci95_high']:.4g}]): {how}"
+                     + (f"; normalised score {score:.2f} (0 = the worst one's mean, 1 = the best one's)"
                         if score is not None else ""))}
 
 
 def paired_verdict(agent: dict, adaptive: dict) -> Optional[dict]:
     """The agent against the best adaptive control on the same seeded episodes: the mean and
     Student-t 95 % CI of the per-episode differences, and the verdict in words."""
-    same = {n: c for n, c in adaptive.items() if c.get("seed") == agent.get("seed")
-            and len(c.get("episode_returns", ())) == len(agent.get("episode_returns", ())) > 1}
+    same = {n: c for n, c in adaptive.items() if paired_difference(agent, c)}
     if not same:
         return None
     name, best = max(same.items(), key=lambda kv: kv[1]["mean_reward"])
-    diffs = [a - b for a, b in zip(agent["episode_returns"], best["episode_returns"])]
-    s = summarize(diffs)
+    s = paired_difference(agent, best)
     word = ("beats" if s["ci95_low"] > 0 else "is worse than" if s["ci95_high"] < 0 else "is no better than")
-    wins = sum(d > 0 for d in diffs)
+    wins, n = s["wins"], s["n"]
     detail = best.get("extra", {}).get("detail")
     label = f"the {name}" + (f" ({detail})" if detail else "")
     return {"best_adaptive": name, "verdict": word, "mean_diff": s["mean"], "ci95_low": s["ci95_low"],
-            "ci95_high": s["ci95_high"], "wins": wins, "n": len(diffs),
+            "ci95_high": s["ci95_high"], "wins": wins, "n": n,
             "text": (f"{word} {label}: paired difference {s['mean']:+.2f} [{s['ci95_low']:+.2f}, "
-                     f"{s['ci95_high']:+.2f}] (mean, 95% CI over {len(diffs)} episodes), higher in {wins} of "
-                     f"{len(diffs)}")}
+                     f"{s['ci95_high']:+.2f}] (mean, 95% CI over {n} episodes), higher in {wins} of {n}")}
 
 
 class _Table:
@@ -323,11 +363,9 @@ def _heldout_lines(held: dict, table: _Table) -> list[str]:
     lines = ["", f"## Headline: held-out seeds {s0}..{s0 + held['n_episodes'] - 1}", "",
              f"The recommended checkpoint (step {held['step']:,}, chosen on the evaluation seeds below) and the "
              f"control policies, scored on {held['n_episodes']} seeded episodes that no selection saw:", ""]
-    if held.get("vs_adaptive"):
-        lines[3:3] = [f"**Against the best adaptive control: step {held['step']:,} {held['vs_adaptive']['text']}.**", ""]
     lines += table.policies(held["rows"], f"Δ vs step {held['step']:,}")
     if held["verdict"]:
-        lines += ["", f"Against the constant controls: step {held['step']:,} {held['verdict']['text']}."]
+        lines += ["", f"Against {FIXED}: step {held['step']:,} {held['verdict']['text']}."]
     return lines
 
 
@@ -347,29 +385,52 @@ def _evaluation_lines(report: dict, table: _Table) -> list[str]:
     return lines
 
 
-CHART_ALT = "evaluation return per checkpoint, 95% CI, control bands"
+CHART_ALT = "evaluation return per checkpoint with 95% CIs, beside the control policies, and the verdict"
 
 
 def embed_chart(markdown: str, chart: str) -> str:
-    """`markdown` with an image line for `chart` (a path relative to the Markdown file) under its title
-    line — where a reader sees it before the tables — unless it already shows that chart."""
+    """`markdown` with an image line for `chart` (a path relative to the Markdown file) after its
+    first screen — the verdict and its warnings, before the first section of tables — unless it
+    already shows that chart."""
     if f"]({chart})" in markdown:
         return markdown
-    lines = markdown.split("\n")
-    at = 1 if lines and lines[0].startswith("# ") else 0
-    return "\n".join(lines[:at] + ["", f"![{CHART_ALT}]({chart})"] + lines[at:])
+    lines = markdown.rstrip("\n").split("\n")
+    at = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    while at > 0 and not lines[at - 1].strip():
+        at -= 1
+    return "\n".join(lines[:at] + ["", f"![{CHART_ALT}]({chart})"] + lines[at:]) + "\n"
+
+
+def verdict_lines(report: dict) -> list[str]:
+    """The report's first screen: what the recommended checkpoint is worth against the controls —
+    on the held-out seeds when it has been scored there (the headline), else on the evaluation
+    seeds it was chosen on (said so: a selection's own seeds flatter it)."""
+    held, rec = report.get("heldout"), report["recommended"]
+    if held:
+        s0, n = held["seed"], held["n_episodes"]
+        where, vs_adaptive, vs_controls = (f"on the held-out seeds {s0}..{s0 + n - 1} (no selection saw them)",
+                                           held.get("vs_adaptive"), held.get("verdict"))
+    else:
+        where, vs_adaptive, vs_controls = ("so far, on the evaluation seeds it was chosen on (the held-out "
+                                           "headline comes at the end of training)",
+                                           rec.get("vs_adaptive"), rec.get("vs_controls"))
+    said = [f"against the best adaptive control it {vs_adaptive['text']}"] if vs_adaptive else []
+    said += [f"against {FIXED} it {vs_controls['text']}"] if vs_controls else []
+    if not said:
+        return [f"**Recommended: step {rec['step']:,}** (no control policies to compare with)."]
+    return [f"**Verdict {where}: step {rec['step']:,}** (best.pt) — " + "; ".join(said) + "."]
 
 
 def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Sequence[Column] = (),
                     chart: Optional[str] = None) -> str:
     """The Markdown form of ``Report.build()``'s dict; `chart`: the path of its SVG chart
-    (``write_report`` writes one as ``<stem>.svg``) to show under the title."""
+    (``write_report`` writes one as ``<stem>.svg``). The first screen is the verdict, its warnings
+    and the chart; the tables follow, and the run's configuration comes last."""
     table = _Table(action_names, columns)
-    lines = [f"# {report['title']}", ""] + [f"{n}  " for n in report["notes"]]
-    if chart and report["rows"]:
-        lines = embed_chart("\n".join(lines), chart).split("\n")
+    lines = [f"# {report['title']}", ""]
     if not report["rows"]:
-        return "\n".join(lines + ["", "No evaluations yet.", ""])
+        return "\n".join(lines + [f"{n}  " for n in report["notes"]] + ["", "No evaluations yet.", ""])
+    lines += verdict_lines(report) + [""] + [f"{w}  " for w in report.get("warnings", ())]
     if report.get("heldout"):
         lines += _heldout_lines(report["heldout"], table)
     lines += _evaluation_lines(report, table)
@@ -383,10 +444,13 @@ def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Seq
     where = f" (`{rec['checkpoint']}`)" if rec.get("checkpoint") else ""
     lines += ["", "## Recommendation", "", f"Production checkpoint: step {rec['step']:,}{where}: {rec['reason']}."]
     if rec.get("vs_controls"):
-        lines.append(f"On the evaluation seeds it {rec['vs_controls']['text']}.")
+        lines.append(f"On the evaluation seeds, against {FIXED}, it {rec['vs_controls']['text']}.")
     if rec.get("vs_adaptive"):
         lines.append(f"On the evaluation seeds it {rec['vs_adaptive']['text']} (the rule was tuned on these seeds too).")
-    return "\n".join(lines) + "\n"
+    if report["notes"]:
+        lines += ["", "## The run", ""] + [f"{n}  " for n in report["notes"]]
+    text = "\n".join(lines) + "\n"
+    return embed_chart(text, chart) if chart else text
 
 
 def write_report(directory: str | Path, report: dict, markdown: str, stem: str = "report") -> tuple[Path, Path]:

@@ -28,8 +28,8 @@ PROGRESS = dict(name="progress")
 # The variants where the best schedule needs foresight (docs/rl.md, "Variants"), as --env
 # settings any preset can take: `final` prices only the model the episode ends with; `lr` adds
 # step sizes to the modes — TEXT and MIXED at STEP_SIZES x the inner learning rate, chosen
-# from bench/schedule_probe.py's measurement before any agent was trained (README, "Schedules
-# that need foresight").
+# from bench/schedule_probe.py's measurement before any agent was trained (docs/studies.md,
+# "Schedules that need foresight").
 STEP_SIZES = (0.2, 0.5, 1.0)
 VARIANTS = {
     "final": dict(reward=dict(name="final")),
@@ -37,17 +37,18 @@ VARIANTS = {
                reward=dict(name="final")),
 }
 
-# the demo study on the built-in corpus (README "The study at demo scale"): ~50 minutes on 2 CPU
-# cores. The environment starts from the base stage's snapshot at step 100 (held-out perplexity
-# ~15, Φ ~7.2, above its band), where an episode of text training still lowers perplexity by
-# ~20 %. Cheaper decisions than the study's (3 inner steps of 4 x 64 tokens, 25 per episode) so
-# that ten thousand decisions fit, at a higher inner learning rate so that one decision moves Φ
-# visibly. gamma 1: the progress reward's perplexity gains telescope over the episode (where
-# the model ends is what counts), and only an undiscounted return keeps that true — with
-# gamma < 1 a decision that raises perplexity now and lets it fall later is penalised even when
-# the episode's net gain is the same. A first run with gamma 0.9 collapsed onto always-TEXT
-# (README "The study at demo scale"). Episodes are 25 decisions and end in a termination the
-# observation announces (time_left), so the undiscounted return is finite and well defined.
+# the demo study on the built-in corpus (docs/studies.md, "The first study at demo scale"): ~50
+# minutes on 2 CPU cores. The environment starts from the base stage's snapshot at step 100
+# (held-out perplexity ~15, Φ ~7.2, above its band), where an episode of text training still
+# lowers perplexity by ~20 %. Cheaper decisions than the study's (3 inner steps of 4 x 64 tokens,
+# 25 per episode) so that ten thousand decisions fit, at a higher inner learning rate so that one
+# decision moves Φ visibly. gamma 1: the progress reward's perplexity gains telescope over the
+# episode (where the model ends is what counts), and only an undiscounted return keeps that true —
+# with gamma < 1 a decision that raises perplexity now and lets it fall later is penalised even
+# when the episode's net gain is the same. A first run with gamma 0.9 collapsed onto always-TEXT
+# (docs/studies.md, "The first study at demo scale"). Episodes are 25 decisions and end in a
+# termination the observation announces (time_left), so the undiscounted return is finite and well
+# defined.
 DEMO = {
     "env": dict(max_steps=25, inner_steps=3, inner_batch_size=4, seq_len=64, inner_lr=6e-4, reward=PROGRESS),
     "ppo": PPOConfig(n_steps=32, minibatch_size=64, n_epochs=10, gamma=1.0),

@@ -33,7 +33,7 @@ from .overfit import StopOnOverfit
 from .record import RunRecord
 from .outputs import (STEP_NAME, claimed, fresh_run_check, log_folder, next_steps, replacing, step_checkpoint,
                       step_checkpoints, tensorboard_root)
-from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout
+from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout, side_run_plan
 from .rl_config import RLPlan, plan
 from .controls import all_controls
 from .scoring import (RESUMED, headline, keep_best, recommend_and_score_heldout, report_notes,
@@ -57,7 +57,8 @@ class RLStageCallback(Callback):
     def on_training_start(self, trainer) -> None:
         trainer.logger.add_custom_scalars(rl_layout(self.p.env_cfg.mode_names, resumed=bool(self.p.resumes),
                                                         step_sizes=self.p.env_cfg.has_step_sizes))
-        self.side = SideRuns(trainer.logger.log_dir, self.baseline_step)
+        self.side = SideRuns(trainer.logger.log_dir, self.baseline_step,
+                             side_run_plan(self.p.env_cfg.mode_names, self.every_control))
         if self.p.resume:
             trainer.logger.record("run/resumed_from", trainer.global_step)
         if self.baseline_step is not None and not any(r.step == trainer.global_step for r in trainer.eval_history):
@@ -80,9 +81,10 @@ class RLStageCallback(Callback):
         built = self.write_report(trainer)
         keep_best(self.p.out_dir, built["recommended"]["step"])
         status = next(r["status"] for r in built["rows"] if r["step"] == trainer.global_step)
-        trainer.logger.print(f"step {trainer.global_step:,}: eval {result.mean_reward:+.3f} ± {result.std_reward:.3f} "
-                             f"(Φ in band {result.extra['phi_in_band_pct']:.0f}%; so far: {status}); report "
-                             f"{self.p.out_dir / 'report.md'}")
+        low, high = result.ci95  # the interval the report and the charts draw
+        trainer.logger.print(f"step {trainer.global_step:,}: eval {result.mean_reward:+.3f}, 95% CI [{low:+.3f}, "
+                             f"{high:+.3f}] (Φ in band {result.extra['phi_in_band_pct']:.0f}%; so far: {status}); "
+                             f"report {self.p.out_dir / 'report.md'}")
 
     def write_report(self, trainer, heldout: dict | None = None) -> dict:
         return write_rl_report(self.p.out_dir, [r.to_dict() for r in trainer.eval_history], self.controls,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from env import EnvConfig
+from env.reward import reward_from_dict
 from .presets import RL_PRESETS, RUN_KEYS
 from ppo.checkpoint import is_light
 from ppo import PPOConfig, load_agent_checkpoint
@@ -30,6 +31,8 @@ PPO_FLAGS = ("learning_rate", "minibatch_size", "clip_range", "ent_coef", "vf_co
 INT_PPO_FLAGS = ("minibatch_size", "n_steps", "n_epochs")
 BOOL_PPO_FLAGS = ("anneal_lr", "anneal_clip_range")  # --anneal-lr / --no-anneal-lr
 RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many evaluation periods
+# the reward of a config that names none: EnvConfig's default's name (read from its class, not built)
+DEFAULT_REWARD = next(f for f in fields(EnvConfig) if f.name == "reward").default_factory.name
 MAX_ENVS = 1024  # environments trained side by side
 
 
@@ -78,11 +81,21 @@ def merge_env(base: dict, overrides: dict, device: str, base_path: Path) -> EnvC
     """The run's environment config, built once: `base` (a preset's or a checkpoint's), the --env
     overrides, --device, and the token cache beside the base checkpoint unless set."""
     d = {**base, **{k: v for k, v in overrides.items() if k != "reward"}}
-    d["reward"] = {**base.get("reward", {}), **overrides.get("reward", {})}
+    d["reward"] = merge_reward(base.get("reward", {}), overrides.get("reward", {}))
     if device != "auto":
         d["device"] = device
     d["cache_dir"] = d.get("cache_dir") or str(base_path.parent / "cache")
     return EnvConfig.from_dict(d)
+
+
+def merge_reward(base: dict, given: dict) -> dict:
+    """The reward's dict: `given` (the --env reward.* overrides) over `base`'s, or, when `given`
+    names another reward than `base`, that reward's own defaults with only `given` on top (the
+    old reward's constants, e.g. progress's w_out, mean nothing to it)."""
+    old = base.get("name", DEFAULT_REWARD)
+    if given.get("name", old) != old:
+        return dict(given)
+    return {**base, "name": old, **given}
 
 
 def _flags(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -174,11 +187,10 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     start = int(head["global_step"])
     run["timesteps"], note = resumed_total(start, head["config"]["total_timesteps"], run_flags.get("timesteps"),
                                            run["eval_freq"])
-    if note:
-        print(note)
     env_overrides = parse_env_overrides(args.env)
     base_path = check_base(args.base or record.base, record, args.resume, "--base")
     env_cfg = merge_env(record.env, env_overrides, args.device, base_path)
+    check_reward_kept(record, env_cfg, args, base_path)
     if len(env_cfg.modes) != head["n_actions"]:
         raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
                         f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
@@ -188,9 +200,29 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     except ValueError as e:
         raise UserError(str(e)) from None
     check_rollout(ppo_cfg, run["num_envs"], run["timesteps"] - start)
+    if note:  # only now: a refused resume says nothing but its error
+        print(note)
     resumes = [s for s in record.resumes if s < start] + [start]
     return RLPlan(run, env_cfg, base_path, out_dir, ppo_cfg=ppo_cfg, start_step=start,
                   record=record, resume=args.resume, resumes=resumes)
+
+
+def check_reward_kept(record: RunRecord, env_cfg: EnvConfig, args: argparse.Namespace, base_path: Path) -> None:
+    """A resumed run is scored under the reward it was trained with: its checkpoints' evaluations
+    (the report's rows, the resumed-from baseline, best.pt's choice) and its stored controls are
+    returns under that reward, and `--stage report` reads a folder as one run on one environment.
+    Another reward (or other constants of it) would mix returns on two scales: refused, with the
+    new run that trains under it."""
+    new, stored = env_cfg.reward, merge_reward(record.env.get("reward", {}), {})
+    defaults = {f.name: f.default for f in fields(new)}  # what a key the checkpoint lacks was read as
+    if stored["name"] == new.name and {**defaults, **stored} == new.to_dict():
+        return
+    old = reward_from_dict(stored)  # built for the message only: the run's one reward is env_cfg's
+    flags = " ".join(e for e in args.env if e.startswith("reward."))
+    preset = f" --preset {record.run['preset']}" if record.run.get("preset") else ""
+    raise UserError(f"a resumed run keeps its reward ({old.describe()}): its evaluations, baseline and controls "
+                    f"were scored under it; to train under {new.describe()}, start a new run with{preset} "
+                    f"--base {base_path} --out NEW --env {flags}")
 
 
 def plan(args: argparse.Namespace) -> RLPlan:

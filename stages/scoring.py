@@ -17,7 +17,10 @@ from ppo import EvalResult, TrainedPolicy
 
 from .cli import UserError
 from .outputs import step_checkpoint
-from .overfit import Column, Report, Thresholds, write_report
+from .overfit import FIXED, Column, Report, Thresholds, write_report
+
+
+SUMMARY_KEYS = ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl", "memory_util_mean")  # an evaluation's `extra`
 
 
 def score(envs, policy, env_cfg: EnvConfig, n_episodes: int, seed: int, step: int | None = None,
@@ -27,7 +30,7 @@ def score(envs, policy, env_cfg: EnvConfig, n_episodes: int, seed: int, step: in
     runs = run_policy(envs, policy, n_episodes, seed, name, on_episode)
     summary = runs.summary(env_cfg.reward.band)
     actions = [a for tr in runs.traces for a in tr["action"]]
-    extra = {k: summary[k] for k in ("phi_mean", "phi_in_band_pct", "c_mean", "final_ppl", "memory_util_mean")}
+    extra = {k: summary[k] for k in SUMMARY_KEYS}
     if checkpoint:
         extra["checkpoint"] = checkpoint
     counts = [actions.count(a) for a in range(len(env_cfg.modes))]
@@ -54,12 +57,6 @@ def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resu
              f"Every row: the greedy policy over the same {n_episodes} seeded episodes (seeds {seed}.."
              f"{seed + n_episodes - 1}); mean, sample std and Student-t 95% CI of the episode return. Control "
              "policies below on the same seeds."]
-    if n_episodes < FEW_EPISODES:
-        t = t975(n_episodes - 1) if n_episodes > 1 else float("inf")
-        notes.append(f"**Warning: only {n_episodes} episode(s) per evaluation.** A 95% CI is then ±{t:.1f} "
-                     "standard errors wide, so ranking checkpoints by its lower bound (the recommendation, "
-                     f"best.pt) is mostly noise; evaluate with --eval-episodes {FEW_EPISODES} or more (the demo "
-                     "preset uses 30), or re-score with `--stage report --episodes 30`.")
     if resumed_from is not None:
         notes.append(f"Rows up to step {resumed_from:,} come from the run this one resumed (their evaluations "
                      "are kept in its checkpoints); later rows are this run's.")
@@ -67,6 +64,17 @@ def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resu
         notes.append(f"The earlier run's checkpoints after step {resumed_from:,}, its evaluations and report "
                      f"were moved to `{superseded}`.")
     return notes
+
+
+def few_episodes_warning(n_episodes: int) -> list[str]:
+    """The warning a report opens with when its evaluations are too short to rank checkpoints."""
+    if n_episodes >= FEW_EPISODES:
+        return []
+    t = t975(n_episodes - 1) if n_episodes > 1 else float("inf")
+    return [f"**Warning: only {n_episodes} episode(s) per evaluation.** A 95% CI is then ±{t:.1f} "
+            "standard errors wide, so ranking checkpoints by its lower bound (the recommendation, "
+            f"best.pt) is mostly noise; evaluate with --eval-episodes {FEW_EPISODES} or more (the demo "
+            "preset uses 30), or re-score with `--stage report --episodes 30`."]
 
 
 def write_rl_report(out_dir: Path, evaluations: list, controls: tuple[dict, dict], baseline: tuple[int | None, str],
@@ -80,6 +88,7 @@ def write_rl_report(out_dir: Path, evaluations: list, controls: tuple[dict, dict
                     [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
                      Column("C mean", "c_mean", "{:.3f}"), Column("final ppl", "final_ppl", "{:.2f}")],
                     title=f"RL report: {out_dir}", notes=notes, heldout=heldout, adaptive=controls[1],
+                    warnings=few_episodes_warning(min((e["n_episodes"] for e in evaluations), default=FEW_EPISODES)),
                     baseline_kind=baseline[1], resumes=resumes)
     built = report.build()
     write_report(out_dir, built, report.markdown(built), stem)
@@ -114,4 +123,4 @@ def headline(built: dict) -> str:
     """The report's held-out verdicts in one sentence: against the best adaptive control first."""
     held = built["heldout"]
     adaptive = f"it {held['vs_adaptive']['text']}; " if held.get("vs_adaptive") else ""
-    return f"on held-out seeds {adaptive}against the constant controls it {held['verdict']['text']}"
+    return f"on held-out seeds {adaptive}against {FIXED} it {held['verdict']['text']}"

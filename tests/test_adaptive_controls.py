@@ -1,5 +1,6 @@
 """Adaptive controls (the tuned rule, the Exp3.S bandit), their cache, the paired verdict, and the
 study's statistics (IQM with a bootstrap interval, probability of improvement)."""
+import json
 import math
 
 import numpy as np
@@ -120,6 +121,40 @@ def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatc
     assert len(list((tmp_path / "cache" / "controls").glob("*.json"))) == 3 * 22
 
 
+# entries an older version (or a crash) could have left: each is played again and its file rewritten
+WRONG_SHAPES = {
+    "cut short": lambda d: json.dumps(d)[:40],
+    "a list": lambda d: json.dumps(list(d.values())),
+    "no mean_reward": lambda d: json.dumps({k: v for k, v in d.items() if k != "mean_reward"}),
+    "mean_reward a string": lambda d: json.dumps({**d, "mean_reward": str(d["mean_reward"])}),
+    "episode_returns a number": lambda d: json.dumps({**d, "episode_returns": d["mean_reward"]}),
+    "extra a list": lambda d: json.dumps({**d, "extra": []}),
+    "a statistic a string": lambda d: json.dumps({**d, "extra": {**d["extra"], "phi_mean": "6.5"}}),
+    "another seed": lambda d: json.dumps({**d, "seed": d["seed"] + 1}),
+    "null": lambda d: "null",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(WRONG_SHAPES))
+def test_a_control_cache_entry_of_another_shape_is_played_again(monkeypatch, tmp_path, shape):
+    from stages import controls
+    a, b = "rule: TEXT in [3, 6], else MIXED", "rule: TEXT in [3.5, 5.5], else PHI"
+    score, played = fake_score({(a, 100): 5.0, (b, 100): 1.0, (a, 900): 2.0, ("always PHI", 100): 3.0})
+    monkeypatch.setattr(controls, "score", score)
+    run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
+    cfg = EnvConfig()
+    clean = controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True)
+    files = sorted((tmp_path / "cache" / "controls").glob("*.json"))
+    kept = {f: f.read_text() for f in files}
+    for f in files:
+        f.write_text(WRONG_SHAPES[shape](json.loads(kept[f])))
+    played.clear()
+    assert controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True) == clean
+    assert len(played) == len(files) == 22  # every entry played again ...
+    assert {f: f.read_text() for f in files} == kept  # ... and rewritten whole
+    assert not list(files[0].parent.glob(".*.tmp"))
+
+
 def result(returns, seed=0, **extra):
     return EvalResult(list(returns), [1] * len(returns), [1, 0, 0], True, seed, extra=extra).to_dict()
 
@@ -145,8 +180,10 @@ def test_the_report_headline_leads_with_the_adaptive_verdict():
     assert [c["name"] for c in built["controls"]] == ["always TEXT", "random", "tuned rule", "bandit"]
     assert built["heldout"]["vs_adaptive"]["verdict"] == "is worse than"  # -0.5 on every episode
     md = report.markdown(built)
-    headline = md.split("## Headline")[1]
-    assert headline.index("Against the best adaptive control") < headline.index("| Policy")
+    first = md.split("\n")[2]  # the report's first screen: the held-out verdict, the adaptive one first
+    assert first.startswith("**Verdict on the held-out seeds")
+    assert first.index("against the best adaptive control it is worse than the tuned rule") < first.index(
+        "against the fixed controls")
     assert "tuned rule (TEXT in [3, 6], else MIXED)" in md
 
 

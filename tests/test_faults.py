@@ -274,6 +274,41 @@ def test_a_failed_run_leaves_an_earlier_run_in_the_same_folder_byte_identical(ca
     assert after == before  # config, tokenizer, logs, TensorBoard events, checkpoints: all as they were
 
 
+def test_cache_entries_of_another_shape_are_rebuilt_and_the_rl_stage_scores_the_same(capsys, base_dir, tmp_path):
+    """Control cache entries an older version could have left (a list, a dict without mean_reward,
+    a number stored as a string) used to end the RL stage in `KeyError: 'mean_reward'`; they are
+    played again like a file cut short, and so is a token cache cut short."""
+    import json
+    import shutil
+
+    import torch
+    base = tmp_path / "base"
+    shutil.copytree(base_dir, base, ignore=shutil.ignore_patterns("runs", "controls"))
+    rl = ["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base / "base.pt"), "--timesteps", "16"]
+
+    def controls(out):
+        extra = torch.load(out / "16.pt", map_location="cpu", weights_only=True)["extra"]
+        return {k: extra[k] for k in ("controls", "adaptive", "heldout_controls", "heldout_adaptive")}
+    assert train.main([*rl, "--out", str(tmp_path / "clean")]) == 0  # fills the base's control cache
+    entries = sorted((base / "cache" / "controls").glob("*.json"))
+    kept = {f: f.read_text() for f in entries}
+    shapes = [lambda d: list(d), lambda d: {k: v for k, v in d.items() if k != "mean_reward"},
+              lambda d: {**d, "mean_reward": str(d["mean_reward"])}, lambda d: {**d, "extra": None}]
+    for i, f in enumerate(entries):
+        f.write_text(json.dumps(shapes[i % len(shapes)](json.loads(kept[f]))))
+    tokens = {f: f.read_bytes() for f in (base / "cache").glob("*.npy") if "-test-" not in f.name}  # those it reads
+    assert len(tokens) == 2
+    for f, blob in tokens.items():
+        f.write_bytes(blob[:len(blob) // 2])
+    capsys.readouterr()
+    assert train.main([*rl, "--out", str(tmp_path / "again")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert controls(tmp_path / "again") == controls(tmp_path / "clean")
+    assert {f: f.read_text() for f in entries} == kept  # every entry played again and rewritten whole
+    assert {f: f.read_bytes() for f in tokens} == tokens
+    assert not list((base / "cache").rglob(".*.tmp"))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("script", ["train.py", "generate.py"])
 def test_ctrl_c_while_starting_is_one_line(script, sig, tmp_path):

@@ -220,3 +220,16 @@ def test_generate_agent_works_with_an_agent_of_each_variant(variant_run, capsys)
     actions = adaptation["actions"]
     assert sum(actions.values()) == 6
     assert set(actions) == set(EnvConfig.from_dict(RL_PRESETS[f"demo-{name}"]["env"]).mode_names)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # tensorboard's vendored html5lib, on import
+def test_step_size_modes_keep_every_chart_apart_and_the_agent_its_colour(variant_run):
+    """Six step-size modes and four adaptive controls would be eleven runs beside the agent's: the side runs
+    are the two mode families and the best adaptive controls, and every chart's runs differ in colour."""
+    from test_dashboards import chart_runs, colour_problems, tensorboard_palettes
+    from stages.dashboards import ACTION_MIX
+    name, out = variant_run
+    for palette in tensorboard_palettes().values():
+        assert colour_problems(out / "runs", palette) == []
+    if name == "lr":
+        assert chart_runs(out / "runs")[ACTION_MIX] == {"rl/modes/text", "rl/modes/mixed"}

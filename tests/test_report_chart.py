@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from common.stats import t975
-from stages.chart import STATUS_COLOURS, report_svg
+from stages.chart import BOTTOM, CONTROL_COLOURS, STATUS_COLOURS, TOP, VERDICT_COLOURS, report_svg
 from stages.overfit import CHART_ALT, Report, write_report
 
 NS = "{http://www.w3.org/2000/svg}"
@@ -59,17 +59,33 @@ def test_one_bar_per_evaluation_coloured_by_status(built):
     assert all(s in texts(root) for s in STATUS_COLOURS)  # the legend names every status
 
 
-def test_control_bands_and_off_scale_controls(built):
+def test_controls_in_their_own_colours_and_off_scale_controls(built):
     root = parse(report_svg(built))
-    bands = {b.get("data-name"): b for b in by_class(root, "control-band")}
-    assert set(bands) == {"random", "always <A&B>"}  # escaped, and still the name once parsed
-    # -400 would squeeze the checkpoints into a sliver: drawn as an arrow at the edge, not a band
+    drawn = {g.get("data-name"): g for g in by_class(root, "control")}
+    assert set(drawn) == {"random", "always <A&B>"}  # escaped, and still the name once parsed
+    # -400 would squeeze the checkpoints into a sliver: drawn as an arrow at the edge, with its value
     assert [m.get("data-name") for m in by_class(root, "control-offscale")] == ["always Z"]
     assert any(t.startswith("\u25bc always Z") for t in texts(root))
     assert len(by_class(root, "control-mean")) == 2
-    # a band spans its CI: the random band (CI ~ -4 +- 0.94) is below the always-<A&B> one (1 +- 0.23)
-    assert float(bands["random"].get("y")) > float(bands["always <A&B>"].get("y"))
-    assert 0.5 < float(bands["random"].get("height")) / float(bands["always <A&B>"].get("height")) / 4 < 2
+    # a control's CI bar spans its CI: random's (-4 +- 0.94) is below always <A&B>'s (1 +- 0.23), and longer
+    bars = {n: g.find(NS + "line[@class='control-ci']") for n, g in drawn.items()}
+    low = {n: float(b.get("y2")) for n, b in bars.items()}
+    length = {n: float(b.get("y2")) - float(b.get("y1")) for n, b in bars.items()}
+    assert low["random"] > low["always <A&B>"] and 2 < length["random"] / length["always <A&B>"] < 8
+    # each in its own column of the strip, never on top of another
+    assert len({b.get("x1") for b in bars.values()}) == 2
+
+
+def test_one_colour_per_control_and_none_shared_with_a_status_or_verdict():
+    """Thirteen controls (more than the palette): every one its own colour, used for its lines and its label."""
+    controls = {f"c{i}": ev(None, 5.0 + 0.3 * i, 0.5) for i in range(13)}
+    root = parse(report_svg(Report([ev(1000, 7.0, 1.0), ev(2000, 8.0, 1.0)], controls).build()))
+    colour = {g.get("data-name"): g.get("stroke") for g in by_class(root, "control")}
+    assert len(colour) == 13 and len(set(colour.values())) == 13
+    assert not set(colour.values()) & (set(STATUS_COLOURS.values()) | set(VERDICT_COLOURS.values()))
+    assert list(colour.values())[:len(CONTROL_COLOURS)] == list(CONTROL_COLOURS)
+    labels = {t.text.split(" ")[0]: t.get("fill") for t in root.iter(NS + "text") if t.text and t.text[:1] == "c"}
+    assert all(labels[n] == colour[n] for n in colour)
 
 
 def test_recommended_and_baseline_marked(built):
@@ -77,7 +93,7 @@ def test_recommended_and_baseline_marked(built):
     root = parse(report_svg(built))
     assert [c.get("data-step") for c in by_class(root, "recommended")] == [str(built["recommended"]["step"])]
     assert [c.get("data-step") for c in by_class(root, "baseline")] == ["2000"]
-    assert "recommended 2,000" in texts(root) and "baseline 2,000" in texts(root)
+    assert "recommended 2,000 (optimal)" in texts(root) and "baseline 2,000" in texts(root)
     built["recommended"]["step"] = 1000  # the ring follows the recommendation, not the best mean
     root = parse(report_svg(built))
     assert [c.get("data-step") for c in by_class(root, "recommended")] == ["1000"]
@@ -92,7 +108,7 @@ def test_recommended_and_baseline_marked(built):
 ])
 def test_degenerate_ranges_stay_finite_and_inside(history):
     root = parse(report_svg(Report(history).build()))  # no controls
-    assert len(by_class(root, "ci")) == len(history) and not by_class(root, "control-band")
+    assert len(by_class(root, "ci")) == len(history) and not by_class(root, "control")
     assert len(by_class(root, "recommended")) == 1
     for e in root.iter():
         for attr in ("x", "y", "cx", "cy", "x1", "x2", "y1", "y2"):
@@ -115,11 +131,12 @@ def test_write_report_writes_the_chart_and_links_it(tmp_path, built):
     md_path, _ = write_report(tmp_path, built, report.markdown(built), stem="study")
     parse((tmp_path / "study.svg").read_text())
     lines = md_path.read_text().split("\n")
-    assert lines[0] == "# T" and f"![{CHART_ALT}](study.svg)" in lines[:4]
+    # the first screen: the title, the verdict (none here: no controls), then the chart
+    assert lines[0] == "# T" and lines[2].startswith("**Recommended: step") and f"![{CHART_ALT}](study.svg)" in lines[:6]
     assert sum("](study.svg)" in line for line in lines) == 1
     # markdown that already shows the chart is written as is
     md = report.markdown(built, chart="study.svg")
-    assert md.split("\n")[2] == f"![{CHART_ALT}](study.svg)"
+    assert f"![{CHART_ALT}](study.svg)" in md.split("\n")[:6]
     write_report(tmp_path, built, md, stem="study")
     assert md_path.read_text() == md
 
@@ -130,11 +147,11 @@ def y_axis(root: ET.Element) -> tuple[float, float]:
              if t.get("text-anchor") == "end" and float(t.get("x")) == 67.0]
     (y1, v1), (y2, v2) = ticks[0], ticks[-1]
     per_px = (v2 - v1) / (y2 - y1)
-    return v1 + (352 - y1) * per_px, v1 + (58 - y1) * per_px
+    return v1 + (BOTTOM - y1) * per_px, v1 + (TOP - y1) * per_px
 
 
 def test_off_scale_marks_only_controls_whose_mean_is_outside_the_axis():
-    """A control with a CI far wider than the axis but its mean inside it is a band cut at the frame,
+    """A control with a CI far wider than the axis but its mean inside it is a CI bar cut at the frame,
     not an arrow (an arrow at the top made the worst control read as the best)."""
     history = [ev(1000, 4.0, 1.0, n=2), ev(2000, 5.0, 1.0, n=2)]
     controls = {"wide": ev(None, 3.0, 40.0, n=2), "far above": ev(None, 900.0, 1.0, n=2),
@@ -144,8 +161,8 @@ def test_off_scale_marks_only_controls_whose_mean_is_outside_the_axis():
     arrows = {m.get("data-name") for m in by_class(root, "control-offscale")}
     assert arrows == {"far above", "far below", "also below"}
     assert all(not lo <= controls[n]["mean_reward"] <= hi for n in arrows)
-    band = next(b for b in by_class(root, "control-band") if b.get("data-name") == "wide")
-    assert float(band.get("y")) == 58 and float(band.get("y")) + float(band.get("height")) == 352  # cut at the frame
+    bar = next(g for g in by_class(root, "control") if g.get("data-name") == "wide").find(NS + "line[@class='control-ci']")
+    assert float(bar.get("y1")) == TOP and float(bar.get("y2")) == BOTTOM  # cut at the frame
     below = [m.get("d") for m in by_class(root, "control-offscale") if m.get("data-name") != "far above"]
     assert below[0] != below[1]  # two arrows at the same edge do not overlap
 
@@ -160,7 +177,7 @@ def test_chart_names_its_seeds_and_plots_the_heldout_headline():
     assert any(t.startswith("Evaluation seeds 1,000..1,019 (checkpoints are chosen on these)") for t in texts(root))
     assert any(t.startswith("Held-out seeds 20,000..20,019 (the headline)") for t in texts(root))
     rows = by_class(root, "heldout-row")
-    assert [r.get("data-name") for r in rows] == ["step 2,000", "random", "always A"]
+    assert [r.get("data-name") for r in rows] == ["step 2,000", "always A", "random"]  # best first
     assert [m.get("data-name") for m in by_class(root, "heldout-offscale")] == ["always B"]  # -300: far out
     x = {r.get("data-name"): float(r.find(NS + "circle").get("cx")) for r in rows}
     assert x["random"] < x["always A"] < x["step 2,000"]  # higher return further right
@@ -180,3 +197,57 @@ def test_a_resume_is_marked():
     assert [m.get("data-step") for m in by_class(root, "resume")] == ["2000"]
     assert "resumed from 2,000" in texts(root)
     assert not by_class(parse(report_svg(Report(history).build())), "resume")
+
+
+def paired(step, returns, seed):
+    """An evaluation with its episode returns, on seeds seed.. (so comparisons with it are paired)."""
+    e = ev(step, sum(returns) / len(returns), float(__import__("numpy").std(returns, ddof=1)), n=len(returns))
+    return {**e, "seed": seed, "episode_returns": list(returns)}
+
+
+@pytest.mark.parametrize("agent_shift, outcome", [(+3.0, "beats"), (+0.05, "no better than"), (-3.0, "worse than")])
+def test_the_verdict_is_written_on_the_chart_and_colours_the_agent(agent_shift, outcome):
+    """On held-out seeds, against a tuned rule compared episode by episode: the verdict line says what
+    the report says, in the verdict's colour, and the agent's held-out row wears it too (green is a win only)."""
+    noise = [(-1) ** i * (i % 5) for i in range(12)]  # shared by every policy: the episodes' data
+    rule = [20.0 + x for x in noise]
+    agent = [r + agent_shift + 0.1 * ((i % 3) - 1) for i, r in enumerate(rule)]
+    fixed = {"always A": paired(None, [10.0 + x for x in noise], 20_000)}
+    held = {"step": 2000, "agent": paired(2000, agent, 20_000), "controls": fixed,
+            "adaptive": {"tuned rule": paired(None, rule, 20_000)}}
+    history = [ev(1000, 9.0, 1.0), ev(2000, 10.0, 1.0)]
+    built = Report(history, {"always A": ev(None, 1.0, 0.5)}, heldout=held).build()
+    root = parse(report_svg(built), height=450 + 60 + 20 * 3 + 40)
+    lines = by_class(root, "verdict")
+    assert {v.get("data-outcome") for v in lines} == {outcome}
+    assert lines[0].text.startswith(f"Verdict (held-out seeds): step 2,000 {'is ' * (outcome != 'beats')}{outcome}"
+                                    " the tuned rule")
+    assert all(v.get("fill") == VERDICT_COLOURS[outcome] for v in lines)
+    row = next(r for r in by_class(root, "heldout-row") if r.get("data-name") == "step 2,000")
+    assert row.get("stroke") == VERDICT_COLOURS[outcome]
+    assert (row.get("stroke") == STATUS_COLOURS["optimal"]) == (outcome == "beats")
+
+
+def test_a_control_above_the_recommended_checkpoint_keeps_it_from_optimal():
+    """The recommended checkpoint under a control's mean is "best of run" in the legend's slate, never
+    "optimal" in green; with the control below it, it is optimal again."""
+    history = [ev(1000, 15.0, 1.0), ev(2000, 16.0, 1.0)]
+    for control, status in ((17.0, "best of run"), (12.0, "optimal")):
+        built = Report(history, {"tuned rule": ev(None, control, 0.5)}).build()
+        root = parse(report_svg(built))
+        ring = by_class(root, "recommended")[0]
+        assert ring.get("stroke") == STATUS_COLOURS[status]
+        assert f"recommended 2,000 ({status})" in texts(root)
+
+
+def test_far_controls_do_not_flatten_the_checkpoints():
+    """Checkpoints spanning 2 return units, a control 6 units below: drawn to scale it would leave them a
+    quarter of the axis; it becomes an edge mark and the checkpoints keep at least half of it."""
+    history = [ev(1000, 17.0, 0.5, n=30), ev(2000, 18.0, 0.5, n=30), ev(3000, 18.5, 0.5, n=30)]
+    controls = {"near": ev(None, 17.5, 0.5, n=30), "far": ev(None, 11.0, 0.5, n=30)}
+    root = parse(report_svg(Report(history, controls).build()))
+    lo, hi = y_axis(root)
+    span = max(r["ci95_high"] for r in history) - min(r["ci95_low"] for r in history)
+    assert span / (hi - lo) >= 0.5
+    assert [m.get("data-name") for m in by_class(root, "control-offscale")] == ["far"]
+    assert [g.get("data-name") for g in by_class(root, "control")] == ["near"]
