@@ -7,9 +7,9 @@
 Trains one base model (`<out>/base`, its snapshot the agents start from), then one PPO agent per
 training seed 1..N on that snapshot (`<out>/seed-<s>`, `python train.py --stage rl --seed s`),
 and aggregates their held-out evaluations against each family's tuned control (the best
-constant policy, the tuned rule, time switch, step-size decay where the modes have step sizes,
-and the bandit; docs/rl.md, "Controls"; each selected on the evaluation seeds). The controls
-are played once: every agent's run reads them from the base's control cache. Ctrl-C stops the
+constant policy, the tuned rule, time switch, step-size decay and plateau decay where the modes
+have step sizes, and the bandit; docs/rl.md, "Controls"; each selected on the evaluation seeds).
+The controls are played once: every agent's run reads them from the base's control cache. Ctrl-C stops the
 current stage with its checkpoint; the same command continues each piece where it stopped and
 replays nothing finished.
 

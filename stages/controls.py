@@ -7,8 +7,10 @@ Two kinds (docs/rl.md, "Controls"):
   evaluation seeds (then scored on the held-out seeds: the same select-then-report discipline as
   the agent's checkpoints): the **tuned rule** (Φ threshold x constant step size), the **tuned
   time switch** (TEXT until k decisions are left, then the tuned rule) and, when the modes carry
-  step sizes, the **tuned step-size decay** (the tuned rule's weights x step or cosine decay); and
-  the **bandit** (Exp3.S). The agent's headline is its paired difference with the best of these.
+  more than one step size, the **tuned step-size decay** (the tuned rule's weights x step or cosine
+  decay) and the **tuned plateau decay** (one step size lower after k decisions without a new best
+  held-out loss, as ReduceLROnPlateau); and the **bandit** (Exp3.S). The agent's headline is its
+  paired difference with the best of these.
 
 Every evaluation is kept in `<base folder>/cache/controls/`, keyed by the base model's content,
 the environment config, the seeds, the episode count and the policy: the RL stage, a resumed run,
@@ -22,11 +24,12 @@ import time
 from pathlib import Path
 
 from common.files import write_json
-from env import EnvConfig, bandit, control_policies, decay_family, rule_family, switch_family
+from env import EnvConfig, bandit, control_policies, decay_family, plateau_family, rule_family, step_sizes, switch_family
 
 from .scoring import SUMMARY_KEYS, score
 
-TUNED, SWITCH, DECAY, BANDIT = "tuned rule", "tuned time switch", "tuned step-size decay", "bandit"
+TUNED, SWITCH, DECAY, PLATEAU, BANDIT = ("tuned rule", "tuned time switch", "tuned step-size decay",
+                                        "tuned plateau decay", "bandit")
 CACHE_FORMAT = 1  # bump when what an evaluation holds changes, so old entries miss
 
 
@@ -114,14 +117,21 @@ def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, base_cont
 
 def adaptive_names(env_cfg: EnvConfig) -> tuple:
     """The adaptive controls a run on this environment reports."""
-    return (TUNED, SWITCH, *((DECAY,) if env_cfg.has_step_sizes else ()), BANDIT)
+    return (TUNED, SWITCH, *((DECAY, PLATEAU) if several_step_sizes(env_cfg) else ()), BANDIT)
+
+
+def several_step_sizes(env_cfg: EnvConfig) -> bool:
+    """Whether the step-size families have members: with one step size (even one other than 1)
+    there is nothing to decay to, and a family without members has no best."""
+    return len(step_sizes(env_cfg)) > 1
 
 
 def later_families(env_cfg: EnvConfig, rule) -> dict:
     """The families built around the tuned rule: {family: {member name: policy}}."""
     out = {SWITCH: switch_family(env_cfg, rule)}
-    if env_cfg.has_step_sizes:
+    if several_step_sizes(env_cfg):
         out[DECAY] = decay_family(env_cfg, rule)
+        out[PLATEAU] = plateau_family(env_cfg, rule)
     return out
 
 

@@ -225,10 +225,12 @@ def test_stored_controls_count_only_when_tuned_over_the_current_families(monkeyp
     run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
     evaluation, _ = controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True)
     adaptive = evaluation[1]
-    assert list(adaptive) == ["tuned rule", "tuned time switch", "tuned step-size decay", "bandit"]
+    assert list(adaptive) == ["tuned rule", "tuned time switch", "tuned step-size decay", "tuned plateau decay", "bandit"]
     assert controls.tuned_over_current_families(adaptive, cfg)
     older = copy.deepcopy(adaptive)  # recorded before the decay family held the TEXT-only decays
     older["tuned step-size decay"]["extra"]["members"] = {
         m: v for m, v in adaptive["tuned step-size decay"]["extra"]["members"].items() if "TEXT only" not in m}
     assert not controls.tuned_over_current_families(older, cfg)
     assert not controls.tuned_over_current_families({k: v for k, v in adaptive.items() if "decay" not in k}, cfg)
+    # recorded before the plateau family existed: the run plays it
+    assert not controls.tuned_over_current_families({k: v for k, v in adaptive.items() if "plateau" not in k}, cfg)

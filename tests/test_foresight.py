@@ -1,5 +1,5 @@
 """Schedules that need foresight: the `final` reward, modes that carry a step size, the
-time-switch and step-size-decay controls, and the tiny preset trained on each variant (then
+time-switch, step-size-decay and plateau-decay controls, and the tiny preset trained on each variant (then
 steering `generate.py --agent`)."""
 import json
 import math
@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import train
-from env import (EnvConfig, EnvError, FinalReward, ProgressReward, SchedulePolicy, StepSizeSchedule,
-                 TextSchedulingEnv, decay_family, load_base, reward_from_dict, rescore, rule_family, run_policy,
-                 step_size_modes, switch_family)
+from env import (PLATEAU_PATIENCES, EnvConfig, EnvError, FinalReward, PlateauPolicy, ProgressReward, SchedulePolicy,
+                 StepSizeSchedule, TextSchedulingEnv, decay_family, load_base, plateau_family, reward_from_dict,
+                 rescore, rule_family, run_policy, step_size_modes, switch_family)
+from common.episodes import play, run_episodes
 from common.policies import ConstantPolicy
 from stages.presets import RL_PRESETS, STEP_SIZES, VARIANTS
 
@@ -21,8 +22,8 @@ SMALL = dict(max_steps=6, inner_steps=2, inner_batch_size=2, seq_len=32, measure
 LR_MODES = step_size_modes({"TEXT": (1.0, 0.0), "MIXED": (0.5, 0.5)}, (0.25, 1.0))
 
 
-def obs(phi: float, time_left: float = 1.0) -> np.ndarray:
-    return np.array([0.5, phi, 3.0, 1.0, 0.5, 0.0, time_left], dtype=np.float32)
+def obs(phi: float, time_left: float = 1.0, loss_text: float = 3.0) -> np.ndarray:
+    return np.array([0.5, phi, loss_text, 1.0, 0.5, 0.0, time_left], dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- the final reward
@@ -156,6 +157,80 @@ def test_families_over_step_sizes():
     plain = decays["rule: TEXT only, lr cosine ×1 → ×0.2"]  # the decay people use on a text loss alone
     assert plain(obs(9.0, time_left=0.04), {}) == cfg.mode_names.index("TEXT@0.2")
     assert decay_family(EnvConfig(), rule_family(EnvConfig())["rule: TEXT in [3, 6], else MIXED"]) == {}
+    plateaus = plateau_family(cfg, tuned)
+    assert len(plateaus) == 2 * len(PLATEAU_PATIENCES)  # the tuned rule's weights or TEXT only, x patience
+    assert {(p.outside, p.lr.patience) for p in plateaus.values()} == {
+        (o, k) for o in ("MIXED", None) for k in PLATEAU_PATIENCES} and all(p.margin == 0.25 for p in plateaus.values())
+    # the name is the control cache's key: it says every setting, and stays put
+    assert ("rule: TEXT only, lr ×1 → ×0.5 → ×0.2, one step size lower after 2 decisions without a held-out "
+            "loss 0.1% below its best") in plateaus
+    plain = EnvConfig()
+    assert plateau_family(plain, rule_family(plain)["rule: TEXT in [3, 6], else MIXED"]) == {}
+    # one step size, even one other than 1: nothing to lower to, so neither step-size family is reported
+    from stages.controls import adaptive_names
+    halved = EnvConfig(modes=step_size_modes({"TEXT": (1.0, 0.0), "MIXED": (0.5, 0.5)}, (0.5,)))
+    assert halved.has_step_sizes and adaptive_names(halved) == ("tuned rule", "tuned time switch", "bandit")
+    assert "tuned plateau decay" in adaptive_names(cfg)
+
+
+LR3 = EnvConfig(max_steps=25, modes=step_size_modes({"TEXT": (1.0, 0.0), "MIXED": (0.5, 0.5)}, STEP_SIZES))
+
+
+def modes_played(policy, losses, phi: float = 4.5) -> list:
+    """The modes `policy` takes on observations with these held-out losses (Φ inside the band: TEXT)."""
+    return [LR3.mode_names[policy(obs(phi, loss_text=loss), {})] for loss in losses]
+
+
+def test_the_plateau_policy_lowers_the_step_size_after_patience_decisions_without_a_new_best():
+    p = PlateauPolicy(LR3, outside=None, patience=2)
+    assert modes_played(p, [3.0, 2.9, 2.8, 2.7]) == ["TEXT@1"] * 4        # a new best each time: the top
+    assert modes_played(p, [2.7, 2.8]) == ["TEXT@1", "TEXT@0.5"]           # the 2nd without a new best
+    assert modes_played(p, [2.6, 2.65]) == ["TEXT@0.5"] * 2                 # a new best restarts the count
+    assert modes_played(p, [2.65, 2.9, 2.9]) == ["TEXT@0.2"] * 3            # lowered again, then the lowest
+    assert modes_played(p, [2.9] * 6 + [1.0]) == ["TEXT@0.2"] * 7           # never below it, never back up
+    p.reset()
+    assert modes_played(p, [5.0, 4.0, 4.0, 3.0]) == ["TEXT@1"] * 4          # the top, and the episode's own best
+    once = PlateauPolicy(LR3, outside=None, patience=1)
+    assert modes_played(once, [3.0, 3.0, 3.0, 3.0]) == ["TEXT@1", "TEXT@0.5", "TEXT@0.2", "TEXT@0.2"]
+    slow = PlateauPolicy(LR3, outside=None, patience=5)
+    assert modes_played(slow, [3.0] * 7) == ["TEXT@1"] * 5 + ["TEXT@0.5"] * 2
+
+
+def test_the_plateau_policys_new_best_must_clear_the_threshold():
+    p = PlateauPolicy(LR3, outside=None, patience=1)     # threshold 0.1 %: a new best is below 2 x 0.999 = 1.998
+    assert modes_played(p, [2.0, 1.997]) == ["TEXT@1", "TEXT@1"]
+    p.reset()
+    assert modes_played(p, [2.0, 1.9985]) == ["TEXT@1", "TEXT@0.5"]     # lower, but by less than the threshold
+    loose = PlateauPolicy(LR3, outside=None, patience=1, threshold=0.0)
+    assert modes_played(loose, [2.0, 1.9985]) == ["TEXT@1", "TEXT@1"]
+
+
+def test_the_plateau_policy_with_the_rules_weights_corrects_phi_at_its_step_size():
+    p = PlateauPolicy(LR3, margin=0.25, outside="MIXED", patience=1)
+    assert modes_played(p, [3.0], phi=8.0) == ["MIXED@1"]                  # Φ above the band: the rule's weights
+    assert modes_played(p, [3.1], phi=8.0) == ["MIXED@0.5"]               # a stall lowers both weights' step size
+    assert modes_played(p, [2.0], phi=4.5) == ["TEXT@0.5"]
+
+
+class Stalled:
+    """Six decisions whose held-out loss never improves (a fake environment: what the policy reads)."""
+    uses_global_rng = False
+
+    def reset(self, seed=None):
+        self.t = 0
+        return obs(4.5, loss_text=3.0), {}
+
+    def step(self, action):
+        self.t += 1
+        return obs(4.5, loss_text=3.0), 0.0, self.t >= 6, False, {}
+
+
+def test_the_episode_runner_starts_every_plateau_episode_at_the_top_step_size():
+    p = PlateauPolicy(LR3, outside=None, patience=2)
+    first = play(Stalled(), p, seed=1)
+    assert [LR3.mode_names[a] for a in first.actions] == ["TEXT@1"] * 2 + ["TEXT@0.5"] * 2 + ["TEXT@0.2"] * 2
+    assert play(Stalled(), p, seed=1).actions == first.actions   # reset by the runner: not from where it ended
+    assert [ep.actions for ep in run_episodes(Stalled(), p, 3, seed=1)] == [first.actions] * 3
 
 
 # ----------------------------------------------------------------------------- the tiny preset on each variant
@@ -180,12 +255,28 @@ def test_the_tiny_preset_trains_on_each_variant(variant_run):
     name, out = variant_run
     report = json.loads((out / "report.json").read_text())
     adaptive = [c["name"] for c in report["heldout"]["rows"] if c.get("adaptive")]
-    expected = ["tuned rule", "tuned time switch"] + (["tuned step-size decay"] if name == "lr" else []) + ["bandit"]
+    step_size_families = ["tuned step-size decay", "tuned plateau decay"] if name == "lr" else []
+    expected = ["tuned rule", "tuned time switch", *step_size_families, "bandit"]
     assert adaptive == expected
     assert report["heldout"]["vs_adaptive"]["best_adaptive"] in expected
-    env = EnvConfig.from_dict(torch.load(out / "64.pt", weights_only=True)["extra"]["env"])
+    record = torch.load(out / "64.pt", weights_only=True)["extra"]
+    env = EnvConfig.from_dict(record["env"])
     assert env.reward.name == "final" and env.has_step_sizes == (name == "lr")
     assert env.modes == EnvConfig.from_dict(RL_PRESETS[f"demo-{name}"]["env"]).modes
+    if name == "lr":  # every plateau member on the evaluation seeds, only the best of them on the held-out ones
+        on_eval = record["adaptive"]["tuned plateau decay"]["extra"]
+        rule = rule_family(env)[record["adaptive"]["tuned rule"]["extra"]["rule"]]
+        assert set(on_eval["members"]) == set(plateau_family(env, rule))
+        assert on_eval["rule"] == max(on_eval["members"], key=on_eval["members"].get)
+        assert list(record["heldout_adaptive"]["tuned plateau decay"]["extra"]["members"]) == [on_eval["rule"]]
+    from stages.chart import control_colours  # the chart: every control, the new family too, in its own colour
+    colours = control_colours(report)
+    assert set(expected) <= set(colours) and len(set(colours.values())) == len(colours)
+    # bench/rl_study.py's tables compare the agent with every family's control
+    from bench.rl_study import aggregate, markdown
+    table = markdown(aggregate({1: report}), "one run")
+    assert all(f"agent − {family} (paired" in table and f"| {family} | " in table
+               for family in ["best constant", *expected])
 
 
 def test_the_dashboards_show_the_step_size_only_where_modes_carry_one(variant_run):
@@ -224,7 +315,7 @@ def test_generate_agent_works_with_an_agent_of_each_variant(variant_run, capsys)
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # tensorboard's vendored html5lib, on import
 def test_step_size_modes_keep_every_chart_apart_and_the_agent_its_colour(variant_run):
-    """Six step-size modes and four adaptive controls would be eleven runs beside the agent's: the side runs
+    """Six step-size modes and five adaptive controls would be twelve runs beside the agent's: the side runs
     are the two mode families and the best adaptive controls, and every chart's runs differ in colour."""
     from test_dashboards import chart_runs, colour_problems, tensorboard_palettes
     from stages.dashboards import ACTION_MIX
