@@ -32,7 +32,7 @@ from stages.base import CONFIG_CLASSES, run_base
 from stages.cli import OneLineParser, UserError, pick_device, run_cli
 from stages.report import run_report
 from stages.rl import run_rl
-from stages.rl_config import BOOL_PPO_FLAGS, INT_PPO_FLAGS, PPO_FLAGS
+from stages.rl_config import BOOL_PPO_FLAGS, CHOICE_PPO_FLAGS, INT_PPO_FLAGS, PPO_FLAGS
 
 
 def _flag(name: str) -> str:
@@ -105,7 +105,9 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
     for name in BOOL_PPO_FLAGS:  # the line falls to 0 at the run's planned end (docs/ppo.md, Checkpoints)
         g.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
                        help=f"PPOConfig.{name}: decay linearly to 0 at the last step (default: the preset's, off)")
-    for name in (n for n in PPO_FLAGS if n not in BOOL_PPO_FLAGS):
+    for name, choices in CHOICE_PPO_FLAGS.items():
+        g.add_argument(_flag(name), dest=name, choices=choices, default=None, help=f"PPOConfig.{name}")
+    for name in (n for n in PPO_FLAGS if n not in BOOL_PPO_FLAGS and n not in CHOICE_PPO_FLAGS):
         g.add_argument(_flag(name), dest=name, type=int if name in INT_PPO_FLAGS else float,
                        default=None, metavar="N" if name in INT_PPO_FLAGS else "X", help=f"PPOConfig.{name}")
     r = p.add_argument_group("--stage report")

@@ -5,7 +5,7 @@ For an RL preset, trains the base stage's snapshot exactly as the preset's base 
 one, then resets the preset's environment on the held-out seeds and prints each reset's
 held-out perplexity over the start state's (the snapshot with an empty memory). The test
 suite checks the tiny and demo presets this way (tests/test_reset_start.py); the paper preset's
-snapshot takes about 20 minutes of CPU to train, so it is checked here.
+snapshot takes about 45 minutes of CPU to train, so it is checked here.
 
     python bench/reset_check.py --preset paper            # trains the paper snapshot, then checks it
     python bench/reset_check.py --preset demo-lr --snapshot ckpt/base-step100.pt

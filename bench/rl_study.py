@@ -3,6 +3,7 @@
     python bench/rl_study.py --seeds 3                 # demo preset: base, then 3 agents, then the table
     python bench/rl_study.py --seeds 3 --preset tiny --out /tmp/study   # seconds: the same steps, tiny
     python bench/rl_study.py --preset demo-lr --out /tmp/lever -- --learning-rate 1e-4   # a PPO lever
+    python bench/rl_study.py --preset demo-lr --out /tmp/groups -- --group-size 4   # shared-seed groups (docs/ppo.md)
 
 Trains one base model (`<out>/base`, its snapshot the agents start from), then one PPO agent per
 training seed 1..N on that snapshot (`<out>/seed-<s>`, `python train.py --stage rl --seed s`),

@@ -48,3 +48,10 @@ def generator_state(rng: np.random.Generator) -> dict:
 
 def restore_generator(rng: np.random.Generator, state: dict) -> None:
     rng.bit_generator.state = state
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The seed of episode `episode` (0, 1, ...) of a stream started from `seed`, in [0, 2**63): the
+    same pair always gives the same seed, and different pairs give unrelated ones (SeedSequence
+    hashes them), so streams started from neighbouring seeds never share an episode's seed."""
+    return int(np.random.SeedSequence((int(seed), int(episode))).generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -21,11 +21,12 @@ from .scheduling import TextSchedulingEnv
 
 
 def make_vec_env(base: str | Path | BaseAssets, num_envs: int, config: EnvConfig | None = None,
-                 workers: int = 1) -> VectorEnv:
+                 workers: int = 1, group_size: int = 1) -> VectorEnv:
     """`num_envs` TextSchedulingEnvs over one base checkpoint, loaded once, stepped on `workers`
-    threads; usable as `PPO(vec_env, ...)`."""
+    threads, in shared-seed groups of `group_size` (common/vector.py, "Groups"); usable as
+    `PPO(vec_env, PPOConfig(group_size=group_size, ...))`."""
     if num_envs < 1 or workers < 1:
         raise EnvError(f"num_envs and workers must be >= 1, got {num_envs} and {workers}")
     config = config if config is not None else EnvConfig()
     assets = base if isinstance(base, BaseAssets) else load_base(base, config)
-    return VectorEnv([TextSchedulingEnv(assets, config) for _ in range(num_envs)], workers)
+    return VectorEnv([TextSchedulingEnv(assets, config) for _ in range(num_envs)], workers, group_size)

@@ -48,6 +48,10 @@ class RolloutBuffer:
         self.rewards = np.zeros((T, N), np.float32)  # after reward scaling
         self.terminated = np.zeros((T, N), bool)
         self.truncated = np.zeros((T, N), bool)
+        # Which episode (counted since the environments' reset) and which step of it each decision was
+        # made at: members of a group at the same pair met the same seed (ppo/groups.py).
+        self.episode = np.zeros((T, N), np.int64)
+        self.episode_step = np.zeros((T, N), np.int64)
         self.masks: Optional[np.ndarray] = np.ones((T, N, n_actions), bool) if with_masks else None
         # Final observations of truncated episodes, for bootstrapping: (t, env, obs[S]).
         self.truncation_obs: list[Tuple[int, int, np.ndarray]] = []

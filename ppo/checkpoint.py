@@ -77,6 +77,7 @@ def agent_state(agent) -> dict:
             "use_masks": agent._use_masks,
             "episode_return": torch.from_numpy(agent._ep_return.copy()),
             "episode_length": torch.from_numpy(agent._ep_length.copy()),
+            "episode_index": torch.from_numpy(agent._ep_index.copy()),
             "env_state": env_state,
         },
         "recent_episodes": [list(e) for e in agent.recent_episodes],
@@ -102,6 +103,9 @@ def read_for_resume(path: str, overrides: Optional[dict], map_location: Any,
     if frozen:
         raise ValueError(f"cannot override {', '.join(frozen)} when loading: they are fixed by the trained "
                          "network; start a new run instead")
+    if overrides.get("group_size", saved_config.group_size) != saved_config.group_size:
+        raise ValueError(f"cannot change group_size ({saved_config.group_size}) when loading: the environments' "
+                         "episodes are seeded by group; start a new run instead")
     if config is None:
         try:
             config = saved_config.replace(**overrides)
@@ -153,6 +157,8 @@ def _restore_rollout(agent, state: Optional[dict]) -> None:
     agent._use_masks = bool(state["use_masks"])
     agent._ep_return = state["episode_return"].numpy().copy()
     agent._ep_length = state["episode_length"].numpy().copy()
+    if "episode_index" in state:  # older files were trained without groups, which alone read episode numbers
+        agent._ep_index = state["episode_index"].numpy().copy()
 
 
 __all__ = ["AGENT_KIND", "FROZEN_ON_RESUME", "CheckpointError", "load_agent_checkpoint", "is_light", "write_light",

@@ -14,6 +14,8 @@ from typing import Any, Optional, Tuple
 
 from common.fields import checked_fields
 
+from .groups import GROUP_BASELINES
+
 
 @dataclass
 class PPOConfig:
@@ -35,6 +37,13 @@ class PPOConfig:
     minibatch_size: int = 64  # samples per gradient step, over all environments (SB3 calls it batch_size)
     n_epochs: int = 10
     normalize_advantage: bool = True  # per minibatch
+    # Shared-seed groups (ppo/groups.py): the vector env's environments i // group_size start every
+    # episode from the same seed, and the advantage compares each with the rest of its group, which
+    # removes what the episode's seed adds to every member's return. group_baseline (used when
+    # group_size > 1): "loo" (return-to-go minus the others' mean), "loo+gae" (GAE's advantage minus
+    # the others' mean) or "none" (GAE's advantage: shared seeds only).
+    group_size: int = 1
+    group_baseline: str = "loo+gae"
     clip_range_vf: Optional[float] = None  # None: no value clipping
     ent_coef: float = 0.01
     vf_coef: float = 0.5
@@ -93,6 +102,10 @@ class PPOConfig:
         for name in ("pi_hidden", "vf_hidden"):
             if any(h < 1 for h in getattr(self, name)):
                 bad(name, "layer sizes must be positive")
+        if int(self.group_size) < 1:
+            bad("group_size", "must be a positive integer (1: no groups)")
+        if self.group_baseline not in GROUP_BASELINES:
+            bad("group_baseline", f"use one of {', '.join(repr(b) for b in GROUP_BASELINES)}")
         if self.activation not in ("tanh", "relu"):
             bad("activation", "use 'tanh' or 'relu'")
         if self.torch_threads < 0:

@@ -3,7 +3,8 @@
 One iteration of ``PPO.learn`` reads top to bottom (the loop of CleanRL's ppo.py):
   1. collect ``n_steps`` x ``num_envs`` transitions with the current policy, keeping
      each action's log-probability and the state's value from acting time,
-  2. value the states the rollout ends in, then GAE advantages and returns,
+  2. value the states the rollout ends in, then GAE advantages and returns (with shared-seed
+     groups, measured against the rest of the group: ppo/groups.py),
   3. run ``n_epochs`` passes of minibatch updates on the clipped objective,
   4. log, run callbacks, write all scalars at the new global step.
 
@@ -36,6 +37,7 @@ from .callbacks import Callback
 from .checkpoint import agent_state, read_for_resume, restore_agent
 from .config import PPOConfig
 from .evaluation import EvalResult
+from .groups import group_advantages
 from .inference import TrainedPolicy
 from .losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
 from .normalize import ObsNormalizer, RewardScaler
@@ -73,8 +75,12 @@ class PPO:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.env = as_vec_env(env)
+        self.env = as_vec_env(env, cfg.group_size)
         self.num_envs = int(self.env.num_envs)
+        if getattr(self.env, "group_size", 1) != cfg.group_size:  # the group baseline needs the seeds shared
+            raise ValueError(f"PPOConfig.group_size is {cfg.group_size}, the vector env seeds groups of "
+                             f"{getattr(self.env, 'group_size', 1)}; build it with group_size={cfg.group_size} "
+                             "(common.vector.VectorEnv) or pass a list of environments")
         self.obs_shape = tuple(int(s) for s in self.env.observation_space.shape)
         self.n_actions = int(self.env.action_space.n)
         self.device = torch.device(cfg.device)
@@ -108,6 +114,7 @@ class PPO:
         self._use_masks = False
         self._ep_return = np.zeros(self.num_envs)  # raw (unscaled) return of the running episodes
         self._ep_length = np.zeros(self.num_envs, np.int64)
+        self._ep_index = np.zeros(self.num_envs, np.int64)  # episodes ended since the reset: the running one's number
         self.recent_episodes: deque = deque(maxlen=100)  # (return, length) of finished episodes
         self._predict_rng = np.random.default_rng(cfg.seed + 1)
 
@@ -199,6 +206,7 @@ class PPO:
         self._use_masks = self._mask is not None
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
+        self._ep_index[:] = 0
 
     def _mask_from(self, infos: dict) -> Optional[np.ndarray]:
         return None if MASK_KEY not in infos else np.asarray(infos[MASK_KEY], bool)
@@ -213,6 +221,7 @@ class PPO:
                 next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
 
                 buf.obs[t], buf.actions[t], buf.logprobs[t], buf.values[t] = obs, actions, logprobs, values
+                buf.episode[t], buf.episode_step[t] = self._ep_index, self._ep_length
                 if buf.masks is not None:
                     buf.masks[t] = True if self._mask is None else self._mask
                 buf.rewards[t] = self.reward_scaler(rewards, terminated | truncated)
@@ -242,6 +251,7 @@ class PPO:
         for i in np.flatnonzero(ended):
             self.recent_episodes.append((float(self._ep_return[i]), int(self._ep_length[i])))
         self._ep_return[ended], self._ep_length[ended] = 0.0, 0
+        self._ep_index[ended] += 1
 
     # 2. advantages ----------------------------------------------------------
     def _compute_advantages(self, buf: RolloutBuffer) -> dict:
@@ -252,8 +262,14 @@ class PPO:
         with torch.inference_mode():
             boot = self.policy.value(torch.from_numpy(np.concatenate(boot_obs)).to(self.device)).cpu().numpy()
         next_values = buf.next_values(buf.values, last_values=boot[:N], truncation_values=boot[N:])
-        advantages, returns = compute_gae(buf.rewards, buf.values, next_values, buf.terminated | buf.truncated,
-                                          self.config.gamma, self.config.gae_lambda)
+        cfg, ended = self.config, buf.terminated | buf.truncated
+        advantages, returns = compute_gae(buf.rewards, buf.values, next_values, ended, cfg.gamma, cfg.gae_lambda)
+        if cfg.group_size > 1 and cfg.group_baseline != "none":
+            # "loo" compares returns-to-go: GAE's return with lambda = 1 (same gamma, same bootstraps)
+            to_go = (compute_gae(buf.rewards, buf.values, next_values, ended, cfg.gamma, 1.0)[1]
+                     if cfg.group_baseline == "loo" else None)
+            advantages = group_advantages(cfg.group_baseline, advantages, to_go, buf.values, cfg.group_size,
+                                          buf.episode, buf.episode_step)
         var_returns = returns.var()
         self.logger.record("train/explained_variance",
                            float("nan") if var_returns == 0 else 1.0 - (returns - buf.values).var() / var_returns)
@@ -385,7 +401,7 @@ class PPO:
 
         ``overrides``: config fields to change (e.g. learning_rate, clip_range,
         ent_coef, max_grad_norm, total_timesteps); they take effect from the next
-        update. Fields in FROZEN_ON_RESUME cannot change. The environments continue
+        update. Fields in FROZEN_ON_RESUME and group_size cannot change. The environments continue
         exactly if ``env`` has ``set_state`` and the same number of environments;
         otherwise they are reset (seeded with seed + global_step). ``config``: the whole config
         to continue with, already built (instead of ``overrides``; the same fields stay frozen).

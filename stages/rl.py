@@ -136,6 +136,8 @@ def run_rl(args: argparse.Namespace) -> int:
         if p.run["num_envs"] % d.world:
             raise UserError(f"{p.run['num_envs']} environments cannot be shared evenly by {d.world} processes; "
                             f"pass --num-envs as a multiple of --nproc_per_node")
+        if d.active and p.ppo_cfg.group_size > 1:  # DistributedVectorEnv does not seed groups
+            raise UserError("--group-size is not supported under torchrun yet; run on one process")
         if d.active and p.env_cfg.device.startswith("cuda"):
             p.env_cfg = p.env_cfg.replace(device=f"cuda:{d.local_rank}")  # one GPU per rank
         return _run_rl(p, fresh_run_check(p.out_dir, p.resume, args.overwrite, "rl"))
@@ -144,7 +146,7 @@ def run_rl(args: argparse.Namespace) -> int:
 def _run_rl(p: RLPlan, earlier: list[Path]) -> int:
     assets = load_base(p.base_path, p.env_cfg)
     run = p.run
-    train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"])
+    train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"], p.ppo_cfg.group_size)
     eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
     content = p.record.base_content if p.record else identify(p.base_path)  # a resumed run keeps its identity
     started = time.time()
@@ -165,7 +167,8 @@ def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: 
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}{' annealed to 0' if cfg.anneal_lr else ''}, "
-          f"entropy {cfg.ent_coef:g}, gamma {cfg.gamma:g}, GAE lambda {cfg.gae_lambda:g}; "
+          f"entropy {cfg.ent_coef:g}, gamma {cfg.gamma:g}, GAE lambda {cfg.gae_lambda:g}"
+          f"{groups_note(cfg)}; "
           f"{p.env_cfg.max_steps} decisions per episode, "
           f"{p.env_cfg.inner_steps} inner steps of {p.env_cfg.inner_batch_size}x{eval_envs[0].assets.seq_len} tokens; "
           f"logs {agent.logger.log_dir}")
@@ -191,11 +194,19 @@ def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: 
     return 0
 
 
-def training_envs(assets, env_cfg: EnvConfig, num_envs: int, workers: int):
-    """The vector env PPO trains on; under torchrun each rank steps its share of the environments
-    and every rank sees the whole batch (common.distributed.DistributedVectorEnv)."""
+def groups_note(cfg) -> str:
+    """The PPO line's words for shared-seed groups (ppo/groups.py), empty without them."""
+    if cfg.group_size == 1:
+        return ""
+    return f", groups of {cfg.group_size} on shared seeds (advantage baseline {cfg.group_baseline})"
+
+
+def training_envs(assets, env_cfg: EnvConfig, num_envs: int, workers: int, group_size: int):
+    """The vector env PPO trains on, in shared-seed groups of `group_size`; under torchrun each rank
+    steps its share of the environments and every rank sees the whole batch
+    (common.distributed.DistributedVectorEnv)."""
     d = distributed.current()
-    local = VectorEnv([TextSchedulingEnv(assets, env_cfg) for _ in d.slice(num_envs)], workers)
+    local = VectorEnv([TextSchedulingEnv(assets, env_cfg) for _ in d.slice(num_envs)], workers, group_size)
     return DistributedVectorEnv(local, num_envs, d) if d.active else local
 
 

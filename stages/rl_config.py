@@ -16,6 +16,7 @@ from env import EnvConfig
 from env.reward import reward_from_dict
 from .presets import RL_PRESETS, RUN_KEYS
 from ppo.checkpoint import is_light
+from ppo.groups import GROUP_BASELINES
 from ppo import PPOConfig, load_agent_checkpoint
 
 from .cli import UserError
@@ -27,9 +28,11 @@ from .overfit import Thresholds
 # PPOConfig fields the RL stage takes as flags, named as the fields are (--learning-rate, --minibatch-size):
 # the base stage's --lr and --batch-size are other settings.
 PPO_FLAGS = ("learning_rate", "minibatch_size", "clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
-             "clip_range_vf", "n_steps", "n_epochs", "gamma", "gae_lambda", "anneal_lr", "anneal_clip_range")
-INT_PPO_FLAGS = ("minibatch_size", "n_steps", "n_epochs")
+             "clip_range_vf", "n_steps", "n_epochs", "gamma", "gae_lambda", "anneal_lr", "anneal_clip_range",
+             "group_size", "group_baseline")
+INT_PPO_FLAGS = ("minibatch_size", "n_steps", "n_epochs", "group_size")
 BOOL_PPO_FLAGS = ("anneal_lr", "anneal_clip_range")  # --anneal-lr / --no-anneal-lr
+CHOICE_PPO_FLAGS = {"group_baseline": GROUP_BASELINES}
 RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many evaluation periods
 # the reward of a config that names none: EnvConfig's default's name (read from its class, not built)
 DEFAULT_REWARD = next(f for f in fields(EnvConfig) if f.name == "reward").default_factory.name
@@ -120,6 +123,13 @@ def check_rollout(cfg: PPOConfig, num_envs: int, left: int) -> None:
                         f"{left:,} steps to train; lower --n-steps or raise --timesteps")
 
 
+def check_groups(cfg: PPOConfig, num_envs: int) -> None:
+    """Every environment belongs to one group of --group-size (common/vector.py, "Groups")."""
+    if num_envs % cfg.group_size:
+        raise UserError(f"--num-envs {num_envs} is not a multiple of --group-size {cfg.group_size}; every "
+                        "environment must belong to a group of that size")
+
+
 def check_seed_ranges(run: dict) -> None:
     """Episode k of an evaluation starts from seed + k: the selection's seeds and the held-out
     seeds must be distinct sets (else "held-out" would be a claim, not a fact) and stay in 63 bits."""
@@ -153,6 +163,7 @@ def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
     except ValueError as e:
         raise UserError(str(e)) from None
     check_rollout(ppo_cfg, run["num_envs"], run["timesteps"])
+    check_groups(ppo_cfg, run["num_envs"])
     return RLPlan(run, env_cfg, base_path, out_dir, ppo_cfg=ppo_cfg)
 
 
@@ -200,6 +211,11 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     except ValueError as e:
         raise UserError(str(e)) from None
     check_rollout(ppo_cfg, run["num_envs"], run["timesteps"] - start)
+    trained_with = PPOConfig.from_dict(head["config"]).group_size
+    if ppo_cfg.group_size != trained_with:
+        raise UserError(f"--group-size cannot change when resuming (the run seeds its environments in groups of "
+                        f"{trained_with}); start a new run with --out NEW for groups of {ppo_cfg.group_size}")
+    check_groups(ppo_cfg, run["num_envs"])
     if note:  # only now: a refused resume says nothing but its error
         print(note)
     resumes = [s for s in record.resumes if s < start] + [start]

@@ -12,6 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 import dist_workers
+import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="this torch has no gloo backend")
@@ -95,18 +96,15 @@ def test_base_stage_under_torchrun_resumes_exactly(tmp_path):
 def test_rl_stage_two_ranks_equal_one_process_bit_for_bit_and_resume_exactly(base_dir, tmp_path):
     common = ("--stage", "rl", "--preset", "tiny", "--quiet", "--num-envs", 4, "--base", base_dir / "base.pt",
               "--eval-freq", 1000)
-    one = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, common), "--timesteps", "64",
-                          "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert one.returncode == 0, one.stderr[-2000:]
-    res = torchrun(2, *common, "--timesteps", 64, "--out", tmp_path / "two")
-    assert res.returncode == 0, why(res)
+    assert train.main([*map(str, common), "--timesteps", "64", "--out", str(tmp_path / "one")]) == 0
+    # two ranks, stopped half-way and resumed: equal to one process only if both the ranks' split of
+    # the environments and the resume are exact (an uninterrupted two-rank run adds nothing to that)
     res = torchrun(2, *common, "--timesteps", 32, "--out", tmp_path / "split")
     assert res.returncode == 0, why(res)
     res = torchrun(2, "--stage", "rl", "--quiet", "--resume", tmp_path / "split" / "32.pt", "--timesteps", 32)
     assert res.returncode == 0, why(res)
     ref = torch.load(tmp_path / "one" / "64.pt", weights_only=True)
-    for run in ("two", "split"):
+    for run in ("split",):
         ck = torch.load(tmp_path / run / "64.pt", weights_only=True)
         for k, v in ref["policy"].items():
             assert torch.equal(v, ck["policy"][k]), (run, k)

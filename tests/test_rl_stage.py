@@ -185,6 +185,27 @@ def test_resume_reproduces_the_uninterrupted_run(base_dir, tmp_path):
     assert updates(split) == updates(straight) and len(updates(straight)) == 4
 
 
+def test_shared_seed_groups_train_checkpoint_and_resume(base_dir, tmp_path, capsys):
+    """--group-size 2 --num-envs 4: two groups whose members play every episode on the same data."""
+    out = tmp_path / "groups"
+    common = ("--preset", "tiny", "--base", base_dir / "base.pt", "--eval-freq", 1000)
+    assert rl(*common, "--out", out, "--timesteps", 32, "--group-size", 2, "--num-envs", 4) == 0
+    assert "groups of 2 on shared seeds (advantage baseline loo+gae)" in capsys.readouterr().out
+    ck = agent_ckpt(out / "32.pt")
+    assert ck["config"]["group_size"] == 2 and ck["rollout"]["env_state"]["groups"]["size"] == 2
+    # one rollout of 8 decisions: a 6-decision episode, then 2 of the next; its data streams are alike in a group
+    streams = [e["data_rng"] for e in ck["rollout"]["env_state"]["envs"]]
+    assert torch.equal(streams[0], streams[1]) and torch.equal(streams[2], streams[3])
+    assert not torch.equal(streams[0], streams[2])
+    assert rl("--resume", out / "32.pt", "--timesteps", 32, "--group-baseline", "loo") == 0
+    assert "groups of 2 on shared seeds (advantage baseline loo)" in capsys.readouterr().out
+    assert agent_ckpt(out / "64.pt")["config"]["group_size"] == 2
+    expect_error(capsys, rl("--resume", out / "32.pt", "--timesteps", 32, "--group-size", 4),
+                 "--group-size cannot change when resuming")
+    expect_error(capsys, rl(*common, "--out", tmp_path / "odd", "--group-size", 3, "--num-envs", 4),
+                 "--num-envs 4 is not a multiple of --group-size 3")
+
+
 def test_report_stage_re_evaluates_every_checkpoint(tiny_rl, tmp_path, capsys):
     """Other settings than the training's: the report is written beside the training's one, which
     stays as it was, and so does best.pt."""
