@@ -94,6 +94,15 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=None, help="threads stepping them (one torch thread each)")
     g.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
                    help="environment config, e.g. max_steps=30 reward.phi_low=5.5 (see docs/env.md)")
+    g.add_argument("--teacher", default=None, metavar="CONTROL",
+                   help="start the policy as a clone of this control (its name in the report: 'tuned rule', "
+                        "'tuned step-size decay', 'always TEXT', ...; a family's member tuned on the evaluation "
+                        "seeds), then train it with PPO; a new run only (docs/rl.md, \"Teacher start\")")
+    g.add_argument("--teacher-episodes", type=int, default=None,
+                   help="the teacher's episodes the clone learns from (default 32)")
+    g.add_argument("--teacher-seed", type=int, default=None,
+                   help="first seed of the teacher's episodes: training seeds, apart from the evaluation and "
+                        "held-out ones (default 30000)")
     g.add_argument("--early-stop", action="store_true",
                    help="stop when an evaluation is flagged as over-fitting against the best (best.pt is kept)")
     g.add_argument("--patience", type=int, default=1, help="consecutive flagged evaluations before --early-stop stops")

@@ -286,18 +286,24 @@ def _marker_label(x: float, y: float, s: str, colour: str) -> str:
     return _text(x, y, s, size=11, anchor=anchor, fill=colour, extra=HALO)
 
 
-def _markers(rows: Sequence[dict], rec_step: Optional[int], xs: _Scale, ys: _Scale) -> list[str]:
+def _markers(rows: Sequence[dict], rec_step: Optional[int], xs: _Scale, ys: _Scale,
+             start: Optional[dict] = None) -> list[str]:
     """Ring and label the recommended checkpoint (label above its bar) and the baseline (dashed ring,
-    label below), so the two never collide even on neighbouring checkpoints."""
+    label below), so the two never collide even on neighbouring checkpoints; name where the policy
+    started (a teacher's clone) at the foot of its bar."""
     out = []
     for r in rows:
+        started = start is not None and r["step"] == start["step"]
+        if started and not r.get("is_baseline"):  # on the baseline, its label says both
+            out.append(_marker_label(xs(r["step"]), min(ys(r["ci95_low"]) + 15, BOTTOM - 5), start["label"], "#555"))
         x, mid = xs(r["step"]), ys(r["mean_reward"])
         is_rec = r["step"] == rec_step
         if r.get("is_baseline"):
             out.append(f'<circle class="baseline" data-step="{r["step"]}" cx="{x:.1f}" cy="{mid:.1f}" r="12" '
                        'fill="none" stroke="#333" stroke-width="1.3" stroke-dasharray="3 2"/>')
             y = min(ys(r["ci95_low"]) + 15, BOTTOM - 5)
-            out.append(_marker_label(x, y, f"baseline {r['step']:,}", "#333"))
+            out.append(_marker_label(x, y, f"baseline {r['step']:,}" + (f", {start['label']}" if started else ""),
+                                     "#333"))
         if is_rec:  # in its status's colour: green only where no control does as well
             colour = STATUS_COLOURS.get(r.get("status"), STATUS_COLOURS["best of run"])
             out.append(f'<circle class="recommended" data-step="{r["step"]}" cx="{x:.1f}" cy="{mid:.1f}" r="8" '
@@ -442,7 +448,8 @@ def report_svg(built: dict, title: Optional[str] = None) -> str:
     sub = f"{seeds} (checkpoints are chosen on these): mean and 95% CI" + (f", {n} episodes" if n else "")
     head.append(_text(LEFT - 54, 80, sub, size=12, fill="#555"))
     body = _axes(xs, ys, steps) + _resumes(built.get("resumes") or (), xs) + _controls(controls, shown, ys, colours)
-    body += _points(rows, xs, ys) + _markers(rows, (built.get("recommended") or {}).get("step"), xs, ys)
+    body += _points(rows, xs, ys) + _markers(rows, (built.get("recommended") or {}).get("step"), xs, ys,
+                                             built.get("start"))
     body += _legend(BOTTOM + 54, bool(controls))
     if held:
         body += _heldout_panel(held, HEIGHT + 20, colours, verdict)

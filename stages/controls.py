@@ -120,6 +120,27 @@ def adaptive_names(env_cfg: EnvConfig) -> tuple:
     return (TUNED, SWITCH, *((DECAY, PLATEAU) if several_step_sizes(env_cfg) else ()), BANDIT)
 
 
+def control_names(env_cfg: EnvConfig) -> list:
+    """Every control a run on this environment reports, by the name the report gives it."""
+    return [*control_policies(len(env_cfg.modes), env_cfg.mode_names), *adaptive_names(env_cfg)]
+
+
+def control_policy(env_cfg: EnvConfig, adaptive: dict, name: str):
+    """The policy behind the control the report calls `name`: a constant control, or an adaptive
+    family's member tuned on the evaluation seeds (`adaptive`: the run's adaptive controls there)
+    -> (policy, its detail for the report)."""
+    constants = control_policies(len(env_cfg.modes), env_cfg.mode_names)
+    if name in constants:
+        return constants[name], name
+    if name == BANDIT:
+        return bandit(env_cfg), adaptive[BANDIT]["extra"]["detail"]
+    rules = rule_family(env_cfg)
+    rule = adaptive[TUNED]["extra"]["rule"]
+    family = {TUNED: rules, **later_families(env_cfg, rules[rule])}[name]
+    member = adaptive[name]["extra"]["rule"]
+    return family[member], adaptive[name]["extra"]["detail"]
+
+
 def several_step_sizes(env_cfg: EnvConfig) -> bool:
     """Whether the step-size families have members: with one step size (even one other than 1)
     there is nothing to decay to, and a family without members has no best."""

@@ -108,6 +108,10 @@ RL_TAGS = {
     "env/phi_band_low": "lower edge of the reward's Φ band (constant: the Φ chart's shading)",
     "env/phi_band_high": "upper edge of that band",
     "run/resumed_from": "one point per resume, at the step it continued from (absent in a run never resumed)",
+    "teacher/teacher_mean_return": "a teacher start's teacher: its mean return on the episodes the clone learnt from "
+                                   "(one point, at step 0; absent without --teacher)",
+    "teacher/agreement": "the share of those states where the clone's greedy action is the teacher's (step 0)",
+    "teacher/other_prob": "the probability the clone keeps on the teacher's other actions (step 0)",
 }
 
 # The runs beside the RL run (runs/rl/<run>): {run: {tag: meaning}}. TensorBoard colours curves by run

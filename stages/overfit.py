@@ -169,11 +169,14 @@ class Report:
     #                                               constant ones and compared episode by episode (paired)
     baseline_kind: str = "chosen with --baseline"  # why baseline_step is the baseline, in the report's words
     resumes: Sequence[int] = ()           # steps the run was resumed from: marked on the chart
+    start: Optional[dict] = None          # where the policy started, when not from scratch: {"step", "label",
+    #                                       "line"} (a teacher start): its row labelled, its line on the first screen
 
     def build(self) -> dict:
         evals = sorted(self.evaluations, key=lambda e: e["step"])
         if not evals:
             return {"title": self.title, "notes": list(self.notes), "warnings": list(self.warnings), "rows": [],
+                    "start": self.start,
                     "controls": [],
                     "baseline": None, "recommended": None, "thresholds": asdict(self.thresholds), "heldout": None}
         steps = [e["step"] for e in evals]
@@ -205,7 +208,7 @@ class Report:
             reason += (f"; steps {tie} tie on that lower bound: "
                        "the earliest is chosen")
         return {"title": self.title, "notes": list(self.notes), "warnings": list(self.warnings),
-                "thresholds": asdict(self.thresholds),
+                "start": self.start, "thresholds": asdict(self.thresholds),
                 "scale": scale, "unit": unit, "resumes": sorted(self.resumes),
                 "baseline": {"step": baseline["step"], "kind": baseline_kind}, "rows": rows, "controls": controls,
                 "recommended": {"step": chosen["step"], "checkpoint": chosen.get("checkpoint"), "reason": reason,
@@ -370,14 +373,15 @@ def _heldout_lines(held: dict, table: _Table) -> list[str]:
 
 
 def _evaluation_lines(report: dict, table: _Table) -> list[str]:
-    base = report["baseline"]
+    base, start = report["baseline"], report.get("start") or {}
     lines = ["", "## Evaluations (the seeds checkpoints are selected on)", "",
              f"Baseline: step {base['step']:,} ({base['kind']}): what statuses are judged against. The "
              "recommendation (best.pt, below) ranks by the 95% CI's lower bound instead. Δ: mean minus the "
              "baseline's. Score: 0 = the worst control policy's mean, 1 = the best one's.", ""]
     lines += table.header("Checkpoint", [f"Δ vs {base['step']:,}", "Status"])
     for r in report["rows"]:
-        label = f"{r['step']:,}" + (" (baseline)" if r["is_baseline"] else "")
+        label = f"{r['step']:,}" + (" (baseline)" if r["is_baseline"] else "") + (
+            f" ({start['label']})" if r["step"] == start.get("step") else "")
         lines.append(table.row(label, r, [_change(r), r["status"]]))
     unit = report.get("unit", "x |baseline mean|")
     lines += ["", f"Statuses (against the baseline; one unit = {report.get('scale', 0):.4g}, {unit}):", ""]
@@ -430,7 +434,8 @@ def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Seq
     lines = [f"# {report['title']}", ""]
     if not report["rows"]:
         return "\n".join(lines + [f"{n}  " for n in report["notes"]] + ["", "No evaluations yet.", ""])
-    lines += verdict_lines(report) + [""] + [f"{w}  " for w in report.get("warnings", ())]
+    start = report.get("start") or {}
+    lines += verdict_lines(report) + [""] + [f"{w}  " for w in [start.get("line"), *report.get("warnings", ())] if w]
     if report.get("heldout"):
         lines += _heldout_lines(report["heldout"], table)
     lines += _evaluation_lines(report, table)

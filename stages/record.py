@@ -20,6 +20,7 @@ class RunRecord:
     heldout_controls: dict = field(default_factory=dict)  # the same on the held-out seeds
     heldout_adaptive: dict = field(default_factory=dict)
     resumes: list = field(default_factory=list)           # the steps the run was resumed from, oldest first
+    teacher: dict = field(default_factory=dict)           # the control its policy was cloned from (stages/teacher.py)
 
     def to_extra(self) -> dict:
         return asdict(self)
@@ -48,3 +49,12 @@ class RunRecord:
         same = self.adaptive and self.env == env_cfg.to_dict() and all(
             self.run.get(k) == run[k] for k in ("eval_episodes", "eval_seed", "heldout_seed"))
         return ((self.controls, self.adaptive), (self.heldout_controls, self.heldout_adaptive)) if same else None
+
+
+def teacher_line(t: dict) -> str:
+    """The teacher start in words, for the console and the report."""
+    what = t["name"] + (f" ({t['detail']})" if t.get("detail") and t["detail"] != t["name"] else "")
+    return (f"started from the teacher {what}: cloned from {t['episodes']} episodes on the training seeds "
+            f"{t['seed']}..{t['seed'] + t['episodes'] - 1} (teacher's mean return {t['teacher_mean_return']:+.3f}); "
+            f"the clone takes the teacher's action on {100 * t['agreement']:.1f}% of its states and keeps "
+            f"{t['other_prob']:.2f} of its probability on the other actions; step 0 is the clone before any PPO update")

@@ -174,7 +174,7 @@ def _rescore(p: ReportPlan) -> int:
     resumes = p.record.resumes
     notes = report_notes(str(p.base_path), env_cfg, episodes, seed, resumes[-1] if resumes else None)
     built = write_rl_report(p.ckpt_dir, evaluations, controls, p.baseline, env_cfg, p.thresholds, notes, heldout,
-                            stem=p.stem, resumes=resumes)
+                            stem=p.stem, resumes=resumes, teacher=p.record.teacher)
     if p.stem == "report":
         keep_best(p.ckpt_dir, heldout["step"])  # best.pt follows the training report's recommendation
     kept = "" if p.stem == "report" else "; the training's report.md and best.pt are unchanged"

@@ -30,11 +30,12 @@ from ppo import PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCall
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify
 from .overfit import StopOnOverfit
-from .record import RunRecord
+from .record import RunRecord, teacher_line
 from .outputs import (STEP_NAME, claimed, fresh_run_check, log_folder, next_steps, replacing, step_checkpoint,
                       step_checkpoints, tensorboard_root)
 from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout, side_run_plan
 from .rl_config import RLPlan, plan
+from .teacher import TEACHER_TAGS, start_from_teacher
 from .controls import all_controls
 from .scoring import (RESUMED, headline, keep_best, recommend_and_score_heldout, report_notes,
                       score, write_rl_report)
@@ -63,6 +64,11 @@ class RLStageCallback(Callback):
             trainer.logger.record("run/resumed_from", trainer.global_step)
         if self.baseline_step is not None and not any(r.step == trainer.global_step for r in trainer.eval_history):
             self.eval_cb.fire(trainer)  # the baseline of a resumed run needs an evaluation on the same seeds
+        teacher = trainer.extra.get("teacher")
+        if teacher and trainer.global_step == 0 and not trainer.eval_history:
+            for key in TEACHER_TAGS:
+                trainer.logger.record(f"teacher/{key}", teacher[key])
+            self.eval_cb.fire(trainer)  # step 0: the clone, before any PPO update
         trainer.logger.dump(trainer.global_step)
 
     def on_step(self, trainer, infos: dict) -> None:
@@ -89,7 +95,7 @@ class RLStageCallback(Callback):
     def write_report(self, trainer, heldout: dict | None = None) -> dict:
         return write_rl_report(self.p.out_dir, [r.to_dict() for r in trainer.eval_history], self.controls,
                                (self.baseline_step, RESUMED), self.p.env_cfg, self.p.thresholds, self.notes, heldout,
-                               resumes=self.p.resumes)
+                               resumes=self.p.resumes, teacher=trainer.extra.get("teacher"))
 
 
 def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict) -> PPO:
@@ -152,7 +158,8 @@ def _run_rl(p: RLPlan, earlier: list[Path]) -> int:
     started = time.time()
     controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, content, p.record, p.quiet)
     timing = (started, time.time() - started)
-    record = RunRecord(run, p.env_cfg.to_dict(), str(p.base_path), content, *controls, *heldout, p.resumes)
+    record = RunRecord(run, p.env_cfg.to_dict(), str(p.base_path), content, *controls, *heldout, p.resumes,
+                       teacher=p.record.teacher if p.record else {})  # a resumed run keeps what it started from
     with replacing(earlier, "rl"):  # --overwrite: only now, every check has passed
         return _train_rl(p, train_env, eval_envs, record, timing)
 
@@ -164,6 +171,10 @@ def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: 
     controls = record.controls, record.adaptive
     heldout_controls = record.heldout_controls, record.heldout_adaptive
     agent = build_agent(p, train_env, record.to_extra())
+    if p.teacher:  # before the first update; the step-0 evaluation then scores the clone
+        record.teacher = start_from_teacher(agent, eval_envs, p.env_cfg, controls[1], p.teacher)
+        agent.extra["teacher"] = record.teacher
+        print(teacher_line(record.teacher))
     cfg = agent.config
     print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}{' annealed to 0' if cfg.anneal_lr else ''}, "

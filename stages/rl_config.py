@@ -24,6 +24,7 @@ from .identity import check_base
 from .record import RunRecord
 from .outputs import output_folder
 from .overfit import Thresholds
+from .teacher import TEACHER_EPISODES, TEACHER_SEED, check_teacher
 
 # PPOConfig fields the RL stage takes as flags, named as the fields are (--learning-rate, --minibatch-size):
 # the base stage's --lr and --batch-size are other settings.
@@ -60,6 +61,7 @@ class RLPlan:
     device: str = "auto"
     quiet: bool = False
     threads: int = 1
+    teacher: dict | None = None                      # --teacher: the control to clone first (stages/teacher.py)
 
 
 def parse_env_overrides(items: list[str]) -> dict:
@@ -251,7 +253,21 @@ def plan(args: argparse.Namespace) -> RLPlan:
     p.thresholds, p.checkpoints, p.early_stop, p.patience = thresholds, checkpoints, args.early_stop, args.patience
     p.logdir = Path(args.logdir) if args.logdir else None
     p.device, p.quiet, p.threads = args.device, args.quiet, threads
+    p.teacher = teacher_spec(args, p)
     return p
+
+
+def teacher_spec(args: argparse.Namespace, p: RLPlan) -> dict | None:
+    """--teacher and its flags, checked (None without --teacher)."""
+    if args.teacher is None:
+        if args.teacher_episodes is not None or args.teacher_seed is not None:
+            raise UserError("--teacher-episodes and --teacher-seed need --teacher NAME")
+        return None
+    if args.resume:
+        raise UserError("--teacher starts a new run's policy; a resumed run continues its checkpoint's, which "
+                        "records the teacher it started from")
+    return check_teacher(args.teacher, TEACHER_EPISODES if args.teacher_episodes is None else args.teacher_episodes,
+                         TEACHER_SEED if args.teacher_seed is None else args.teacher_seed, p.env_cfg, p.run)
 
 
 def make_thresholds(args) -> Thresholds:

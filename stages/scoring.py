@@ -17,6 +17,7 @@ from ppo import EvalResult, TrainedPolicy
 
 from .cli import UserError
 from .outputs import step_checkpoint
+from .record import teacher_line
 from .overfit import FIXED, Column, Report, Thresholds, write_report
 
 
@@ -66,6 +67,14 @@ def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resu
     return notes
 
 
+def teacher_start(teacher: dict | None) -> dict | None:
+    """The report's words for a teacher start: the first screen's line and step 0's label."""
+    if not teacher:
+        return None
+    line = teacher_line(teacher)
+    return {"step": 0, "label": "teacher clone", "line": "**Teacher start:** " + line[0].upper() + line[1:] + "."}
+
+
 def few_episodes_warning(n_episodes: int) -> list[str]:
     """The warning a report opens with when its evaluations are too short to rank checkpoints."""
     if n_episodes >= FEW_EPISODES:
@@ -79,17 +88,17 @@ def few_episodes_warning(n_episodes: int) -> list[str]:
 
 def write_rl_report(out_dir: Path, evaluations: list, controls: tuple[dict, dict], baseline: tuple[int | None, str],
                     env_cfg: EnvConfig, thresholds: Thresholds, notes: list[str], heldout: dict | None = None,
-                    stem: str = "report", resumes: tuple = ()) -> dict:
+                    stem: str = "report", resumes: tuple = (), teacher: dict | None = None) -> dict:
     """<stem>.md, .json and .svg in `out_dir` (`controls`: constant and adaptive; `baseline`: its step,
     None for the highest mean, and why it is the baseline; `resumes`: the steps the run was resumed
-    from); returns the built report."""
+    from; `teacher`: what the policy was cloned from, RunRecord.teacher); returns the built report."""
     band = "[{:g}, {:g}]".format(*env_cfg.reward.band)
     report = Report(evaluations, controls[0], baseline[0], thresholds, env_cfg.mode_names,
                     [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
                      Column("C mean", "c_mean", "{:.3f}"), Column("final ppl", "final_ppl", "{:.2f}")],
                     title=f"RL report: {out_dir}", notes=notes, heldout=heldout, adaptive=controls[1],
                     warnings=few_episodes_warning(min((e["n_episodes"] for e in evaluations), default=FEW_EPISODES)),
-                    baseline_kind=baseline[1], resumes=resumes)
+                    baseline_kind=baseline[1], resumes=resumes, start=teacher_start(teacher))
     built = report.build()
     write_report(out_dir, built, report.markdown(built), stem)
     return built

@@ -34,6 +34,7 @@ RL_WRITES = [
     "eval/mean_reward", "eval/std_reward", "eval/ci_lower", "eval/ci_upper", "eval/mean_ep_length",
     "eval/phi_mean", "eval/phi_in_band_pct", "eval/c_mean", "eval/final_ppl",
     "eval_vs_controls/mean_reward", "env/phi_band_low", "env/phi_band_high", "run/resumed_from",
+    "teacher/teacher_mean_return", "teacher/agreement", "teacher/other_prob",
 ]
 SIDE_WRITES = ["eval_vs_controls/mean_reward", "env/action_frac"]  # the runs rl/modes/*, rl/policies/*
 # Near misses a prefix-only regex would pick up: the old mean ± std tags, and the base stage's tags.
