@@ -103,6 +103,9 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--teacher-seed", type=int, default=None,
                    help="first seed of the teacher's episodes: training seeds, apart from the evaluation and "
                         "held-out ones (default 30000)")
+    g.add_argument("--until-level", type=int, default=None, metavar="K",
+                   help="stop once the evaluation curve has levelled: the last K evaluations, averaged per episode, "
+                        "no longer above the K before (paired 95%% CI reaches 0); --timesteps is then the budget")
     g.add_argument("--early-stop", action="store_true",
                    help="stop when an evaluation is flagged as over-fitting against the best (best.pt is kept)")
     g.add_argument("--patience", type=int, default=1, help="consecutive flagged evaluations before --early-stop stops")

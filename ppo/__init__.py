@@ -14,7 +14,7 @@ from common.vector import VectorEnv, as_vec_env
 
 from .buffer import RolloutBuffer, compute_gae
 from .callbacks import (Callback, CheckpointCallback, EvalCallback, FunctionCallback, JsonHistoryCallback,
-                        PeriodicCallback, StopOnNoImprovement, StopOnRewardThreshold)
+                        PeriodicCallback, StopOnNoImprovement, StopOnRewardThreshold, StopWhenLevel)
 from .checkpoint import AGENT_KIND, load_agent_checkpoint
 from .config import PPOConfig
 from .evaluation import EvalResult
@@ -27,6 +27,6 @@ __all__ = [
     "PPO", "PPOConfig", "ActorCritic", "RolloutBuffer", "compute_gae", "VectorEnv", "as_vec_env",
     "ObsNormalizer", "RewardScaler", "RunningMeanStd", "Logger", "EvalResult",
     "Callback", "FunctionCallback", "PeriodicCallback", "CheckpointCallback", "EvalCallback",
-    "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "CheckpointError",
+    "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "StopWhenLevel", "CheckpointError",
     "load_agent_checkpoint", "AGENT_KIND", "TrainedPolicy",
 ]

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from common.files import write_json
+from common.stats import summarize
 
 from .checkpoint import write_light
 from .evaluation import EvalResult
@@ -194,6 +197,40 @@ class StopOnNoImprovement(Callback):
             trainer.request_stop(f"no improvement of the evaluation mean in {n} evaluations")
 
 
+def levelled(history: list, window: int) -> Optional[dict]:
+    """Whether the evaluation curve has levelled: each episode's return averaged over the last
+    `window` evaluations against the same over the `window` before, paired over the episodes
+    (every evaluation must have played the same seeded episodes: else None, not judged).
+    -> {"mean", "ci95_low", "ci95_high", "level"}: level when the 95 % CI of the gain reaches 0.
+    A best-so-far rule would keep finding a new best in the noise of a flat curve; averaging
+    `window` evaluations and pairing the episodes leaves the trend."""
+    if len(history) < 2 * window:
+        return None
+    recent, before = history[-window:], history[-2 * window:-window]
+    if len({(r.seed, r.n_episodes) for r in recent + before}) != 1 or recent[0].n_episodes < 2:
+        return None
+    gain = np.mean([r.episode_returns for r in recent], axis=0) - np.mean([r.episode_returns for r in before], axis=0)
+    s = summarize(gain)
+    return {"mean": s["mean"], "ci95_low": s["ci95_low"], "ci95_high": s["ci95_high"], "level": s["ci95_low"] <= 0}
+
+
+class StopWhenLevel(Callback):
+    """Stop once the evaluation curve has levelled (`levelled`): train for as long as it rises,
+    with the run's total steps as the budget, instead of for a fixed number of steps."""
+
+    def __init__(self, window: int):
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.window = int(window)
+
+    def on_evaluation(self, trainer, result: EvalResult) -> None:
+        test = levelled(trainer.eval_history, self.window)
+        if test and test["level"]:
+            trainer.request_stop(f"levelled: the last {self.window} evaluations average {test['mean']:+.3g} "
+                                 f"[{test['ci95_low']:+.3g}, {test['ci95_high']:+.3g}] above the {self.window} before "
+                                 "(per episode, 95% CI)")
+
+
 __all__ = ["Callback", "FunctionCallback", "PeriodicCallback", "CheckpointCallback", "EvalCallback",
-           "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement",
-           "evaluations_without_improvement"]
+           "JsonHistoryCallback", "StopOnRewardThreshold", "StopOnNoImprovement", "StopWhenLevel",
+           "evaluations_without_improvement", "levelled"]

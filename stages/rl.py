@@ -25,7 +25,7 @@ from common.distributed import DistributedVectorEnv
 from common.logger import Logger
 from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_base
 from infinito.training import NonFiniteLoss
-from ppo import PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, TrainedPolicy
+from ppo import PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, StopWhenLevel, TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
 from .identity import identify
@@ -130,6 +130,8 @@ def make_callbacks(p: RLPlan, eval_envs: list, controls: tuple[dict, dict], stop
     callbacks = [eval_cb, ckpt_cb, JsonHistoryCallback(str(out / "evaluations.json")), stage_cb]
     if p.early_stop:
         callbacks.append(StopOnOverfit(p.thresholds, p.patience, controls[0], stage_cb.baseline_step))
+    if p.until_level:
+        callbacks.append(StopWhenLevel(p.until_level))
     return callbacks, eval_cb, ckpt_cb, stage_cb
 
 

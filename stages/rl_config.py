@@ -56,6 +56,7 @@ class RLPlan:
     thresholds: Thresholds = field(default_factory=Thresholds)  # the over-fitting report's rules
     checkpoints: tuple = ("latest", ())             # --full-checkpoints: (CheckpointCallback env_state, keep_full)
     early_stop: bool = False
+    until_level: int | None = None                   # --until-level K: stop when the evaluation curve levels
     patience: int = 1
     logdir: Path | None = None                       # TensorBoard root of this run (default <out>/runs)
     device: str = "auto"
@@ -251,6 +252,9 @@ def plan(args: argparse.Namespace) -> RLPlan:
     out_dir = output_folder(args.out, args.resume)
     p = plan_resume(args, out_dir) if args.resume else plan_new(args, out_dir, threads)
     p.thresholds, p.checkpoints, p.early_stop, p.patience = thresholds, checkpoints, args.early_stop, args.patience
+    if args.until_level is not None and args.until_level < 1:
+        raise UserError(f"--until-level must be >= 1, got {args.until_level}")
+    p.until_level = args.until_level
     p.logdir = Path(args.logdir) if args.logdir else None
     p.device, p.quiet, p.threads = args.device, args.quiet, threads
     p.teacher = teacher_spec(args, p)

@@ -463,3 +463,29 @@ def test_damaged_checkpoint_contents_raise_checkpoint_error(tmp_path):
     raw["policy"] = {k: v[..., :1] for k, v in raw["policy"].items()}
     torch.save(raw, tmp_path / "shapes.pt")
     assert "does not fit" in _one_line_error(tmp_path / "shapes.pt")
+
+
+def test_stop_when_the_evaluation_curve_has_levelled():
+    """Paired over the same seeded episodes, the last K evaluations against the K before: a curve still
+    rising (by less than the episodes' spread) goes on; a flat one whose best mean keeps moving in
+    the noise stops; evaluations on other seeds are not judged."""
+    from ppo import EvalResult, StopWhenLevel
+    from ppo.callbacks import levelled
+    rng = np.random.default_rng(0)
+    episodes = rng.normal(0, 8, 30)  # each episode's data: most of a return's spread
+
+    def history(means, seed=10):
+        return [EvalResult(list(episodes + m + rng.normal(0, 0.5, 30)), [25] * 30, seed=seed) for m in means]
+
+    rising = history([0, 1, 2, 3])
+    assert not levelled(rising, 2)["level"] and levelled(rising, 2)["ci95_low"] > 0
+    flat = history([0, 0.1, -0.1, 0.05, 0.2, -0.2])
+    assert levelled(flat, 2)["level"] and levelled(flat[:3], 2) is None  # too few to judge
+    assert levelled(history([0, 1]) + history([2, 3], seed=99), 2) is None
+    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=1024))
+    for r in flat:
+        agent.add_evaluation(r)
+    StopWhenLevel(2).on_evaluation(agent, flat[-1])
+    assert agent.stop_reason.startswith("levelled: the last 2 evaluations average")
+    with pytest.raises(ValueError):
+        StopWhenLevel(0)

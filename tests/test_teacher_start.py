@@ -64,3 +64,15 @@ def test_bad_teacher_flags_are_one_line_before_any_work(capsys, base_dir, tmp_pa
     one_line_error(capsys, train.main([*TINY, "--base", str(base_dir / "base-step20.pt"), "--out",
                                        str(tmp_path / "o"), *flags]), needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_until_level_stops_the_run_when_its_evaluation_curve_levels(base_dir, tmp_path, capsys):
+    """--until-level 1 with a budget of 640 steps: the tiny agent's second evaluation is no better than
+    its first (paired over the same episodes), so the run stops there and says why."""
+    out = tmp_path / "o"
+    assert train.main([*TINY, "--base", str(base_dir / "base-step20.pt"), "--out", str(out), "--timesteps", "640",
+                       "--until-level", "1"]) == 0
+    assert [e["step"] for e in json.loads((out / "evaluations.json").read_text())] == [32, 64]
+    assert "(levelled: the last 1 evaluations average" in capsys.readouterr().out
+    one_line_error(capsys, train.main([*TINY, "--base", str(base_dir / "base-step20.pt"), "--out", str(tmp_path / "x"),
+                                       "--until-level", "0"]), "--until-level must be >= 1")
