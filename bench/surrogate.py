@@ -55,6 +55,11 @@ BASES = ("TEXT@1", "TEXT@0.5", "TEXT@0.2", "rule", "random")
 BRANCHES = {"TEXT@1": [(k, m) for k in (3, 6, 12, 18) for m in ("TEXT@0.5", "TEXT@0.2")]
             + [(k, m) for k in (3, 6, 12) for m in ("MIXED@0.5", "MIXED@1")],
             "TEXT@0.5": [(6, "TEXT@1"), (12, "TEXT@1"), (6, "TEXT@0.2")]}
+# fixed action sequences added after the first fit (docs/studies.md says why): what PPO found on that
+# fit — MIXED@1 early, alternating with TEXT@1, then TEXT@0.5 — and MIXED early, then the decay
+FIXED = {"agent on fit 1: MIXED@1/TEXT@1 for 16, TEXT@0.5 for 9": [5, 2, 2, 5, 2, 5, 2, 5, 2, 2, 5, 2, 2, 5, 2, 2] + [1] * 9,
+         "MIXED@1 for 3, then the decay": [5] * 3 + [2] * 16 + [1] * 6,
+         "MIXED@0.2 for 6, then the decay": [3] * 6 + [2] * 13 + [1] * 6}
 DECAY = "TEXT@1>TEXT@0.5@6"  # the tuned decay control: TEXT@1, then TEXT@0.5 for the last 6
 RESERVED = (10_000, 40_000)  # evaluation (10000+), held-out (20000+) and teacher (30000+) seeds
 
@@ -123,13 +128,22 @@ def _episode(first_obs, first_info, actions, rewards, infos, obs_list) -> dict:
             "steps": [_step_record(o, i) for o, i in zip(obs_list, infos)]}
 
 
-def record_seed(env, seed: int) -> dict:
-    """Every schedule of BASES and BRANCHES on one seed."""
+def record_seed(env, seed: int, have=()) -> dict:
+    """Every schedule of BASES, BRANCHES and FIXED on one seed that is not in `have`."""
     from common.episodes import play
+    from common.policies import ConstantPolicy
     names = env.config.mode_names
     out = {}
+    for name, plan in FIXED.items():
+        if name not in have:
+            steps = iter(plan)
+            ep = play(env, lambda obs, info, _s=steps: next(_s), seed)
+            out[name] = _episode(_obs(ep.first_info), ep.first_info, ep.actions, ep.rewards, ep.infos,
+                                 [_obs(i) for i in ep.infos])
     for base in BASES:
         branches = BRANCHES.get(base, [])
+        if base in have and all(branch_name(base, k, m) in have for k, m in branches):
+            continue
         snap = _Snapshots(env, _base_policy(env, base, seed), {k for k, _ in branches})
         ep = play(env, snap, seed)
         obs_seen = [_obs(i) for i in ep.infos]
@@ -148,8 +162,12 @@ def record_seed(env, seed: int) -> dict:
     return out
 
 
+def schedule_names() -> list:
+    return list(FIXED) + [n for b in BASES for n in [b] + [branch_name(b, k, m) for k, m in BRANCHES.get(b, [])]]
+
+
 def decisions_per_seed() -> int:
-    return len(BASES) * T + sum(k for b in BRANCHES.values() for k, _ in b)
+    return (len(BASES) + len(FIXED)) * T + sum(k for b in BRANCHES.values() for k, _ in b)
 
 
 def cmd_record(args) -> int:
@@ -162,45 +180,40 @@ def cmd_record(args) -> int:
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "episodes.jsonl"
-    done = set()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                done.add(json.loads(line)["seed"])
-            except (json.JSONDecodeError, KeyError):
-                pass  # a line cut by an interruption: that seed is played again
-    todo = [s for s in seeds if s not in done]
+    have = {s: set(v) for s, v in load_recording(path).items()} if path.exists() else {}
+    wanted = set(schedule_names())
+    todo = [s for s in seeds if not wanted <= have.get(s, set())]
     n_dec = decisions_per_seed()
     print(f"{cpu_model()}, 1 torch thread; base {args.base}; {len(seeds)} seeds from {seeds[0]}, "
-          f"{len(BASES)} full schedules + {sum(len(b) for b in BRANCHES.values())} probes per seed = "
-          f"{n_dec} decisions ({n_dec / T:.1f} episodes' worth); {len(done & set(seeds))} seeds already in {path}")
+          f"{len(BASES) + len(FIXED)} full schedules + {sum(len(b) for b in BRANCHES.values())} probes per seed = "
+          f"{n_dec} decisions ({n_dec / T:.1f} episodes' worth); {len(seeds) - len(todo)} seeds complete in {path}")
     if not todo:
         return 0
     env = demo_lr_env(args.base)
     start = time.process_time()
     with open(path, "a") as f, tqdm(todo, unit="seed") as bar:
         for i, seed in enumerate(bar):
-            line = {"seed": seed, "schedules": record_seed(env, seed)}
+            line = {"seed": seed, "schedules": record_seed(env, seed, have.get(seed, set()))}
             f.write(json.dumps(line) + "\n")
             f.flush()
             os.fsync(f.fileno())
             per_seed = (time.process_time() - start) / (i + 1)
-            bar.set_postfix({"s/decision": f"{per_seed / n_dec:.3f}",
-                             "CPU min left": f"{per_seed * (len(todo) - i - 1) / 60:.1f}"}, refresh=False)
+            bar.set_postfix({"CPU min left": f"{per_seed * (len(todo) - i - 1) / 60:.1f}"}, refresh=False)
     cpu = time.process_time() - start
-    print(f"recorded {len(todo)} seeds in {cpu / 60:.1f} CPU minutes ({cpu / len(todo) / n_dec:.3f} s a decision)")
+    print(f"recorded {len(todo)} seeds in {cpu / 60:.1f} CPU minutes")
     return 0
 
 
 def load_recording(path: Path = OUT / "episodes.jsonl") -> dict:
-    """{seed: {schedule: episode}} of every finished seed."""
-    out = {}
+    """{seed: {schedule: episode}}: every line's schedules, merged per seed (a line cut by an
+    interruption is skipped: its schedules are played again)."""
+    out: dict = {}
     for line in path.read_text().splitlines():
         try:
             d = json.loads(line)
         except json.JSONDecodeError:
             continue
-        out[d["seed"]] = d["schedules"]
+        out.setdefault(d["seed"], {}).update(d["schedules"])
     return out
 
 
@@ -210,7 +223,7 @@ def arrays(rec: dict) -> dict:
     over the recorded seeds (in seed order)."""
     seeds = sorted(rec)
     out = {}
-    for name in rec[seeds[0]]:
+    for name in [n for n in rec[seeds[0]] if all(n in rec[s] for s in seeds)]:
         eps = [rec[s][name] for s in seeds]
         out[name] = {"actions": np.array([e["actions"] for e in eps]),
                      "loss": np.array([[e["first"]["loss_text"]] + [x["loss_text"] for x in e["steps"]] for e in eps]),
@@ -225,7 +238,8 @@ PHI_FIELDS = {"phi0": "free", "phi_text": "free", "phi_text_slope": "free", "a_t
               "a_mixed": "exp", "mu_phi": "sig"}
 TEXT_FIELDS = {"L_inf": "free", "B0": "exp", "c": "exp", "q": "exp", "N0": "exp", "nu02": "exp", "nu05": "exp",
                "nu1": "exp", "amp": "exp", "tau": "exp", "k": "exp", "kappa": "exp"}
-MIXED_FIELDS = {"w_mixed": "sig", "g": "exp", "r_repair": "exp", "r_repair_mixed": "exp"}
+MIXED_FIELDS = {"w_mixed": "sig", "g": "exp", "phi_cost": "free", "lag": "sig", "r_repair": "exp",
+                "r_repair_mixed": "exp", "nu_mixed": "exp"}
 NOISE_FIELDS = {"rho": "sig", "gamma": "exp", "sd_batch": "exp", "sd_luck": "exp", "sd_luck_mixed": "exp"}
 
 
@@ -366,11 +380,11 @@ def noise_objective(p, data: dict, stats, report: bool = False):
         c = cov(k, k)
         m = c[0, 0] + c[-1, -1] - 2 * c[0, -1]
         err.append(torch.log(m / v))
-        rows.append((f"std of {k}'s loss drop", math.sqrt(v), float(m) ** 0.5))
+        rows.append((f"std of {k}'s loss drop", math.sqrt(v), float(m.detach()) ** 0.5))
     for (a, b), v in pair.items():
         m = cov(a, a)[-1, -1] + cov(b, b)[-1, -1] - 2 * cov(a, b)[-1, -1]
         err.append(torch.log(m / v))
-        rows.append((f"std of {a} − {b}, last loss", math.sqrt(v), float(m) ** 0.5))
+        rows.append((f"std of {a} − {b}, last loss", math.sqrt(v), float(m.detach()) ** 0.5))
     for k, (var, lag) in steps.items():
         c = cov(k, k)
         d = torch.diagonal(c)
@@ -379,8 +393,8 @@ def noise_objective(p, data: dict, stats, report: bool = False):
         lag_m = (torch.diagonal(c, 1)[:-1] - d[1:-1] - torch.diagonal(c, 2) + torch.diagonal(c, 1)[1:]).mean()
         err.append(torch.log(step_var / var))
         err.append((lag_m - lag) / var)
-        rows.append((f"std of {k}'s per-decision drop", math.sqrt(var), float(step_var) ** 0.5))
-        rows.append((f"lag-1 correlation of {k}'s drops", lag / var, float(lag_m / step_var)))
+        rows.append((f"std of {k}'s per-decision drop", math.sqrt(var), float(step_var.detach()) ** 0.5))
+        rows.append((f"lag-1 correlation of {k}'s drops", lag / var, float((lag_m / step_var).detach())))
     loss = (torch.stack(err) ** 2).mean()
     return (loss, rows) if report else loss
 
@@ -390,13 +404,13 @@ TEXT_ONLY = lambda name: "MIXED" not in name and name not in ("rule", "random") 
 
 def fit_params(data: dict):
     """Φ's dynamics on the mean Φ paths; the text loss's on the TEXT-only schedules' mean loss paths;
-    MIXED's cost on the schedules with MIXED (the random schedule is left out: it checks the fit);
+    MIXED's cost on the schedules with MIXED, the random one included (the states an untrained agent
+    meets);
     the noise on the recorded spreads (noise_statistics); then Φ's noise, C and the Φ loss."""
     from bench.surrogate_model import SurrogateParams
-    fixed = [n for n in data if n != "random"]
-    paths = MeanPaths(data, fixed)
-    text, mixed = MeanPaths(data, [n for n in fixed if TEXT_ONLY(n)]), MeanPaths(data, [n for n in fixed if not TEXT_ONLY(n)])
-    p = SurrogateParams(phi0=float(data["TEXT@1"]["phi"][:, 0].mean()),
+    paths = MeanPaths(data, [n for n in data if n != "random"])
+    text, mixed = MeanPaths(data, [n for n in data if TEXT_ONLY(n)]), MeanPaths(data, [n for n in data if not TEXT_ONLY(n)])
+    p = SurrogateParams(phi0=float(data["TEXT@1"]["phi"][:, 0].mean()), nu_mixed=0.5,
                         L_inf=float(data["TEXT@1"]["loss"].mean(0).min()) - 0.3,
                         sd_reset=float(data["TEXT@1"]["loss"][:, 0].std(ddof=1)))
     p, phi_err = _optimise(p, PHI_FIELDS, paths.phi_error)
@@ -455,7 +469,36 @@ def fit_checks(params, data: dict, n: int) -> dict:
         pairs[f"{a} − {b}"] = {"real": r, "surrogate_mean": float((sur[a] - sur[b]).mean()),
                               "surrogate_std": float((sur[a] - sur[b]).std(ddof=1)),
                               "inside": bool(r["ci95_low"] <= (sur[a] - sur[b]).mean() <= r["ci95_high"])}
-    return {"schedules": rows, "pairs": pairs}
+    from bench.surrogate_model import play_batch
+    seeds = range(2_000_000_000, 2_000_000_000 + n)
+    first = []
+    play_batch(params, lambda obs: first.append(obs[:, 2].copy()) or np.full(len(obs), 2), seeds)
+    sur_corr = float(np.corrcoef(first[0], sur["TEXT@1"])[0, 1])
+    real_corr = float(np.corrcoef(data["TEXT@1"]["loss"][:, 0], real["TEXT@1"])[0, 1])
+    return {"schedules": rows, "pairs": pairs, "reset_corr": {"real": real_corr, "surrogate": sur_corr}}
+
+
+def best_schedules(params, n: int, top: int = 6) -> list:
+    """The surrogate's best open-loop TEXT-only step-size schedules (one or two switches between
+    TEXT@1, TEXT@0.5 and TEXT@0.2), each paired with the decay on n seeds: how much room the decay leaves."""
+    from bench.surrogate_model import MODE_NAMES, decay_actions, play_batch
+    seeds = range(2_000_000_000, 2_000_000_000 + n)
+    decay = play_batch(params, decay_actions, seeds)[0]
+    plans = {MODE_NAMES[a]: [a] * T for a in (0, 1, 2)}
+    for a in (2, 1):
+        for b in (1, 0):
+            if b < a:
+                for k in range(1, T):
+                    plans[f"{MODE_NAMES[a]}, {MODE_NAMES[b]} for the last {k}"] = [a] * (T - k) + [b] * k
+    for k1 in range(4, T, 2):
+        for k2 in range(1, k1, 1):
+            plans[f"TEXT@1, TEXT@0.5 for the last {k1}, TEXT@0.2 for the last {k2}"] = [2] * (T - k1) + [1] * (k1 - k2) + [0] * k2
+    out = []
+    for name, plan in plans.items():
+        acts = np.array(plan)
+        ret = play_batch(params, lambda obs, _a=acts: np.full(len(obs), _a[int(round((1 - obs[0, 6]) * T))]), seeds)[0]
+        out.append((float((ret - decay).mean()), float((ret - decay).std(ddof=1) / math.sqrt(n)), name))
+    return sorted(out, reverse=True)[:top]
 
 
 def cmd_fit(args) -> int:
@@ -475,9 +518,15 @@ def cmd_fit(args) -> int:
           f"the loss of TEXT-only schedules {errors['text_rmse']:.2f} and of those with MIXED "
           f"{errors['mixed_rmse']:.2f} (reward units: 100 x nats); noise statistics' mean squared log-error "
           f"{errors['noise']:.3f}")
+    rows = errors["noise_rows"]
+    ratios = np.array([abs(math.log(m / r)) for label, r, m in rows if "correlation" not in label])
+    print(f"\nthe noise: {len(rows)} statistics, the model's std within a factor {math.exp(np.median(ratios)):.2f} "
+          f"of the real one at the median, {math.exp(ratios.max()):.2f} at worst; the schedules', the pairs "
+          "with TEXT@1 and the per-decision ones:")
     print("\n| noise statistic (reward units) | real | surrogate |\n|---|---|---|")
-    for label, real, model in errors["noise_rows"]:
-        print(f"| {label} | {real:.2f} | {model:.2f} |")
+    for label, real, model in rows:
+        if " − " not in label or label.startswith("std of TEXT@1 − "):
+            print(f"| {label} | {real:.2f} | {model:.2f} |")
     checks = fit_checks(params, data, args.n_check)
     print("\n| schedule | real mean [95 % CI] (std) | surrogate mean (std) | inside |")
     print("|---|---|---|---|")
@@ -491,6 +540,12 @@ def cmd_fit(args) -> int:
         x = r["real"]
         print(f"| {k} | {x['mean']:+.2f} [{x['ci95_low']:+.2f}, {x['ci95_high']:+.2f}] ({x['std']:.2f}) | "
               f"{r['surrogate_mean']:+.2f} ({r['surrogate_std']:.2f}) | {'yes' if r['inside'] else '**no**'} |")
+    print("\nthe surrogate's best open-loop TEXT-only schedules, paired with the decay (± 1 s.e.):")
+    for diff, se, name in best_schedules(params, args.n_check):
+        print(f"  {name}: {diff:+.2f} ± {se:.2f}")
+    c = checks["reset_corr"]
+    print(f"\ncorrelation of the reset's held-out loss (the first observation) with always TEXT@1's return: real "
+          f"{c['real']:+.2f}, surrogate {c['surrogate']:+.2f}")
     print("\nfitted parameters:")
     for k, v in params.to_dict().items():
         print(f"  {k} = {np.round(v, 4).tolist() if isinstance(v, list) else round(v, 5)}")
@@ -511,7 +566,6 @@ LEVERS = {
     "groups of 4, loo, 8 envs": dict(num_envs=8, group_size=4, group_baseline="loo"),
     "groups of 4, loo+gae, 16 envs": dict(num_envs=16, group_size=4, group_baseline="loo+gae"),
     "groups of 4, loo, 16 envs": dict(num_envs=16, group_size=4, group_baseline="loo"),
-    "teacher + groups of 4, loo+gae, 8 envs": dict(num_envs=8, group_size=4, group_baseline="loo+gae", teacher=True),
     "teacher + groups of 4, loo+gae, 16 envs": dict(num_envs=16, group_size=4, group_baseline="loo+gae", teacher=True),
     "plain, 16 envs": dict(num_envs=16),
     "plain, 32 envs": dict(num_envs=32),
@@ -610,6 +664,11 @@ def cmd_levers(args) -> int:
         if not args.quick:
             path.write_text(json.dumps(results))
     steps = sorted({int(n) for runs in results["runs"].values() for r in runs.values() for n in r})
+    from bench.surrogate_model import MODE_NAMES
+    print("\nthe constant controls on the same evaluation seeds, paired with the decay:")
+    for a in (2, 1, 0):
+        ref = score(params, lambda obs, _a=a: np.full(len(obs), _a), args.n_eval)
+        print(f"  always {MODE_NAMES[a]}: {ref['diff']:+.2f} [{ref['diff_low']:+.2f}, {ref['diff_high']:+.2f}]")
     print("\nmean paired difference with the decay (greedy agent − decay, same evaluation seeds) over training "
           "seeds, [95 % CI over the seeds]; level at: the first checkpoint whose CI is not below 0\n")
     print("| lever | " + " | ".join(f"{n:,}" for n in steps) + " | level with the decay at | CPU s per run |")
@@ -638,7 +697,7 @@ def cmd_levers(args) -> int:
             cells.append("/".join(f"{v:.0f}" for v in mix) + f"; {level}/{len(got)}")
         print(f"| {name} | " + " | ".join(cells) + " |")
     total = sum(v for d in results["cpu_s"].values() for v in d.values())
-    print(f"\n{total / 60:.1f} CPU minutes of training and scoring in all")
+    print(f"\n{total / 60:.1f} CPU minutes of training and scoring in all ({cpu_model()})")
     return 0
 
 # ---------------------------------------------------------------------------- main

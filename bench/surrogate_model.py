@@ -69,7 +69,11 @@ class SurrogateParams:
     k: float = 1.0            # N relaxes by 1 - exp(-k s^kappa) of the way per decision
     kappa: float = 0.5
     w_mixed: float = 0.5      # MIXED's share of TEXT's progress
-    g: float = 0.25           # text loss added per unit of Φ that MIXED removes above the band
+    g: float = 0.25           # text loss per unit of Φ that MIXED removes above phi_cost, paid
+    phi_cost: float = 6.0     # through a pending state P <- lag P + fall, D += g (1 - lag) P: spread
+    lag: float = 0.5          # over the next decisions (AdamW's momentum carries the Φ loss's push)
+    g_young: float = 0.0      # g is (1 + g_young A) times larger while the optimiser is young (A below)
+    nu_mixed: float = 0.0     # MIXED's noise level is (1 + nu_mixed) x TEXT's at the same step size
     r_repair: float = 1.0     # D <- D exp(-r s), r = r_repair under TEXT, r_repair_mixed under MIXED
     r_repair_mixed: float = 0.5
     # Φ: relaxes toward phi_text - phi_text_slope * s under TEXT, toward phi_mixed under MIXED
@@ -118,29 +122,33 @@ def _table(values: np.ndarray, xp):
 def mean_step(p: SurrogateParams, state: tuple, a, xp=np) -> tuple:
     """One decision of the mean dynamics on a batch: state (B, N, D, Φ, A, V) arrays, actions `a` ->
     the next state. `xp` is numpy or torch (the fit differentiates through it)."""
-    B, N, D, phi, A, V = state
+    B, N, D, phi, A, V, P = state
     s, m = _table(STEP, xp)[a], _table(MIXED.astype(float), xp)[a]
     is02, is05 = _table((STEP == 0.2).astype(float), xp)[a], _table((STEP == 0.5).astype(float), xp)[a]
     w = 1.0 + m * (p.w_mixed - 1.0)
     nu = is02 * p.nu02 + is05 * p.nu05 + (1.0 - is02 - is05) * p.nu1
-    target_n = nu * (1.0 + p.amp * A)
+    target_n = nu * (1.0 + p.amp * A) * (1.0 + m * p.nu_mixed)
     B = B * xp.exp(-p.c * s ** p.q * w)
     N = N + (1.0 - xp.exp(-p.k * s ** p.kappa)) * (target_n - N)
     target = (p.phi_text - p.phi_text_slope * s) + m * (p.phi_mixed - p.phi_text + p.phi_text_slope * s)
     rate = p.a_text + m * (p.a_mixed - p.a_text)
     V = p.mu_phi * V + (1.0 - p.mu_phi) * (1.0 - xp.exp(-rate * s)) * (target - phi)
     new_phi = phi + V
-    above = np.maximum(new_phi, p.phi_high) if xp is np else new_phi.clamp(min=p.phi_high)
-    removed = (phi - above) * (phi > above)  # the fall of Φ above the band: what costs text
+    if xp is np:
+        above = np.maximum(new_phi, p.phi_cost)
+    else:
+        above = xp.maximum(new_phi, p.phi_cost if isinstance(p.phi_cost, xp.Tensor) else xp.tensor(p.phi_cost))
+    removed = m * (phi - above) * (phi > above)  # MIXED's fall of Φ above phi_cost: what costs text
     repair = p.r_repair + m * (p.r_repair_mixed - p.r_repair)
-    D = D * xp.exp(-repair * s) + p.g * m * removed
+    P = p.lag * P + removed * (1.0 + p.g_young * A) / (1.0 + p.g_young * A)
+    D = D * xp.exp(-repair * s) + p.g * (1.0 + p.g_young * A) * (1.0 - p.lag) * P
     fade = math.exp(-1.0 / p.tau) if isinstance(p.tau, (int, float)) else xp.exp(-1.0 / p.tau)
-    return B, N, D, new_phi, A * fade, V
+    return B, N, D, new_phi, A * fade, V, P
 
 
 def initial_state(p: SurrogateParams, n: int, xp=np) -> tuple:
     z = xp.zeros(n) if xp is np else xp.zeros(n, dtype=xp.float64)
-    return z + p.B0, z + p.N0, z, z + p.phi0, z + 1.0, z
+    return z + p.B0, z + p.N0, z, z + p.phi0, z + 1.0, z, z
 
 
 def phi_distance(phi, low: float, high: float):
