@@ -239,7 +239,7 @@ PHI_FIELDS = {"phi0": "free", "phi_text": "free", "phi_text_slope": "free", "a_t
 TEXT_FIELDS = {"L_inf": "free", "B0": "exp", "c": "exp", "q": "exp", "N0": "exp", "nu02": "exp", "nu05": "exp",
                "nu1": "exp", "amp": "exp", "tau": "exp", "k": "exp", "kappa": "exp"}
 MIXED_FIELDS = {"w_mixed": "sig", "g": "exp", "phi_cost": "free", "lag": "sig", "r_repair": "exp",
-                "r_repair_mixed": "exp", "nu_mixed": "exp"}
+                "r_repair_mixed": "exp", "nu_mixed": "exp", "g_young": "exp", "keep": "sig"}
 NOISE_FIELDS = {"rho": "sig", "gamma": "exp", "sd_batch": "exp", "sd_luck": "exp", "sd_luck_mixed": "exp"}
 
 
@@ -284,10 +284,10 @@ def simulate_mean(p, actions: torch.Tensor):
     from bench.surrogate_model import initial_state, mean_step
     n, steps = actions.shape
     state = initial_state(p, n, torch)
-    losses, phis = [p.L_inf + state[0] + state[1] + state[2]], [state[3]]  # state: B, N, D, Φ, A
+    losses, phis = [p.L_inf + state[0] + state[1] + state[2] + state[7]], [state[3]]  # state: B, N, D, Φ, A, V, P, K
     for t in range(steps):
         state = mean_step(p, state, actions[:, t], torch)
-        losses.append(p.L_inf + state[0] + state[1] + state[2])
+        losses.append(p.L_inf + state[0] + state[1] + state[2] + state[7])
         phis.append(state[3])
     return torch.stack(losses, 1), torch.stack(phis, 1)
 
@@ -410,7 +410,7 @@ def fit_params(data: dict):
     from bench.surrogate_model import SurrogateParams
     paths = MeanPaths(data, [n for n in data if n != "random"])
     text, mixed = MeanPaths(data, [n for n in data if TEXT_ONLY(n)]), MeanPaths(data, [n for n in data if not TEXT_ONLY(n)])
-    p = SurrogateParams(phi0=float(data["TEXT@1"]["phi"][:, 0].mean()), nu_mixed=0.5,
+    p = SurrogateParams(phi0=float(data["TEXT@1"]["phi"][:, 0].mean()), nu_mixed=0.5, g_young=1.0, keep=0.3, r_repair=1.0,
                         L_inf=float(data["TEXT@1"]["loss"].mean(0).min()) - 0.3,
                         sd_reset=float(data["TEXT@1"]["loss"][:, 0].std(ddof=1)))
     p, phi_err = _optimise(p, PHI_FIELDS, paths.phi_error)

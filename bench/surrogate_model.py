@@ -69,10 +69,12 @@ class SurrogateParams:
     k: float = 1.0            # N relaxes by 1 - exp(-k s^kappa) of the way per decision
     kappa: float = 0.5
     w_mixed: float = 0.5      # MIXED's share of TEXT's progress
-    g: float = 0.25           # text loss per unit of Φ that MIXED removes above phi_cost, paid
+    g: float = 0.25           # text loss per unit of Φ that MIXED removes above phi_cost, times
+    # (1 + g_young A) (a fresh AdamW's Φ steps are large; A below), paid
     phi_cost: float = 6.0     # through a pending state P <- lag P + fall, D += g (1 - lag) P: spread
     lag: float = 0.5          # over the next decisions (AdamW's momentum carries the Φ loss's push)
-    g_young: float = 0.0      # g is (1 + g_young A) times larger while the optimiser is young (A below)
+    g_young: float = 0.0
+    keep: float = 0.0         # the share of that cost no training repairs (K); the rest is D
     nu_mixed: float = 0.0     # MIXED's noise level is (1 + nu_mixed) x TEXT's at the same step size
     r_repair: float = 1.0     # D <- D exp(-r s), r = r_repair under TEXT, r_repair_mixed under MIXED
     r_repair_mixed: float = 0.5
@@ -122,7 +124,7 @@ def _table(values: np.ndarray, xp):
 def mean_step(p: SurrogateParams, state: tuple, a, xp=np) -> tuple:
     """One decision of the mean dynamics on a batch: state (B, N, D, Φ, A, V) arrays, actions `a` ->
     the next state. `xp` is numpy or torch (the fit differentiates through it)."""
-    B, N, D, phi, A, V, P = state
+    B, N, D, phi, A, V, P, K = state
     s, m = _table(STEP, xp)[a], _table(MIXED.astype(float), xp)[a]
     is02, is05 = _table((STEP == 0.2).astype(float), xp)[a], _table((STEP == 0.5).astype(float), xp)[a]
     w = 1.0 + m * (p.w_mixed - 1.0)
@@ -140,15 +142,16 @@ def mean_step(p: SurrogateParams, state: tuple, a, xp=np) -> tuple:
         above = xp.maximum(new_phi, p.phi_cost if isinstance(p.phi_cost, xp.Tensor) else xp.tensor(p.phi_cost))
     removed = m * (phi - above) * (phi > above)  # MIXED's fall of Φ above phi_cost: what costs text
     repair = p.r_repair + m * (p.r_repair_mixed - p.r_repair)
-    P = p.lag * P + removed * (1.0 + p.g_young * A) / (1.0 + p.g_young * A)
-    D = D * xp.exp(-repair * s) + p.g * (1.0 + p.g_young * A) * (1.0 - p.lag) * P
+    P = p.lag * P + removed * (1.0 + p.g_young * A)  # a young optimiser's fall costs more
+    D = D * xp.exp(-repair * s) + (1.0 - p.keep) * p.g * (1.0 - p.lag) * P
+    K = K + p.keep * p.g * (1.0 - p.lag) * P
     fade = math.exp(-1.0 / p.tau) if isinstance(p.tau, (int, float)) else xp.exp(-1.0 / p.tau)
-    return B, N, D, new_phi, A * fade, V, P
+    return B, N, D, new_phi, A * fade, V, P, K
 
 
 def initial_state(p: SurrogateParams, n: int, xp=np) -> tuple:
     z = xp.zeros(n) if xp is np else xp.zeros(n, dtype=xp.float64)
-    return z + p.B0, z + p.N0, z, z + p.phi0, z + 1.0, z, z
+    return z + p.B0, z + p.N0, z, z + p.phi0, z + 1.0, z, z, z
 
 
 def phi_distance(phi, low: float, high: float):
@@ -181,8 +184,8 @@ class SurrogateBatch:
         return self._obs()
 
     def _loss(self) -> np.ndarray:
-        B, N, D = self.state[:3]
-        return self.p.L_inf + B + N + D + self.x
+        B, N, D, K = self.state[0], self.state[1], self.state[2], self.state[7]
+        return self.p.L_inf + B + N + D + K + self.x
 
     def _phi(self) -> np.ndarray:
         return self.state[3] + self.y

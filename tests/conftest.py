@@ -1,10 +1,16 @@
 """Fixtures shared by the test modules: a tiny base checkpoint and a tiny RL run over it (seconds each)."""
 import hashlib
+import os
 
 import pytest
 import torch
 
 import train
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one worker process per core (setup.cfg's -n 2): a torch thread each, since two threads per
+    # worker would oversubscribe the cores and slow every test several times over
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
