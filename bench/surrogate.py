@@ -26,7 +26,7 @@ writes it), where every `demo-lr` episode starts.
    seeds (paired): the learning curves and the decisions each lever needs to be level with the
    decay. `--quick` for a smoke run.
 
-The results and what they say: docs/studies.md, "Choosing levers on a surrogate of demo-lr".
+The lever table goes to docs/studies.md ("Choosing levers on a surrogate of demo-lr") once `levers` has run.
 """
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ BRANCHES = {"TEXT@1": [(k, m) for k in (3, 6, 12, 18) for m in ("TEXT@0.5", "TEX
 FIXED = {"agent on fit 1: MIXED@1/TEXT@1 for 16, TEXT@0.5 for 9": [5, 2, 2, 5, 2, 5, 2, 5, 2, 2, 5, 2, 2, 5, 2, 2] + [1] * 9,
          "MIXED@1 for 3, then the decay": [5] * 3 + [2] * 16 + [1] * 6,
          "MIXED@0.2 for 6, then the decay": [3] * 6 + [2] * 13 + [1] * 6}
+# played after the second fit, to check it out of sample (never fitted): what PPO found on it
+VALIDATION = {"agent on fit 2 (teacher + groups): the decay with MIXED@1 at decisions 11 and 17":
+              [2] * 10 + [5] + [2] * 5 + [5] + [2] + [1] * 7,
+              "agent on fit 2 (plain): MIXED@1 x4, TEXT@1, MIXED@1, TEXT@1, then TEXT@0.5":
+              [5, 5, 5, 5, 2, 5, 2] + [1] * 18}
 DECAY = "TEXT@1>TEXT@0.5@6"  # the tuned decay control: TEXT@1, then TEXT@0.5 for the last 6
 RESERVED = (10_000, 40_000)  # evaluation (10000+), held-out (20000+) and teacher (30000+) seeds
 
@@ -134,7 +139,7 @@ def record_seed(env, seed: int, have=()) -> dict:
     from common.policies import ConstantPolicy
     names = env.config.mode_names
     out = {}
-    for name, plan in FIXED.items():
+    for name, plan in {**FIXED, **VALIDATION}.items():
         if name not in have:
             steps = iter(plan)
             ep = play(env, lambda obs, info, _s=steps: next(_s), seed)
@@ -163,11 +168,11 @@ def record_seed(env, seed: int, have=()) -> dict:
 
 
 def schedule_names() -> list:
-    return list(FIXED) + [n for b in BASES for n in [b] + [branch_name(b, k, m) for k, m in BRANCHES.get(b, [])]]
+    return list(FIXED) + list(VALIDATION) + [n for b in BASES for n in [b] + [branch_name(b, k, m) for k, m in BRANCHES.get(b, [])]]
 
 
 def decisions_per_seed() -> int:
-    return (len(BASES) + len(FIXED)) * T + sum(k for b in BRANCHES.values() for k, _ in b)
+    return (len(BASES) + len(FIXED) + len(VALIDATION)) * T + sum(k for b in BRANCHES.values() for k, _ in b)
 
 
 def cmd_record(args) -> int:
@@ -185,7 +190,7 @@ def cmd_record(args) -> int:
     todo = [s for s in seeds if not wanted <= have.get(s, set())]
     n_dec = decisions_per_seed()
     print(f"{cpu_model()}, 1 torch thread; base {args.base}; {len(seeds)} seeds from {seeds[0]}, "
-          f"{len(BASES) + len(FIXED)} full schedules + {sum(len(b) for b in BRANCHES.values())} probes per seed = "
+          f"{len(BASES) + len(FIXED) + len(VALIDATION)} full schedules + {sum(len(b) for b in BRANCHES.values())} probes per seed = "
           f"{n_dec} decisions ({n_dec / T:.1f} episodes' worth); {len(seeds) - len(todo)} seeds complete in {path}")
     if not todo:
         return 0
@@ -408,6 +413,7 @@ def fit_params(data: dict):
     meets);
     the noise on the recorded spreads (noise_statistics); then Φ's noise, C and the Φ loss."""
     from bench.surrogate_model import SurrogateParams
+    data = {k: v for k, v in data.items() if k not in VALIDATION}  # kept for the checks
     paths = MeanPaths(data, [n for n in data if n != "random"])
     text, mixed = MeanPaths(data, [n for n in data if TEXT_ONLY(n)]), MeanPaths(data, [n for n in data if not TEXT_ONLY(n)])
     p = SurrogateParams(phi0=float(data["TEXT@1"]["phi"][:, 0].mean()), nu_mixed=0.5, g_young=1.0, keep=0.3, r_repair=1.0,
@@ -433,7 +439,7 @@ def fit_params(data: dict):
               "noise": noise_err, "noise_rows": noise_rows}
     return p, errors
 
-CHECK_PAIRS = ((DECAY, "TEXT@1"), (DECAY, "TEXT@0.5"), ("TEXT@1", "TEXT@0.5"), ("TEXT@1", "TEXT@0.2"),
+CHECK_PAIRS = (*((v, DECAY) for v in VALIDATION), (DECAY, "TEXT@1"), (DECAY, "TEXT@0.5"), ("TEXT@1", "TEXT@0.5"), ("TEXT@1", "TEXT@0.2"),
                ("TEXT@1>TEXT@0.5@3", "TEXT@1"), ("TEXT@1>TEXT@0.5@12", DECAY), ("rule", "TEXT@1"),
                ("TEXT@1>MIXED@0.5@3", "TEXT@1"))
 
@@ -462,7 +468,7 @@ def fit_checks(params, data: dict, n: int) -> dict:
     for k in data:
         r = summarize(real[k])
         rows[k] = {"real": r, "surrogate_mean": float(sur[k].mean()), "surrogate_std": float(sur[k].std(ddof=1)),
-                   "inside": bool(r["ci95_low"] <= sur[k].mean() <= r["ci95_high"])}
+                   "inside": bool(r["ci95_low"] <= sur[k].mean() <= r["ci95_high"]), "fitted": k not in VALIDATION}
     pairs = {}
     for a, b in CHECK_PAIRS:
         r = summarize(real[a] - real[b])
@@ -528,11 +534,12 @@ def cmd_fit(args) -> int:
         if " − " not in label or label.startswith("std of TEXT@1 − "):
             print(f"| {label} | {real:.2f} | {model:.2f} |")
     checks = fit_checks(params, data, args.n_check)
-    print("\n| schedule | real mean [95 % CI] (std) | surrogate mean (std) | inside |")
+    print("\n| schedule (* not fitted: played after the fit, to check it) | real mean [95 % CI] (std) | "
+          "surrogate mean (std) | inside |")
     print("|---|---|---|---|")
     for k, r in checks["schedules"].items():
         x = r["real"]
-        print(f"| {k} | {x['mean']:+.2f} [{x['ci95_low']:+.2f}, {x['ci95_high']:+.2f}] ({x['std']:.2f}) | "
+        print(f"| {k}{'' if r['fitted'] else ' *'} | {x['mean']:+.2f} [{x['ci95_low']:+.2f}, {x['ci95_high']:+.2f}] ({x['std']:.2f}) | "
               f"{r['surrogate_mean']:+.2f} ({r['surrogate_std']:.2f}) | {'yes' if r['inside'] else '**no**'} |")
     print("\n| paired difference | real mean [95 % CI] (std) | surrogate mean (std) | inside |")
     print("|---|---|---|---|")
@@ -647,7 +654,9 @@ def cmd_levers(args) -> int:
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(path.read_text()) if path.exists() and not args.quick else {}
-    key = f"{args.fit}|{args.n_eval}|{','.join(map(str, checkpoints))}"
+    import hashlib  # a new fit, evaluation count or set of checkpoints starts the results afresh
+    digest = hashlib.sha256(Path(args.fit).read_bytes()).hexdigest()[:16]
+    key = f"{digest}|{args.n_eval}|{','.join(map(str, checkpoints))}"
     if results.get("key") != key:
         results = {"key": key, "runs": {}, "cpu_s": {}}
     levers = {k: v for k, v in LEVERS.items() if not args.only or any(o in k for o in args.only)}

@@ -5,27 +5,33 @@ of demo-lr"). A decision picks loss weights (TEXT, or MIXED: half text, half Φ 
 size s (0.2, 0.5 or 1 x the inner learning rate), in the real environment's order:
 TEXT@0.2, TEXT@0.5, TEXT@1, MIXED@0.2, MIXED@0.5, MIXED@1.
 
-**Mean dynamics.** The held-out text loss is L = L_inf + B + N + D:
+**Mean dynamics.** The held-out text loss is L = L_inf + B + N + D + K:
 
-- B, what is left to learn: B <- B * exp(-c * s^q * w), w = 1 for TEXT, `w_mixed` for MIXED;
-- N, the loss the step size's own noise holds the model at, relaxing toward nu * s:
-  N <- N + (1 - exp(-k * s)) * (nu * s - N). A lower step size lowers it within a few
-  decisions (what a step-size decay earns); a higher one raises it: a decision's effect
-  depends on the step sizes before it, as the real AdamW run's does;
-- D, the text loss MIXED's Φ loss costs: each MIXED decision adds `g` x the Φ it removes, and
-  training repairs it, D <- D * exp(-r_repair * s * w).
+- B, what is left to learn: B <- B exp(-c s^q w), w = 1 for TEXT, `w_mixed` for MIXED;
+- N, the loss the step size's own noise holds the model at: it relaxes by 1 - exp(-k s^kappa) of
+  the way per decision toward nu_s (1 + amp A) (1 + nu_mixed [MIXED]), nu_s one level per step size
+  and A the optimiser's youth (1 at the reset, then A <- A exp(-1/tau): fresh AdamW moments are
+  noisier). A lower step size lowers N within a few decisions (what a step-size decay earns), a
+  higher one raises it: a decision's effect depends on the step sizes before it, as the real
+  AdamW run's does, and on the time (A);
+- D and K, what MIXED's Φ loss costs the text: each MIXED decision's fall of Φ above `phi_cost`,
+  times g (1 + g_young A), is paid through a pending state (P <- lag P + fall; g (1 - lag) P per
+  decision): a share `keep` for good (K), the rest into D, which training repairs:
+  D <- D exp(-r s), r = r_repair under TEXT, r_repair_mixed under MIXED.
 
-Φ relaxes toward `phi_text` under TEXT and toward `phi_mixed` under MIXED, at a rate
-1 - exp(-a * s). The reward is the real `final` reward: 100 (L_prev - L) per decision, and on
-the last one minus w_end x Φ's distance outside [phi_low, phi_high].
+Φ moves toward phi_text - phi_text_slope s under TEXT and toward phi_mixed under MIXED, by
+1 - exp(-a s) of the way (a = a_text or a_mixed), with a velocity that keeps mu_phi of the last
+decision's. The reward is the real `final` reward: 100 (L_prev - L) per decision, and on the last
+one minus w_end x Φ's distance outside [phi_low, phi_high].
 
 **Noise, set by the episode's seed** (the real environment's data stream), so that episodes of
 one seed share it whatever the actions, and the same seed and actions give the same episode:
 
 - the loss's deviation X from the mean path: X_0 ~ N(0, sd_reset^2) after the reset, then
-  X <- rho * X + s^gamma * (sd_batch * z_t + sd_luck * u[t, a]): z_t the decision's batch, the
-  same for every action; u[t, a] the luck of mode a on that batch. z makes schedules of different
-  step sizes differ a little, u makes any two different decisions differ;
+  X <- rho X + s^gamma (sd_batch z_t + luck u[t, a]): z_t the decision's batch, the same for
+  every action; u[t, a] the luck of mode a on that batch (luck = sd_luck for TEXT, sd_luck_mixed
+  for MIXED). z makes schedules of different step sizes differ a little, u makes any two
+  different decisions differ;
 - Φ's deviation: Y_0 ~ N(0, sd_phi^2), Y <- rho_phi * Y + sqrt(1 - rho_phi^2) * sd_phi * z'_t.
 
 The observation is the real one's seven floats (env/scheduling.py OBS_NAMES): C (a per-step mean,
