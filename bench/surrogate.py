@@ -1,32 +1,37 @@
 """A surrogate of `demo-lr`, to choose PPO levers in minutes before spending hours on the real thing.
 
-    python bench/surrogate.py record --base ckpt/base-step100.pt   # ~20 CPU minutes, resumable
-    python bench/surrogate.py fit                                  # seconds: bench/surrogate_fit.json
-    python bench/surrogate.py levers                               # ~15 CPU minutes: the lever table
+    python bench/surrogate.py record --base ckpt/base-step100.pt    # ~28 CPU minutes, resumable
+    python bench/surrogate.py fit                                    # ~2.5 CPU minutes: bench/surrogate_fit.json
+    python bench/surrogate.py levers                                 # ~10 CPU minutes: the lever table
+    python bench/surrogate.py confirm --base ckpt/base-step100.pt   # ~6 CPU minutes: PPO's finds, real seeds
 
 `ckpt/base-step100.pt` is the demo base stage's step-100 snapshot (`python train.py --stage base`
-writes it), where every `demo-lr` episode starts.
+writes it), where every `demo-lr` episode starts. One process, one torch thread throughout.
 
 1. **record** plays, on shared seeds (`--first-seed`, default 40000: away from the presets'
    evaluation seeds 10000+, held-out seeds 20000+ and teacher seeds 30000+), hand-written
    schedules of the real `demo-lr` environment, built as the RL stage builds it (the preset's
    EnvConfig, the token cache beside the base). Per seed, full episodes of always TEXT@1, always
-   TEXT@0.5, always TEXT@0.2, the tuned rule ("TEXT in [3, 6], else MIXED", ×0.5) and a random
-   schedule, and "switch" probes: the episode of always TEXT@1 (or TEXT@0.5) continued from its
-   saved state after 25 − k decisions in another mode for its last k (`BRANCHES`; the decay
-   control, TEXT@1 then TEXT@0.5 for the last 6, is one of them). A probe costs only its k
-   decisions: the environment's `get_state`/`set_state` continue an episode exactly. One JSON
-   line per seed in `bench/out/surrogate/episodes.jsonl`; a rerun continues after the last
-   finished seed.
+   TEXT@0.5, always TEXT@0.2, the tuned rule ("TEXT in [3, 6], else MIXED", x0.5) and a random
+   schedule; "switch" probes: the episode of always TEXT@1 (or TEXT@0.5) continued from its
+   saved state after 25 - k decisions, in another mode for its last k (`BRANCHES`; the decay
+   control, TEXT@1 then TEXT@0.5 for the last 6, is one of them): a probe costs only its k
+   decisions, since the environment's `get_state`/`set_state` continue an episode exactly; and
+   fixed sequences (`FIXED`, fitted; `VALIDATION`, only checked). One JSON line per seed and
+   pass in `bench/out/surrogate/episodes.jsonl`; a rerun plays only what is missing.
 2. **fit** estimates the surrogate's parameters from the recording (`bench/surrogate_model.py`
-   has the model and says what each parameter means), checks the fit on the schedules' means
-   and spreads, and writes them to `bench/surrogate_fit.json` (`--out`).
-3. **levers** trains PPO on the surrogate with the demo preset's PPO config and each lever, over
-   training seeds, and scores the greedy policy against the decay control on shared evaluation
-   seeds (paired): the learning curves and the decisions each lever needs to be level with the
-   decay. `--quick` for a smoke run.
+   has the model and says what each parameter means), checks the fit on the schedules' means,
+   paired differences and spreads (the `VALIDATION` schedules out of sample), lists the
+   surrogate's best open-loop step-size schedules, and writes `bench/surrogate_fit.json`.
+3. **levers** trains PPO on the surrogate with the demo preset's PPO config and each lever
+   (`LEVERS`), over training seeds, and scores the greedy policy against the decay control on
+   1,000 shared evaluation seeds (paired), at `CHECKPOINTS` decisions: the learning curves, and
+   where each lever is level with the decay. Results in `bench/out/surrogate/levers.json`
+   (a rerun with the same fit continues them); `--quick` for a smoke run.
+4. **confirm** plays what PPO found on the surrogate (`VALIDATION`) and the decay on fresh real
+   seeds (default 50000+), paired: a surrogate is trusted only where the real environment agrees.
 
-The lever table goes to docs/studies.md ("Choosing levers on a surrogate of demo-lr") once `levers` has run.
+The results and what they say: docs/studies.md, "Choosing levers on a surrogate of demo-lr".
 """
 from __future__ import annotations
 
@@ -57,7 +62,8 @@ BRANCHES = {"TEXT@1": [(k, m) for k in (3, 6, 12, 18) for m in ("TEXT@0.5", "TEX
             "TEXT@0.5": [(6, "TEXT@1"), (12, "TEXT@1"), (6, "TEXT@0.2")]}
 # fixed action sequences added after the first fit (docs/studies.md says why): what PPO found on that
 # fit — MIXED@1 early, alternating with TEXT@1, then TEXT@0.5 — and MIXED early, then the decay
-FIXED = {"agent on fit 1: MIXED@1/TEXT@1 for 16, TEXT@0.5 for 9": [5, 2, 2, 5, 2, 5, 2, 5, 2, 2, 5, 2, 2, 5, 2, 2] + [1] * 9,
+FIXED = {"agent on fit 1: MIXED@1/TEXT@1 for 16, TEXT@0.5 for 9":
+         [5, 2, 2, 5, 2, 5, 2, 5, 2, 2, 5, 2, 2, 5, 2, 2] + [1] * 9,
          "MIXED@1 for 3, then the decay": [5] * 3 + [2] * 16 + [1] * 6,
          "MIXED@0.2 for 6, then the decay": [3] * 6 + [2] * 13 + [1] * 6}
 # played after the second fit, to check it out of sample (never fitted): what PPO found on it
@@ -136,7 +142,6 @@ def _episode(first_obs, first_info, actions, rewards, infos, obs_list) -> dict:
 def record_seed(env, seed: int, have=()) -> dict:
     """Every schedule of BASES, BRANCHES and FIXED on one seed that is not in `have`."""
     from common.episodes import play
-    from common.policies import ConstantPolicy
     names = env.config.mode_names
     out = {}
     for name, plan in {**FIXED, **VALIDATION}.items():
@@ -168,7 +173,8 @@ def record_seed(env, seed: int, have=()) -> dict:
 
 
 def schedule_names() -> list:
-    return list(FIXED) + list(VALIDATION) + [n for b in BASES for n in [b] + [branch_name(b, k, m) for k, m in BRANCHES.get(b, [])]]
+    return list(FIXED) + list(VALIDATION) + [n for b in BASES
+                                             for n in [b] + [branch_name(b, k, m) for k, m in BRANCHES.get(b, [])]]
 
 
 def decisions_per_seed() -> int:
@@ -190,7 +196,8 @@ def cmd_record(args) -> int:
     todo = [s for s in seeds if not wanted <= have.get(s, set())]
     n_dec = decisions_per_seed()
     print(f"{cpu_model()}, 1 torch thread; base {args.base}; {len(seeds)} seeds from {seeds[0]}, "
-          f"{len(BASES) + len(FIXED) + len(VALIDATION)} full schedules + {sum(len(b) for b in BRANCHES.values())} probes per seed = "
+          f"{len(BASES) + len(FIXED) + len(VALIDATION)} full schedules + "
+          f"{sum(len(b) for b in BRANCHES.values())} probes per seed = "
           f"{n_dec} decisions ({n_dec / T:.1f} episodes' worth); {len(seeds) - len(todo)} seeds complete in {path}")
     if not todo:
         return 0
@@ -206,6 +213,47 @@ def cmd_record(args) -> int:
             bar.set_postfix({"CPU min left": f"{per_seed * (len(todo) - i - 1) / 60:.1f}"}, refresh=False)
     cpu = time.process_time() - start
     print(f"recorded {len(todo)} seeds in {cpu / 60:.1f} CPU minutes")
+    return 0
+
+
+def cmd_confirm(args) -> int:
+    """The schedules PPO found on the surrogate (VALIDATION) and the decay, on fresh real seeds that
+    neither the fit nor any agent saw: the paired difference with the decay."""
+    from common.episodes import play
+    from common.stats import summarize
+    from tqdm import tqdm
+    torch.set_num_threads(1)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    if seeds[0] < RESERVED[1] and seeds[-1] >= RESERVED[0] or seeds[0] < 40_000 + 40 and seeds[-1] >= 40_000:
+        print("error: use seeds apart from the presets' and the recording's (--first-seed 50000)", file=sys.stderr)
+        return 2
+    plans = {DECAY: [2] * (T - 6) + [1] * 6, **VALIDATION}
+    path = OUT / "confirm.jsonl"
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            d = json.loads(line)
+            done[d["seed"]] = d["returns"]
+    env = demo_lr_env(args.base)
+    start = time.process_time()
+    with open(path, "a") as f:
+        for seed in tqdm([s for s in seeds if s not in done], unit="seed"):
+            returns = {}
+            for name, plan in plans.items():
+                steps = iter(plan)
+                returns[name] = play(env, lambda obs, info, _s=steps: next(_s), seed).total_reward
+            done[seed] = returns
+            f.write(json.dumps({"seed": seed, "returns": returns}) + "\n")
+            f.flush()
+    print(f"{cpu_model()}; {len(seeds)} fresh seeds {seeds[0]}..{seeds[-1]}; "
+          f"{(time.process_time() - start) / 60:.1f} CPU minutes")
+    dec = np.array([done[s][DECAY] for s in seeds])
+    print(f"the decay: {summarize(dec)['mean']:+.2f}")
+    for name in VALIDATION:
+        x = np.array([done[s][name] for s in seeds])
+        d = summarize(x - dec)
+        print(f"{name}: {summarize(x)['mean']:+.2f}; − the decay {d['mean']:+.2f} [{d['ci95_low']:+.2f}, "
+              f"{d['ci95_high']:+.2f}] (std {d['std']:.2f}), higher on {int((x > dec).sum())} of {len(seeds)}")
     return 0
 
 
@@ -415,8 +463,10 @@ def fit_params(data: dict):
     from bench.surrogate_model import SurrogateParams
     data = {k: v for k, v in data.items() if k not in VALIDATION}  # kept for the checks
     paths = MeanPaths(data, [n for n in data if n != "random"])
-    text, mixed = MeanPaths(data, [n for n in data if TEXT_ONLY(n)]), MeanPaths(data, [n for n in data if not TEXT_ONLY(n)])
-    p = SurrogateParams(phi0=float(data["TEXT@1"]["phi"][:, 0].mean()), nu_mixed=0.5, g_young=1.0, keep=0.3, r_repair=1.0,
+    text = MeanPaths(data, [n for n in data if TEXT_ONLY(n)])
+    mixed = MeanPaths(data, [n for n in data if not TEXT_ONLY(n)])
+    p = SurrogateParams(phi0=float(data["TEXT@1"]["phi"][:, 0].mean()), nu_mixed=0.5, g_young=1.0, keep=0.3,
+                        r_repair=1.0,
                         L_inf=float(data["TEXT@1"]["loss"].mean(0).min()) - 0.3,
                         sd_reset=float(data["TEXT@1"]["loss"][:, 0].std(ddof=1)))
     p, phi_err = _optimise(p, PHI_FIELDS, paths.phi_error)
@@ -439,7 +489,9 @@ def fit_params(data: dict):
               "noise": noise_err, "noise_rows": noise_rows}
     return p, errors
 
-CHECK_PAIRS = (*((v, DECAY) for v in VALIDATION), (DECAY, "TEXT@1"), (DECAY, "TEXT@0.5"), ("TEXT@1", "TEXT@0.5"), ("TEXT@1", "TEXT@0.2"),
+
+CHECK_PAIRS = (*((v, DECAY) for v in VALIDATION), (DECAY, "TEXT@1"), (DECAY, "TEXT@0.5"), ("TEXT@1", "TEXT@0.5"),
+               ("TEXT@1", "TEXT@0.2"),
                ("TEXT@1>TEXT@0.5@3", "TEXT@1"), ("TEXT@1>TEXT@0.5@12", DECAY), ("rule", "TEXT@1"),
                ("TEXT@1>MIXED@0.5@3", "TEXT@1"))
 
@@ -498,7 +550,8 @@ def best_schedules(params, n: int, top: int = 6) -> list:
                     plans[f"{MODE_NAMES[a]}, {MODE_NAMES[b]} for the last {k}"] = [a] * (T - k) + [b] * k
     for k1 in range(4, T, 2):
         for k2 in range(1, k1, 1):
-            plans[f"TEXT@1, TEXT@0.5 for the last {k1}, TEXT@0.2 for the last {k2}"] = [2] * (T - k1) + [1] * (k1 - k2) + [0] * k2
+            plans[f"TEXT@1, TEXT@0.5 for the last {k1}, TEXT@0.2 for the last {k2}"] = \
+                [2] * (T - k1) + [1] * (k1 - k2) + [0] * k2
     out = []
     for name, plan in plans.items():
         acts = np.array(plan)
@@ -539,7 +592,8 @@ def cmd_fit(args) -> int:
     print("|---|---|---|---|")
     for k, r in checks["schedules"].items():
         x = r["real"]
-        print(f"| {k}{'' if r['fitted'] else ' *'} | {x['mean']:+.2f} [{x['ci95_low']:+.2f}, {x['ci95_high']:+.2f}] ({x['std']:.2f}) | "
+        print(f"| {k}{'' if r['fitted'] else ' *'} | {x['mean']:+.2f} [{x['ci95_low']:+.2f}, {x['ci95_high']:+.2f}] "
+              f"({x['std']:.2f}) | "
               f"{r['surrogate_mean']:+.2f} ({r['surrogate_std']:.2f}) | {'yes' if r['inside'] else '**no**'} |")
     print("\n| paired difference | real mean [95 % CI] (std) | surrogate mean (std) | inside |")
     print("|---|---|---|---|")
@@ -630,18 +684,33 @@ def train_lever(params, lever: dict, seed: int, n_eval: int, checkpoints=CHECKPO
 
 def level_at(rows: dict, steps) -> tuple:
     """Over training seeds: for each checkpoint the mean paired difference with the decay and its
-    Student-t 95 % CI over the seeds; the first checkpoint whose CI is not below 0."""
+    Student-t 95 % CI over the seeds; the checkpoints where at least 4 of 5 (80 % of the) training
+    seeds are level with the decay, each by its own paired CI over the evaluation episodes."""
     from common.stats import summarize
-    curve, first = {}, None
+    curve, level = {}, []
     for n in steps:
-        vals = [r[str(n)]["diff"] for r in rows.values() if str(n) in r]
-        if len(vals) < 2:
+        got = [r[str(n)] for r in rows.values() if str(n) in r]
+        if len(got) < 2:
             continue
-        s = summarize(vals)
-        curve[n] = s
-        if first is None and s["ci95_high"] >= 0:
-            first = n
-    return curve, first
+        curve[n] = summarize([g["diff"] for g in got])
+        if sum(g["diff_high"] >= 0 for g in got) >= 0.8 * len(got):
+            level.append(n)
+    return curve, level
+
+
+def _spans(level: list, steps: list) -> str:
+    """[0, 2048, 5120, 20480] over steps [0, 2048, 5120, 10240, 20480] -> "0–5,120; 20,480"."""
+    if not level:
+        return "never"
+    out, run = [], [level[0]]
+    for n in level[1:]:
+        if steps.index(n) == steps.index(run[-1]) + 1:
+            run.append(n)
+        else:
+            out.append(run)
+            run = [n]
+    out.append(run)
+    return "; ".join(f"{r[0]:,}" if len(r) == 1 else f"{r[0]:,}–{r[-1]:,}" for r in out)
 
 
 def cmd_levers(args) -> int:
@@ -654,8 +723,8 @@ def cmd_levers(args) -> int:
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(path.read_text()) if path.exists() and not args.quick else {}
-    import hashlib  # a new fit, evaluation count or set of checkpoints starts the results afresh
-    digest = hashlib.sha256(Path(args.fit).read_bytes()).hexdigest()[:16]
+    import hashlib  # new parameters, evaluation count or set of checkpoints start the results afresh
+    digest = hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
     key = f"{digest}|{args.n_eval}|{','.join(map(str, checkpoints))}"
     if results.get("key") != key:
         results = {"key": key, "runs": {}, "cpu_s": {}}
@@ -679,16 +748,17 @@ def cmd_levers(args) -> int:
         ref = score(params, lambda obs, _a=a: np.full(len(obs), _a), args.n_eval)
         print(f"  always {MODE_NAMES[a]}: {ref['diff']:+.2f} [{ref['diff_low']:+.2f}, {ref['diff_high']:+.2f}]")
     print("\nmean paired difference with the decay (greedy agent − decay, same evaluation seeds) over training "
-          "seeds, [95 % CI over the seeds]; level at: the first checkpoint whose CI is not below 0\n")
+          "seeds, [95 % CI over the seeds]; level: the checkpoints where at least 4 of 5 training seeds are level "
+          "with the decay (each one's paired CI over the evaluation episodes not below 0)\n")
     print("| lever | " + " | ".join(f"{n:,}" for n in steps) + " | level with the decay at | CPU s per run |")
     print("|---|" + "---|" * (len(steps) + 2))
     for name in levers:
         rows = results["runs"].get(name, {})
-        curve, first = level_at(rows, steps)
+        curve, level = level_at(rows, steps)
         cells = [f"{curve[n]['mean']:+.2f} [{curve[n]['ci95_low']:+.2f}, {curve[n]['ci95_high']:+.2f}]"
                  if n in curve else "—" for n in steps]
         cpu = summarize(results["cpu_s"].get(name, {}).values())["mean"] if rows else float("nan")
-        print(f"| {name} | " + " | ".join(cells) + f" | {'not within ' + format(max(steps), ',') if first is None else format(first, ',')} | {cpu:.0f} |")
+        print(f"| {name} | " + " | ".join(cells) + f" | {_spans(level, steps)} | {cpu:.0f} |")
     print("\ngreedy action mix (TEXT@0.2 / TEXT@0.5 / TEXT@1 / MIXED@0.2 / MIXED@0.5 / MIXED@1, %) and "
           "training seeds level with the decay (own paired CI not below 0), per checkpoint\n")
     print("| lever | " + " | ".join(f"{n:,}" for n in steps) + " |")
@@ -718,6 +788,10 @@ def main(argv=None) -> int:
                                                  "ckpt/base-step100.pt)")
     r.add_argument("--seeds", type=int, default=40)
     r.add_argument("--first-seed", type=int, default=40_000)
+    c = sub.add_parser("confirm", help="play what PPO found on the surrogate, and the decay, on fresh real seeds")
+    c.add_argument("--base", required=True)
+    c.add_argument("--seeds", type=int, default=40)
+    c.add_argument("--first-seed", type=int, default=50_000)
     f = sub.add_parser("fit", help="fit the surrogate to the recording and check it")
     f.add_argument("--recording", default=str(OUT / "episodes.jsonl"))
     f.add_argument("--out", default=str(FIT_FILE))
@@ -730,7 +804,7 @@ def main(argv=None) -> int:
     lv.add_argument("--out", default=str(OUT / "levers.json"), help="results, continued by a rerun")
     lv.add_argument("--quick", action="store_true", help="2 checkpoints, nothing kept: a smoke run")
     args = p.parse_args(argv)
-    return {"record": cmd_record, "fit": cmd_fit, "levers": cmd_levers}[args.cmd](args)
+    return {"record": cmd_record, "confirm": cmd_confirm, "fit": cmd_fit, "levers": cmd_levers}[args.cmd](args)
 
 
 if __name__ == "__main__":
