@@ -91,7 +91,10 @@ def add_rl_arguments(p: argparse.ArgumentParser) -> None:
                    help="held-out episode k uses seed heldout_seed + k: the recommended checkpoint and the control "
                         "policies are scored there for the report's headline")
     g.add_argument("--num-envs", type=int, default=None, help="environments stepped together")
-    g.add_argument("--workers", type=int, default=None, help="threads stepping them (one torch thread each)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="threads stepping them (one torch thread each); evaluations and the controls play on "
+                        "every core free when they start, at least this many (the report stage: exactly this "
+                        "many when given)")
     g.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
                    help="environment config, e.g. max_steps=30 reward.phi_low=5.5 (see docs/env.md)")
     g.add_argument("--teacher", default=None, metavar="CONTROL",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from common import distributed
 from common.distributed import Dist
 from common.fields import type_problems
 from common.files import FORMAT_VERSION, save_checkpoint, write_bytes, write_json
+from common.cores import idle_cores
 from common.logger import Logger
 from common.rng import capture_global_rng, restore_global_rng
 from data import Tokenizer, count_words, encode_cached, eval_batches, load_corpus, random_batch, train_tokenizer
@@ -231,42 +231,6 @@ def prepare(p: BasePlan) -> tuple[BaseRun, dict | None]:
           f"{model_cfg.d_model}, context {model_cfg.context}; device {device}{' (bf16 autocast)' if bf16 else ''}, "
           f"{train_cfg.threads} torch thread(s)")
     return run, ckpt
-
-
-def idle_cores() -> int:
-    """Threads for a training process: the cores not busy now, at least 1, at most torch's default.
-    Measured on 2 cores (bench/README.md, "Threads of the base stage"): 2 threads are 1.56x faster
-    than 1 when the machine is idle, but 0.60x of 1 when one other job is running."""
-    busy = busy_cores()
-    if busy is None:  # no /proc/stat (not Linux): the 1-minute load average
-        try:
-            busy = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            busy = 0.0
-    return max(1, min(torch.get_num_threads(), round((os.cpu_count() or 1) - busy)))
-
-
-def busy_cores(interval: float = 0.25) -> float | None:
-    """Cores busy over the next `interval` seconds, from /proc/stat; None where it cannot be read.
-    Not the load average: that trails by minutes, so the `pip install` that just ran counts as a
-    running job (it chose 1 thread on an idle machine right after the Quickstart's install)."""
-    try:
-        total0, idle0 = _cpu_times()
-        time.sleep(interval)
-        total1, idle1 = _cpu_times()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0:
-        return None
-    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(all, idle) clock ticks of every CPU since boot: /proc/stat's first line is user, nice,
-    system, idle, iowait, irq, softirq, steal (time stolen by other machines counts as busy)."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]
-    return sum(ticks), ticks[3] + ticks[4]
 
 
 def _build_model(run: BaseRun, ckpt: dict | None) -> None:

@@ -4,12 +4,14 @@ Two kinds (docs/rl.md, "Controls"):
 - constant: random and "always <mode>"; they set the report's scale (0 = worst, 1 = best) and the
   over-fitting rule's unit (their spread), as before adaptive controls existed;
 - adaptive: one per family of env/schedules.py, each the member with the best mean on the
-  evaluation seeds (then scored on the held-out seeds: the same select-then-report discipline as
-  the agent's checkpoints): the **tuned rule** (Φ threshold x constant step size), the **tuned
-  time switch** (TEXT until k decisions are left, then the tuned rule) and, when the modes carry
-  more than one step size, the **tuned step-size decay** (the tuned rule's weights x step or cosine
-  decay) and the **tuned plateau decay** (one step size lower after k decisions without a new best
-  held-out loss, as ReduceLROnPlateau); and the **bandit** (Exp3.S). The agent's headline is its
+  evaluation seeds, found by racing the members (common/racing.py: a member clearly behind the
+  leader on the episodes played so far stops playing), then scored on the held-out seeds (the
+  same select-then-report discipline as the agent's checkpoints): the **tuned rule** (Φ threshold
+  x constant step size), the **tuned time switch** (TEXT until k decisions are left, then the tuned
+  rule) and, when the modes carry more than one step size, the **tuned step-size decay** (the
+  tuned rule's weights x step or cosine decay) and the **tuned plateau decay** (one step size
+  lower after k decisions without a new best held-out loss, as ReduceLROnPlateau); and the
+  **bandit** (Exp3.S). The agent's headline is its
   paired difference with the best of these.
 
 Every evaluation is kept in `<base folder>/cache/controls/`, keyed by the base model's content,
@@ -24,9 +26,10 @@ import time
 from pathlib import Path
 
 from common.files import write_json
+from common.racing import Race, race
 from env import EnvConfig, bandit, control_policies, decay_family, plateau_family, rule_family, step_sizes, switch_family
 
-from .scoring import SUMMARY_KEYS, score
+from .scoring import SUMMARY_KEYS, join_evaluations, score
 
 TUNED, SWITCH, DECAY, PLATEAU, BANDIT = ("tuned rule", "tuned time switch", "tuned step-size decay",
                                         "tuned plateau decay", "bandit")
@@ -175,40 +178,76 @@ def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCa
                    tuned: dict | None = None) -> tuple[dict, dict]:
     """(constant controls, adaptive controls) on episodes seed .. seed+n-1 -> {name: EvalResult dict}.
 
-    Without `tuned` (the evaluation seeds) every member of each family is played and the best mean
-    is the family's control: first the rule, then the families built on it. With `tuned` ({family:
-    member name}, from the evaluation seeds: the held-out seeds) only those members are played."""
+    Without `tuned` (the evaluation seeds) each family's members race (common/racing.py) and the
+    winner, played on all n episodes, is the family's control: first the rule, then the families
+    built on it. With `tuned` ({family: member name}, from the evaluation seeds: the held-out
+    seeds) only those members are played."""
     constants = control_policies(len(env_cfg.modes), env_cfg.mode_names)
+    played = play_all(envs, env_cfg, {**constants, BANDIT: bandit(env_cfg)}, n, seed, cache, quiet)
     rules = rule_family(env_cfg)
-    first = _members(rules, tuned, TUNED)
-    played = _play_all(envs, env_cfg, {**constants, **first, BANDIT: bandit(env_cfg)}, n, seed, cache, quiet)
-    adaptive = {TUNED: _tuned(played, first)}
+    adaptive = {TUNED: _choose(envs, env_cfg, TUNED, rules, n, seed, cache, quiet, tuned)}
     rule = rules[adaptive[TUNED]["extra"]["rule"]]
-    later = {family: _members(members, tuned, family)
-             for family, members in later_families(env_cfg, rule).items()}
-    played.update(_play_all(envs, env_cfg, {k: v for m in later.values() for k, v in m.items()}, n, seed, cache, quiet))
-    adaptive.update({family: _tuned(played, members) for family, members in later.items()})
+    for family, members in later_families(env_cfg, rule).items():
+        adaptive[family] = _choose(envs, env_cfg, family, members, n, seed, cache, quiet, tuned)
     b = bandit(env_cfg)
     adaptive[BANDIT] = _with(played[BANDIT], detail=f"Exp3.S, gamma {b.gamma:.2f}, alpha {b.alpha:.3f}")
     return {name: played[name] for name in constants}, adaptive
 
 
-def _members(family: dict, tuned: dict | None, key: str) -> dict:
-    return family if tuned is None else {tuned[key]: family[tuned[key]]}
+def _choose(envs, env_cfg: EnvConfig, family: str, members: dict, n: int, seed: int, cache: ControlCache,
+            quiet: bool, tuned: dict | None) -> dict:
+    """The family's control: the member `tuned` names, played; or, without `tuned`, the winner of
+    the members' race, with every member's mean over the episodes it played and the race's cost."""
+    if tuned is not None:
+        name = tuned[family]
+        result = play_all(envs, env_cfg, {name: members[name]}, n, seed, cache, quiet)[name]
+        return _with(result, rule=name, detail=name.removeprefix("rule: "), members={name: result["mean_reward"]})
+    won, evaluation = _race(envs, env_cfg, family, members, n, seed, cache, quiet)
+    return _with(evaluation, rule=won.chosen, detail=won.chosen.removeprefix("rule: "),
+                 members={m: sum(r) / len(r) for m, r in won.returns.items()},
+                 race={"episodes": won.episodes, "full_grid": won.full_grid(), "dropped": won.dropped})
 
 
-def _tuned(played: dict, members: dict) -> dict:
-    """The member with the best mean, its name and every member's mean recorded."""
-    best = max(members, key=lambda name: played[name]["mean_reward"])
-    return _with(played[best], rule=best, detail=best.removeprefix("rule: "),
-                 members={m: played[m]["mean_reward"] for m in members})
+def _race(envs, env_cfg: EnvConfig, family: str, members: dict, n: int, seed: int, cache: ControlCache,
+          quiet: bool) -> tuple[Race, dict]:
+    """The members' race on seeds seed.. seed+n-1, each round's slice of seeds played once and kept
+    in the cache (a full evaluation kept there by an earlier version serves every slice) -> (the
+    race, the winner's evaluation on all n episodes)."""
+    from tqdm import tqdm
+    full = {name: cache.get(name, seed, n) for name in members}
+    parts = {name: [] for name in members}
+    t0, new = time.time(), 0
+
+    def play(name: str, start: int, count: int) -> list:
+        nonlocal new
+        if full[name] is not None:
+            bar.update(count)
+            return full[name]["episode_returns"][start:start + count]
+        result = cache.get(name, seed + start, count)
+        if result is None:
+            result = score(envs, members[name], env_cfg, count, seed + start, name=name,
+                           on_episode=lambda: bar.update(1)).to_dict()
+            cache.put(name, seed + start, count, result)
+            new += count
+        else:
+            bar.update(count)
+        parts[name].append(result)
+        return result["episode_returns"]
+
+    with tqdm(total=len(members) * n, desc=f"{family}, seeds {seed}+", unit="episode", disable=quiet,
+              dynamic_ncols=True) as bar:
+        won = race(list(members), play, n)
+        bar.total = bar.n  # the race ended before the full grid: the bar ends full
+    print(f"{family}: {len(members)} members raced on seeds {seed}..{seed + n - 1}, {won.episodes} episodes of the "
+          f"full grid's {won.full_grid()} ({len(won.dropped)} dropped); played {new} in {(time.time() - t0) / 60:.1f} min")
+    return won, full[won.chosen] or join_evaluations(parts[won.chosen])
 
 
 def _with(result: dict, **extra) -> dict:
     return {**result, "extra": {**result["extra"], **extra}}
 
 
-def _play_all(envs, env_cfg: EnvConfig, policies: dict, n: int, seed: int, cache: ControlCache, quiet: bool) -> dict:
+def play_all(envs, env_cfg: EnvConfig, policies: dict, n: int, seed: int, cache: ControlCache, quiet: bool) -> dict:
     """Each policy's evaluation from the cache, or played (one progress bar over every episode)."""
     from tqdm import tqdm
     out = {name: cache.get(name, seed, n) for name in policies}

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from common.files import FolderLock, write_json
-from env import EnvConfig, TextSchedulingEnv, load_base
+from env import EnvConfig, load_base
 from ppo import TrainedPolicy
 
 from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
@@ -34,7 +34,8 @@ from .rl_config import check_seed_ranges, make_thresholds
 from .record import RunRecord
 from .controls import all_controls
 from .overfit import Thresholds
-from .scoring import RESUMED, headline, keep_best, recommend_and_score_heldout, report_notes, score, write_rl_report
+from .scoring import (RESUMED, evaluation_envs, headline, keep_best, recommend_and_score_heldout, report_notes, score,
+                      write_rl_report)
 
 
 def load_run(ckpt_dir: Path) -> tuple[list[Path], list[TrainedPolicy], RunRecord]:
@@ -65,7 +66,7 @@ class ReportPlan:
     baseline: tuple               # (step or None for the highest mean, why it is the baseline)
     stem: str                     # report, or report-30ep, report-heldout40000, ...
     thresholds: Thresholds
-    workers: int
+    workers: int | None           # --workers; None: every core free now (evaluation_envs)
     quiet: bool
     device: str
 
@@ -82,7 +83,7 @@ def plan_report(args: argparse.Namespace) -> ReportPlan:
     base_path = check_base(args.base or record.base, record, "these agents", "--base")
     return ReportPlan(ckpt_dir, files, agents, record, run, record.env_config, base_path,
                       _baseline(args.baseline, agents, record, ckpt_dir), _report_stem(args.baseline, run, record.run),
-                      make_thresholds(args), args.workers or run["workers"], args.quiet, args.device)
+                      make_thresholds(args), args.workers, args.quiet, args.device)
 
 
 def _baseline(baseline: str | None, agents: list, record: RunRecord, ckpt_dir: Path) -> tuple[int | None, str]:
@@ -164,7 +165,7 @@ def _report_stem(baseline: str | None, run: dict, trained: dict) -> str:
 def _rescore(p: ReportPlan) -> int:
     run, env_cfg, episodes, seed = p.run, p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"]
     assets = load_base(p.base_path, env_cfg)
-    envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(p.workers, episodes)))]
+    envs = evaluation_envs(assets, env_cfg, p.workers, run["workers"], episodes)
     cache, t0 = ScoreCache(p.ckpt_dir, p.agents), time.time()
     evaluations, played = _score_checkpoints(p, envs, cache)
     controls, heldout_controls = all_controls(envs, env_cfg, run, p.base_path, p.record.base_content, p.record,

@@ -37,7 +37,7 @@ from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, r
 from .rl_config import RLPlan, plan
 from .teacher import TEACHER_TAGS, start_from_teacher
 from .controls import all_controls
-from .scoring import (RESUMED, headline, keep_best, recommend_and_score_heldout, report_notes,
+from .scoring import (RESUMED, evaluation_envs, headline, keep_best, recommend_and_score_heldout, report_notes,
                       score, write_rl_report)
 
 
@@ -155,7 +155,7 @@ def _run_rl(p: RLPlan, earlier: list[Path]) -> int:
     assets = load_base(p.base_path, p.env_cfg)
     run = p.run
     train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"], p.ppo_cfg.group_size)
-    eval_envs = [TextSchedulingEnv(assets, p.env_cfg) for _ in range(max(1, min(run["workers"], run["eval_episodes"])))]
+    eval_envs = evaluation_envs(assets, p.env_cfg, None, run["workers"], run["eval_episodes"])
     content = p.record.base_content if p.record else identify(p.base_path)  # a resumed run keeps its identity
     started = time.time()
     controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, content, p.record, p.quiet)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from env import EnvConfig, run_policy
+from env import EnvConfig, TextSchedulingEnv, run_policy
 from common import distributed
+from common.cores import idle_cores
 from common.stats import t975
 from ppo.checkpoint import write_light
 from ppo import EvalResult, TrainedPolicy
 
-from .cli import UserError
 from .outputs import step_checkpoint
 from .record import teacher_line
 from .overfit import FIXED, Column, Report, Thresholds, write_report
@@ -36,6 +36,35 @@ def score(envs, policy, env_cfg: EnvConfig, n_episodes: int, seed: int, step: in
         extra["checkpoint"] = checkpoint
     counts = [actions.count(a) for a in range(len(env_cfg.modes))]
     return EvalResult(list(runs.returns), list(runs.lengths), counts, True, seed, step, extra=extra)
+
+
+PER_DECISION = ("phi_mean", "phi_in_band_pct", "c_mean", "memory_util_mean")  # the others' average: per episode
+
+
+def join_evaluations(parts: list) -> dict:
+    """Evaluations (`score(...).to_dict()`) of consecutive seed ranges as the one evaluation `score`
+    gives on their union: returns and lengths in seed order, action counts summed, each statistic
+    averaged as `score` averages it (per decision, final perplexity per episode)."""
+    if len(parts) == 1:
+        return parts[0]
+    for a, b in zip(parts, parts[1:]):
+        if b["seed"] != a["seed"] + a["n_episodes"]:
+            raise ValueError(f"evaluations from seeds {a['seed']} and {b['seed']} are not consecutive")
+    decisions = [sum(p["episode_lengths"]) for p in parts]
+    episodes = [p["n_episodes"] for p in parts]
+    extra = {k: sum(p["extra"][k] * w for p, w in zip(parts, decisions if k in PER_DECISION else episodes))
+             / sum(decisions if k in PER_DECISION else episodes) for k in SUMMARY_KEYS}
+    counts = [sum(c) for c in zip(*(p["action_counts"] for p in parts))]
+    return EvalResult([r for p in parts for r in p["episode_returns"]], [n for p in parts for n in p["episode_lengths"]],
+                      counts, True, parts[0]["seed"], parts[0]["step"], extra=extra).to_dict()
+
+
+def evaluation_envs(assets, env_cfg: EnvConfig, workers: int | None, floor: int, episodes: int) -> list:
+    """The environments evaluations play on, one per thread: `workers` when given, else every core
+    free now (the base stage's rule, common/cores.py) and at least `floor`; never more than the
+    episodes. Seeded episodes give the same returns on any number of them."""
+    n = workers if workers is not None else max(floor, idle_cores())
+    return [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(n, episodes)))]
 
 
 def score_heldout(envs, env_cfg: EnvConfig, run: dict, checkpoint: Path, heldout: tuple[dict, dict]) -> dict:
@@ -67,6 +96,18 @@ def report_notes(base: str, env_cfg: EnvConfig, n_episodes: int, seed: int, resu
     return notes
 
 
+def tuning_note(adaptive: dict) -> list[str]:
+    """What racing the adaptive families' members cost on the evaluation seeds, beside the full grid."""
+    raced = [c["extra"]["race"] for c in adaptive.values() if "race" in c.get("extra", {})]
+    if not raced:
+        return []
+    spent, grid = sum(r["episodes"] for r in raced), sum(r["full_grid"] for r in raced)
+    dropped = sum(len(r["dropped"]) for r in raced)
+    return [f"Tuning the adaptive families on the evaluation seeds raced their members (one clearly behind the "
+            f"leader on the episodes played so far stops playing; docs/rl.md, \"Controls\"): {spent:,} episodes "
+            f"where the full grid plays {grid:,}; {dropped} member(s) dropped early."]
+
+
 def teacher_start(teacher: dict | None) -> dict | None:
     """The report's words for a teacher start: the first screen's line and step 0's label."""
     if not teacher:
@@ -96,7 +137,7 @@ def write_rl_report(out_dir: Path, evaluations: list, controls: tuple[dict, dict
     report = Report(evaluations, controls[0], baseline[0], thresholds, env_cfg.mode_names,
                     [Column(f"Φ in {band}", "phi_in_band_pct", "{:.0f}%"), Column("Φ mean", "phi_mean", "{:.2f}"),
                      Column("C mean", "c_mean", "{:.3f}"), Column("final ppl", "final_ppl", "{:.2f}")],
-                    title=f"RL report: {out_dir}", notes=notes, heldout=heldout, adaptive=controls[1],
+                    title=f"RL report: {out_dir}", notes=notes + tuning_note(controls[1]), heldout=heldout, adaptive=controls[1],
                     warnings=few_episodes_warning(min((e["n_episodes"] for e in evaluations), default=FEW_EPISODES)),
                     baseline_kind=baseline[1], resumes=resumes, start=teacher_start(teacher))
     built = report.build()

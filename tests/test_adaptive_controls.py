@@ -12,6 +12,7 @@ from common.stats import bootstrap_interval, improvement_indicator, iqm
 from env import EnvConfig, rule_family
 from ppo import EvalResult
 from stages.overfit import Report, paired_verdict
+from stages.scoring import SUMMARY_KEYS
 
 
 def test_exp3s_follows_the_update_rule_on_a_hand_computed_case():
@@ -82,7 +83,8 @@ def fake_score(means: dict):
     def score(envs, policy, env_cfg, n, seed, name=None, on_episode=None):
         played.append((name, seed))
         mean = means.get((name, seed), 0.0)
-        return EvalResult([mean - 1, mean + 1] * (n // 2), [1] * n, [n, 0, 0], True, seed)
+        return EvalResult([mean - 1, mean + 1] * (n // 2) + [mean] * (n % 2), [1] * n, [n, 0, 0], True, seed,
+                          extra=dict.fromkeys(SUMMARY_KEYS, 1.0))
     return score, played
 
 

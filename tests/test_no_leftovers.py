@@ -198,13 +198,13 @@ def test_base_threads_follow_the_cores_idle_now_not_the_load_average(monkeypatch
     got 1 thread. /proc/stat over a quarter of a second says what is busy now."""
     import torch
 
-    from stages import base
+    from common import cores
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.9, 0.4))  # a pip install just ended
     for busy_ticks, threads in ((2, 2), (20, 2), (30, 1), (100, 1)):  # of 100 ticks over both cores
         ticks = iter([(1000, 500), (1100, 500 + 100 - busy_ticks)])
-        monkeypatch.setattr(base, "_cpu_times", lambda: next(ticks))
-        assert base.idle_cores() == threads, busy_ticks
-    monkeypatch.setattr(base, "_cpu_times", lambda: open("/no/such/file"))  # not Linux: the load average
-    assert base.idle_cores() == 1
+        monkeypatch.setattr(cores, "_cpu_times", lambda: next(ticks))
+        assert cores.idle_cores() == threads, busy_ticks
+    monkeypatch.setattr(cores, "_cpu_times", lambda: open("/no/such/file"))  # not Linux: the load average
+    assert cores.idle_cores() == 1

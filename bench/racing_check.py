@@ -1,0 +1,87 @@
+"""Does racing the control families pick the full grid's members, and for how many decisions?
+
+Reads a full grid of control evaluations from a base's control cache (every member of every
+family on all the evaluation seeds, as a run before racing played them; `--play` plays what is
+missing), races each family on those recorded episodes (common/racing.py) and prints, per
+family, the full grid's member, the race's member, and the episodes each spent; then the
+decisions the controls cost with and without racing (evaluation and held-out seeds together).
+
+    python bench/racing_check.py --preset demo-lr --base ckpt/base-step100.pt
+    python bench/racing_check.py --preset demo --base ckpt/base-step100.pt --play   # plays the grid first
+
+`--base` must name the snapshot as the run named it (the cache is keyed by the environment's
+config, which holds the cache folder's path as given).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.machine import cpu_model  # noqa: E402
+from common.racing import race  # noqa: E402
+from env import TextSchedulingEnv, control_policies, load_base, rule_family  # noqa: E402
+from stages.controls import TUNED, ControlCache, play_all, later_families  # noqa: E402
+from stages.identity import identify  # noqa: E402
+from stages.presets import RL_PRESETS  # noqa: E402
+from stages.rl_config import merge_env  # noqa: E402
+
+
+def grid(cache: ControlCache, members: dict, n: int, seed: int, play) -> dict:
+    """Every member's recorded returns on the n evaluation episodes (played first with `play`)."""
+    if play is not None:
+        play(members)
+    out = {m: cache.get(m, seed, n) for m in members}
+    missing = [m for m, r in out.items() if r is None]
+    if missing:
+        sys.exit(f"error: {len(missing)} member(s) have no full evaluation in {cache.folder} (e.g. {missing[0]!r}); "
+                 "run with --play to play them, or check that --preset and --base match the run's")
+    return {m: r["episode_returns"] for m, r in out.items()}
+
+
+def check_family(name: str, returns: dict, n: int) -> dict:
+    best = max(returns, key=lambda m: np.mean(returns[m]))
+    won = race(list(returns), lambda m, start, count: returns[m][start:start + count], n)
+    print(f"{name}: {len(returns)} members; full grid {best!r} ({np.mean(returns[best]):+.2f}); race {won.chosen!r} "
+          f"({'same' if won.chosen == best else 'DIFFERENT'}); {won.episodes} of {won.full_grid()} episodes, "
+          f"{len(won.dropped)} dropped")
+    return {"same": won.chosen == best, "race": won.episodes, "grid": won.full_grid(), "chosen": best}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="demo-lr", choices=sorted(RL_PRESETS))
+    ap.add_argument("--base", required=True, help="the base snapshot the run scheduled, as the run named it")
+    ap.add_argument("--play", action="store_true", help="play the members the cache lacks (the full grid)")
+    args = ap.parse_args(argv)
+    preset, base = RL_PRESETS[args.preset], Path(args.base)
+    if not base.exists():
+        sys.exit(f"error: no base snapshot at {base}")
+    env_cfg = merge_env(preset["env"], {}, "auto", base)
+    n, seed = preset["run"]["eval_episodes"], preset["run"]["eval_seed"]
+    cache = ControlCache(base, identify(base), env_cfg)
+    play = None
+    if args.play:
+        envs = [TextSchedulingEnv(load_base(base, env_cfg), env_cfg) for _ in range(preset["run"]["workers"])]
+        play = lambda members: play_all(envs, env_cfg, members, n, seed, cache, quiet=False)  # noqa: E731
+    print(f"{args.preset}, {n} evaluation episodes from seed {seed}; {cpu_model()}")
+    rules = rule_family(env_cfg)
+    results = {TUNED: check_family(TUNED, grid(cache, rules, n, seed, play), n)}
+    for family, members in later_families(env_cfg, rules[results[TUNED]["chosen"]]).items():
+        results[family] = check_family(family, grid(cache, members, n, seed, play), n)
+    fixed = len(control_policies(len(env_cfg.modes), env_cfg.mode_names)) + 1  # constants and the bandit
+    heldout = fixed + len(results)  # the constants, the bandit and each family's member on the held-out seeds
+    full = (fixed + sum(r["grid"] for r in results.values()) // n + heldout) * n
+    raced = fixed * n + sum(r["race"] for r in results.values()) + heldout * n
+    decisions = env_cfg.max_steps
+    print(f"controls' decisions: full grid {full * decisions:,}, racing {raced * decisions:,} "
+          f"({raced / full:.0%}); every family's member the same: {all(r['same'] for r in results.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
