@@ -16,7 +16,7 @@ TINY = ["--stage", "rl", "--preset", "tiny", "--quiet", "--threads", "1"]
 def taught(base_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("taught")
     assert train.main([*TINY, "--base", str(base_dir / "base-step20.pt"), "--out", str(out),
-                       "--teacher", "tuned rule", "--teacher-episodes", "8"]) == 0
+                       "--teacher", "tuned rule", "--teacher-episodes", "8", "--group-size", "2"]) == 0
     return out
 
 
@@ -40,6 +40,14 @@ def test_what_the_agent_started_from_is_recorded_and_shown(taught):
     assert "teacher clone" in (taught / "report.svg").read_text()
     scalars = EventAccumulator(str(taught / "runs" / "rl")).Reload().Scalars("teacher/agreement")
     assert [(s.step, s.value) for s in scalars] == [(0, pytest.approx(teacher["agreement"]))]
+
+
+def test_generate_adapts_with_a_teacher_started_group_agent(taught, capsys):
+    from generate import main as generate
+    assert generate(["--agent", str(taught / "64.pt"), "--agent-steps", "3", "--prompt", "The",
+                     "--max-new-tokens", "5", "--temperature", "0", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["type"] == "adaptation" and len(rows[0]["actions"]) == 3 and rows[1]["type"] == "sample"
 
 
 def test_a_resumed_teacher_run_keeps_its_record(taught, tmp_path, capsys):
