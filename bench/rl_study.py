@@ -124,7 +124,8 @@ def aggregate(reports: dict) -> dict:
     return {"rows": rows, "agent_iqm": bootstrap_interval(agent), "control_iqm": iqms, "best_control": best,
             "p_improvement": bootstrap_interval(improvement_indicator(agent, np.array(controls[best])), "mean"),
             "seeds_beating_every_control": sum(r["beats_every_control"] for r in rows),
-            "runs": len(rows), "episodes": int(agent.shape[1])}
+            "runs": len(rows), "episodes": int(agent.shape[1]),
+            "curves": {seed: [(r["step"], r["mean_reward"]) for r in report["rows"]] for seed, report in reports.items()}}
 
 
 def verdict_line(agg: dict) -> str:
@@ -152,7 +153,20 @@ def markdown(agg: dict, header: str) -> str:
               f"| agent | — | {_iqm(agg['agent_iqm'])} |"]
     for f in families:
         lines.append(f"| {f} | {agg['rows'][0]['vs'][f]['detail']} | {_iqm(agg['control_iqm'][f])} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _curve_lines(agg["curves"])) + "\n"
+
+
+def _curve_lines(curves: dict) -> list[str]:
+    """Each seed's evaluation curve: the mean return on the evaluation seeds at every evaluated step."""
+    steps = sorted({step for curve in curves.values() for step, _ in curve})
+    seeds = list(curves)
+    means = {seed: dict(curve) for seed, curve in curves.items()}
+    lines = ["", "Evaluation curves (mean return on the evaluation seeds, by training step):", "",
+             "| step | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for step in steps:
+        cells = [f"{means[s][step]:+.2f}" if step in means[s] else "" for s in seeds]
+        lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _iqm(b: dict) -> str:

@@ -25,6 +25,8 @@ def test_the_study_trains_n_agents_plays_the_controls_once_and_resumes_without_r
         assert vs["diff_low"] <= vs["diff"] <= vs["diff_high"] and 0 <= vs["wins"] <= 2
         assert row["beats_every_control"] == all(v["diff_low"] > 0 for v in row["vs"].values())
     assert f"P(agent > {study['best_control']})" in (out / "study.md").read_text()
+    assert "| 64 | " in (out / "study.md").read_text()  # each seed's evaluation curve, step by step
+    assert [step for step, _ in study["curves"]["1"]] == [32, 64]
     # on the evaluation seeds: constants 4 + rule members 6 + bandit, then the time switches (k = 1, 2, 4 of 6
     # decisions); on the held-out ones 4 + the tuned rule + the bandit, then the tuned switch: each once
     assert len(list((out / "base" / "cache" / "controls").glob("*.json"))) == 11 + 3 + 6 + 1
