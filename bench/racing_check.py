@@ -1,10 +1,11 @@
 """Does racing the control families pick the full grid's members, and for how many decisions?
 
-Reads a full grid of control evaluations from a base's control cache (every member of every
-family on all the evaluation seeds, as a run before racing played them; `--play` plays what is
-missing), races each family on those recorded episodes (common/racing.py) and prints, per
-family, the full grid's member, the race's member, and the episodes each spent; then the
-decisions the controls cost with and without racing (evaluation and held-out seeds together).
+Reads a full grid of control evaluations from a base's control cache — every member of every
+family on all the evaluation seeds, as a run before racing played them or as the race's slices
+completed (`--play` plays what is missing, in the race's slices) — races each family on those
+recorded episodes (common/racing.py) and prints, per family, the full grid's member, the race's
+member and the episodes each spent; then the decisions the controls cost with and without racing
+(evaluation and held-out seeds together).
 
     python bench/racing_check.py --preset demo-lr --base ckpt/base-step100.pt
     python bench/racing_check.py --preset demo --base ckpt/base-step100.pt --play   # plays the grid first
@@ -23,24 +24,32 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
-from common.racing import race  # noqa: E402
+from common.cores import idle_cores  # noqa: E402
+from common.racing import race, race_rounds  # noqa: E402
 from env import TextSchedulingEnv, control_policies, load_base, rule_family  # noqa: E402
-from stages.controls import TUNED, ControlCache, play_all, later_families  # noqa: E402
+from stages.controls import TUNED, ControlCache, evaluation_part, later_families  # noqa: E402
 from stages.identity import identify  # noqa: E402
 from stages.presets import RL_PRESETS  # noqa: E402
 from stages.rl_config import merge_env  # noqa: E402
 
 
-def grid(cache: ControlCache, members: dict, n: int, seed: int, play) -> dict:
-    """Every member's recorded returns on the n evaluation episodes (played first with `play`)."""
-    if play is not None:
-        play(members)
-    out = {m: cache.get(m, seed, n) for m in members}
-    missing = [m for m, r in out.items() if r is None]
-    if missing:
-        sys.exit(f"error: {len(missing)} member(s) have no full evaluation in {cache.folder} (e.g. {missing[0]!r}); "
-                 "run with --play to play them, or check that --preset and --base match the run's")
-    return {m: r["episode_returns"] for m, r in out.items()}
+def grid(cache: ControlCache, members: dict, n: int, seed: int, envs, env_cfg) -> dict:
+    """Every member's returns on the n evaluation episodes: a full evaluation from the cache, else
+    the race's slices of it (common.racing.race_rounds), those missing played when `envs` is given."""
+    out = {}
+    for name, policy in members.items():
+        full = cache.get(name, seed, n)
+        if full is not None:
+            out[name] = full["episode_returns"]
+            continue
+        out[name], start = [], 0
+        for end in race_rounds(n):
+            if envs is None and cache.get(name, seed + start, end - start) is None:
+                sys.exit(f"error: {name!r} has no evaluation of episodes {start}..{end - 1} in {cache.folder}; run "
+                         "with --play to play what the race skipped, or check that --preset and --base match the run's")
+            out[name] += evaluation_part(envs, env_cfg, name, policy, cache, seed + start, end - start)[0]["episode_returns"]
+            start = end
+    return out
 
 
 def check_family(name: str, returns: dict, n: int) -> dict:
@@ -64,15 +73,15 @@ def main(argv=None) -> int:
     env_cfg = merge_env(preset["env"], {}, "auto", base)
     n, seed = preset["run"]["eval_episodes"], preset["run"]["eval_seed"]
     cache = ControlCache(base, identify(base), env_cfg)
-    play = None
+    envs = None
     if args.play:
-        envs = [TextSchedulingEnv(load_base(base, env_cfg), env_cfg) for _ in range(preset["run"]["workers"])]
-        play = lambda members: play_all(envs, env_cfg, members, n, seed, cache, quiet=False)  # noqa: E731
+        assets = load_base(base, env_cfg)
+        envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(preset["run"]["workers"], idle_cores()))]
     print(f"{args.preset}, {n} evaluation episodes from seed {seed}; {cpu_model()}")
     rules = rule_family(env_cfg)
-    results = {TUNED: check_family(TUNED, grid(cache, rules, n, seed, play), n)}
+    results = {TUNED: check_family(TUNED, grid(cache, rules, n, seed, envs, env_cfg), n)}
     for family, members in later_families(env_cfg, rules[results[TUNED]["chosen"]]).items():
-        results[family] = check_family(family, grid(cache, members, n, seed, play), n)
+        results[family] = check_family(family, grid(cache, members, n, seed, envs, env_cfg), n)
     fixed = len(control_policies(len(env_cfg.modes), env_cfg.mode_names)) + 1  # constants and the bandit
     heldout = fixed + len(results)  # the constants, the bandit and each family's member on the held-out seeds
     full = (fixed + sum(r["grid"] for r in results.values()) // n + heldout) * n

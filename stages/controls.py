@@ -223,14 +223,10 @@ def _race(envs, env_cfg: EnvConfig, family: str, members: dict, n: int, seed: in
         if full[name] is not None:
             bar.update(count)
             return full[name]["episode_returns"][start:start + count]
-        result = cache.get(name, seed + start, count)
-        if result is None:
-            result = score(envs, members[name], env_cfg, count, seed + start, name=name,
-                           on_episode=lambda: bar.update(1)).to_dict()
-            cache.put(name, seed + start, count, result)
-            new += count
-        else:
-            bar.update(count)
+        result, played = evaluation_part(envs, env_cfg, name, members[name], cache, seed + start, count,
+                                         on_episode=lambda: bar.update(1))
+        bar.update(0 if played else count)
+        new += count if played else 0
         parts[name].append(result)
         return result["episode_returns"]
 
@@ -245,6 +241,18 @@ def _race(envs, env_cfg: EnvConfig, family: str, members: dict, n: int, seed: in
 
 def _with(result: dict, **extra) -> dict:
     return {**result, "extra": {**result["extra"], **extra}}
+
+
+def evaluation_part(envs, env_cfg: EnvConfig, name: str, policy, cache: ControlCache, seed: int, count: int,
+                    on_episode=None) -> tuple[dict, bool]:
+    """`name`'s evaluation on episodes seed .. seed+count-1: from the cache, else played and kept
+    -> (the evaluation, whether it was played now)."""
+    result = cache.get(name, seed, count)
+    if result is not None:
+        return result, False
+    result = score(envs, policy, env_cfg, count, seed, name=name, on_episode=on_episode).to_dict()
+    cache.put(name, seed, count, result)
+    return result, True
 
 
 def play_all(envs, env_cfg: EnvConfig, policies: dict, n: int, seed: int, cache: ControlCache, quiet: bool) -> dict:

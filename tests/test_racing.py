@@ -98,3 +98,19 @@ def test_joined_evaluations_of_consecutive_seeds_equal_one_evaluation(base_dir, 
     assert joined["mean_reward"] == pytest.approx(whole["mean_reward"], rel=1e-12)
     with pytest.raises(ValueError, match="not consecutive"):
         join_evaluations([score(env, policy, cfg, 2, 40).to_dict(), score(env, policy, cfg, 2, 43).to_dict()])
+
+
+def test_racing_check_reads_a_played_grid_and_agrees_with_it(base_dir, tmp_path, capsys):
+    import shutil
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import racing_check
+    base = shutil.copytree(base_dir, tmp_path / "base") / "base-step20.pt"
+    with pytest.raises(SystemExit, match="run with --play"):
+        racing_check.main(["--preset", "tiny", "--base", str(base)])  # nothing recorded yet
+    assert racing_check.main(["--preset", "tiny", "--base", str(base), "--play"]) == 0
+    assert racing_check.main(["--preset", "tiny", "--base", str(base)]) == 0  # now from the cache alone
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("controls' decisions: full grid") and out[-1].endswith("the same: True")
+    assert sum("tuned time switch: 3 members" in line for line in out) == 2
