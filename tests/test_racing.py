@@ -114,3 +114,24 @@ def test_racing_check_reads_a_played_grid_and_agrees_with_it(base_dir, tmp_path,
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith("controls' decisions: full grid") and out[-1].endswith("the same: True")
     assert sum("tuned time switch: 3 members" in line for line in out) == 2
+
+
+def test_the_evaluation_rules_replay_which_episodes_they_play():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import eval_rule
+    from ppo import EvalResult
+    returns = recorded([0.0, 2.0, -6.0, 2.5])  # four checkpoints in order: the third clearly worse
+    evals = [EvalResult(returns[f"m{i}"], [25] * 30, [30, 0], True, 10_000, step=1024 * (i + 1)).to_dict()
+             for i in range(4)]
+    kept, spent = eval_rule.replay(evals, "all")
+    assert kept == evals and spent == 120
+    kept, spent = eval_rule.replay(evals, "every 2nd")
+    assert [e["step"] for e in kept] == [2048, 4096] and spent == 60
+    kept, spent = eval_rule.replay(evals, "screen", screen=10)
+    assert [e["step"] for e in kept] == [1024, 2048, 4096] and spent == 100  # the third stopped after 10
+    assert eval_rule.truncated(evals[0], 10)["n_episodes"] == 10
+    controls = {name: EvalResult(list(np.array(returns["m0"]) + shift), [25] * 30, [30, 0], True, 10_000).to_dict()
+                for name, shift in (("always A", -10.0), ("always B", 0.0))}
+    assert eval_rule.recommended(kept, controls)["step"] in (2048, 4096)
