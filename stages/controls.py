@@ -33,6 +33,7 @@ from .scoring import SUMMARY_KEYS, join_evaluations, score
 
 TUNED, SWITCH, DECAY, PLATEAU, BANDIT = ("tuned rule", "tuned time switch", "tuned step-size decay",
                                         "tuned plateau decay", "bandit")
+ENDS = "scale ends"  # in `tuned`: the constant controls the held-out seeds play (`scale_ends`)
 CACHE_FORMAT = 1  # bump when what an evaluation holds changes, so old entries miss
 
 
@@ -114,8 +115,16 @@ def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, base_cont
     cache = ControlCache(base_path, base_content, env_cfg)
     evaluation = score_controls(envs, env_cfg, episodes, run["eval_seed"], cache, quiet)
     tuned = {family: result["extra"]["rule"] for family, result in evaluation[1].items() if family != BANDIT}
+    tuned[ENDS] = scale_ends(evaluation[0])
     heldout = score_controls(envs, env_cfg, episodes, run["heldout_seed"], cache, quiet, tuned=tuned)
     return evaluation, heldout
+
+
+def scale_ends(constants: dict) -> tuple:
+    """The worst and the best constant control by mean: the ends of the report's normalised scale
+    (0 and 1) and, the best, the fixed control the held-out verdict is against."""
+    ranked = sorted(constants, key=lambda name: constants[name]["mean_reward"])
+    return ranked[0], ranked[-1]
 
 
 def adaptive_names(env_cfg: EnvConfig) -> tuple:
@@ -178,11 +187,13 @@ def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCa
                    tuned: dict | None = None) -> tuple[dict, dict]:
     """(constant controls, adaptive controls) on episodes seed .. seed+n-1 -> {name: EvalResult dict}.
 
-    Without `tuned` (the evaluation seeds) each family's members race (common/racing.py) and the
-    winner, played on all n episodes, is the family's control: first the rule, then the families
-    built on it. With `tuned` ({family: member name}, from the evaluation seeds: the held-out
-    seeds) only those members are played."""
+    Without `tuned` (the evaluation seeds) every constant control plays, and each family's members
+    race (common/racing.py): the winner, played on all n episodes, is the family's control — first
+    the rule, then the families built on it. With `tuned` ({family: member name, ENDS: the worst
+    and the best constant}, from the evaluation seeds: the held-out seeds) only those are played."""
     constants = control_policies(len(env_cfg.modes), env_cfg.mode_names)
+    if tuned is not None:  # the held-out seeds: only the scale's ends chosen on the evaluation seeds
+        constants = {name: policy for name, policy in constants.items() if name in tuned[ENDS]}
     played = play_all(envs, env_cfg, {**constants, BANDIT: bandit(env_cfg)}, n, seed, cache, quiet)
     rules = rule_family(env_cfg)
     adaptive = {TUNED: _choose(envs, env_cfg, TUNED, rules, n, seed, cache, quiet, tuned)}
@@ -234,8 +245,10 @@ def _race(envs, env_cfg: EnvConfig, family: str, members: dict, n: int, seed: in
               dynamic_ncols=True) as bar:
         won = race(list(members), play, n)
         bar.total = bar.n  # the race ended before the full grid: the bar ends full
-    print(f"{family}: {len(members)} members raced on seeds {seed}..{seed + n - 1}, {won.episodes} episodes of the "
-          f"full grid's {won.full_grid()} ({len(won.dropped)} dropped); played {new} in {(time.time() - t0) / 60:.1f} min")
+    if new:  # as play_all: silent when the cache held every episode
+        print(f"{family}: {len(members)} members raced on seeds {seed}..{seed + n - 1}, {won.episodes} episodes of "
+              f"the full grid's {won.full_grid()} ({len(won.dropped)} dropped); played {new} in "
+              f"{(time.time() - t0) / 60:.1f} min")
     return won, full[won.chosen] or join_evaluations(parts[won.chosen])
 
 

@@ -105,6 +105,21 @@ def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
     assert [name for name, seed in played if seed == 900 and "until" in name] == [switch]
 
 
+def test_the_held_out_seeds_play_the_constants_chosen_on_the_evaluation_seeds(monkeypatch, tmp_path):
+    from stages import controls
+    # on the evaluation seeds PHI is the worst constant and MIXED the best; on the held-out ones TEXT would be
+    score, played = fake_score({("always PHI", 100): -5.0, ("always MIXED", 100): 4.0, ("always PHI", 900): -5.0,
+                                ("always MIXED", 900): 2.0, ("always TEXT", 900): 9.0})
+    monkeypatch.setattr(controls, "score", score)
+    run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
+    evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None, quiet=True)
+    assert len(evaluation[0]) == 4 and list(heldout[0]) == ["always PHI", "always MIXED"]
+    assert [name for name, seed in played if seed == 900 and name in evaluation[0]] == ["always PHI", "always MIXED"]
+    verdict = Report([{**heldout[0]["always MIXED"], "step": 1}], heldout={
+        "step": 1, "agent": heldout[0]["always MIXED"], "controls": heldout[0]}).build()["heldout"]["verdict"]
+    assert verdict["best_control"] == "always MIXED"  # not TEXT, best on the held-out seeds but never chosen
+
+
 def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatch, tmp_path):
     from stages import controls
     score, played = fake_score({})
@@ -115,12 +130,13 @@ def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatc
         played.clear()
         controls.all_controls(None, env, run, tmp_path / "base.pt", identity, None, quiet=True)
         return len(played)
-    # 4 constant, 6 rule members, the bandit and 4 time switches; then 4, the tuned rule, the bandit, the tuned switch
-    assert evaluate() == 15 + 7
+    # 4 constant, 6 rule members, the bandit and 4 time switches; then the worst and the best constant,
+    # the tuned rule, the bandit, the tuned switch (fewer than 10 episodes: the race is the full grid)
+    assert evaluate() == 15 + 5
     assert evaluate() == 0       # nothing changed: nothing replayed
-    assert evaluate(identity="another model") == 22
-    assert evaluate(env=EnvConfig(max_steps=7)) == 22
-    assert len(list((tmp_path / "cache" / "controls").glob("*.json"))) == 3 * 22
+    assert evaluate(identity="another model") == 20
+    assert evaluate(env=EnvConfig(max_steps=7)) == 20
+    assert len(list((tmp_path / "cache" / "controls").glob("*.json"))) == 3 * 20
 
 
 # entries an older version (or a crash) could have left: each is played again and its file rewritten
@@ -152,7 +168,7 @@ def test_a_control_cache_entry_of_another_shape_is_played_again(monkeypatch, tmp
         f.write_text(WRONG_SHAPES[shape](json.loads(kept[f])))
     played.clear()
     assert controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True) == clean
-    assert len(played) == len(files) == 22  # every entry played again ...
+    assert len(played) == len(files) == 20  # every entry played again ...
     assert {f: f.read_text() for f in files} == kept  # ... and rewritten whole
     assert not list(files[0].parent.glob(".*.tmp"))
 
