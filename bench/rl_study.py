@@ -21,8 +21,8 @@ probability that the agent beats the best of them on a random held-out episode, 
 interval. The agent "beats every tuned control" when it does so (paired CI above 0) on at least
 two thirds of the seeds and its IQM is above the best control's. Writes `<out>/study.json` and `<out>/study.md`.
 
-The published `study.md` tables: docs/studies.md (the `study`, `variant_study` and
-`variant_study_final` blocks).
+The published `study.md` tables: docs/studies.md (the `study`, `variant_study`,
+`variant_study_final` and `teacher_study` blocks).
 """
 from __future__ import annotations
 
