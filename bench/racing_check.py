@@ -52,9 +52,9 @@ def grid(cache: ControlCache, members: dict, n: int, seed: int, envs, env_cfg) -
     return out
 
 
-def check_family(name: str, returns: dict, n: int) -> dict:
+def check_family(name: str, returns: dict, n: int, rounds: int) -> dict:
     best = max(returns, key=lambda m: np.mean(returns[m]))
-    won = race(list(returns), lambda m, start, count: returns[m][start:start + count], n)
+    won = race(list(returns), lambda m, start, count: returns[m][start:start + count], n, race_rounds(n, rounds))
     print(f"{name}: {len(returns)} members; full grid {best!r} ({np.mean(returns[best]):+.2f}); race {won.chosen!r} "
           f"({'same' if won.chosen == best else 'DIFFERENT'}); {won.episodes} of {won.full_grid()} episodes, "
           f"{len(won.dropped)} dropped")
@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="demo-lr", choices=sorted(RL_PRESETS))
     ap.add_argument("--base", required=True, help="the base snapshot the run scheduled, as the run named it")
     ap.add_argument("--play", action="store_true", help="play the members the cache lacks (the full grid)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the replayed race (default 3, the stage's; "
+                                                          "each at least common.racing.MIN_ROUND episodes)")
     args = ap.parse_args(argv)
     preset, base = RL_PRESETS[args.preset], Path(args.base)
     if not base.exists():
@@ -77,13 +79,14 @@ def main(argv=None) -> int:
     if args.play:
         assets = load_base(base, env_cfg)
         envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(preset["run"]["workers"], idle_cores()))]
-    print(f"{args.preset}, {n} evaluation episodes from seed {seed}; {cpu_model()}")
+    print(f"{args.preset}, {n} evaluation episodes from seed {seed}, races of {len(race_rounds(n, args.rounds))} "
+          f"rounds; {cpu_model()}")
     rules = rule_family(env_cfg)
-    results = {TUNED: check_family(TUNED, grid(cache, rules, n, seed, envs, env_cfg), n)}
+    results = {TUNED: check_family(TUNED, grid(cache, rules, n, seed, envs, env_cfg), n, args.rounds)}
     for family, members in later_families(env_cfg, rules[results[TUNED]["chosen"]]).items():
-        results[family] = check_family(family, grid(cache, members, n, seed, envs, env_cfg), n)
+        results[family] = check_family(family, grid(cache, members, n, seed, envs, env_cfg), n, args.rounds)
     fixed = len(control_policies(len(env_cfg.modes), env_cfg.mode_names)) + 1  # constants and the bandit
-    heldout = fixed + len(results)  # the constants, the bandit and each family's member on the held-out seeds
+    heldout = 2 + 1 + len(results)  # the worst and the best constant, the bandit, each family's member
     full = (fixed + sum(r["grid"] for r in results.values()) // n + heldout) * n
     raced = fixed * n + sum(r["race"] for r in results.values()) + heldout * n
     decisions = env_cfg.max_steps
