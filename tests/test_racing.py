@@ -135,3 +135,9 @@ def test_the_evaluation_rules_replay_which_episodes_they_play():
     controls = {name: EvalResult(list(np.array(returns["m0"]) + shift), [25] * 30, [30, 0], True, 10_000).to_dict()
                 for name, shift in (("always A", -10.0), ("always B", 0.0))}
     assert eval_rule.recommended(kept, controls)["step"] in (2048, 4096)
+
+
+def test_the_report_says_what_tuning_the_families_cost(rl_dir):
+    notes = (rl_dir / "report.md").read_text().split("## The run")[1]
+    # tiny: 2 evaluation episodes, one round: the race is the full grid (6 rule members + 3 switches, 2 episodes each)
+    assert "raced their members" in notes and "18 episodes where the full grid plays 18; 0 member(s) dropped early" in notes
