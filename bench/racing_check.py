@@ -34,22 +34,26 @@ from stages.rl_config import merge_env  # noqa: E402
 
 
 def grid(cache: ControlCache, members: dict, n: int, seed: int, envs, env_cfg) -> dict:
-    """Every member's returns on the n evaluation episodes: a full evaluation from the cache, else
-    the race's slices of it (common.racing.race_rounds), those missing played when `envs` is given."""
-    out = {}
-    for name, policy in members.items():
-        full = cache.get(name, seed, n)
-        if full is not None:
-            out[name] = full["episode_returns"]
-            continue
-        out[name], start = [], 0
-        for end in race_rounds(n):
-            if envs is None and cache.get(name, seed + start, end - start) is None:
-                sys.exit(f"error: {name!r} has no evaluation of episodes {start}..{end - 1} in {cache.folder}; run "
-                         "with --play to play what the race skipped, or check that --preset and --base match the run's")
-            out[name] += evaluation_part(envs, env_cfg, name, policy, cache, seed + start, end - start)[0]["episode_returns"]
-            start = end
-    return out
+    """Every member's returns on the n evaluation episodes: a full evaluation from the cache, else a
+    race's slices of it (the stage's rounds, or the 3 of racing's first version), those missing
+    played in the stage's slices when `envs` is given."""
+    return {name: recorded(cache, name, policy, n, seed, envs, env_cfg) for name, policy in members.items()}
+
+
+def recorded(cache: ControlCache, name: str, policy, n: int, seed: int, envs, env_cfg) -> list:
+    full = cache.get(name, seed, n)
+    if full is not None:
+        return full["episode_returns"]
+    for rounds in (race_rounds(n), race_rounds(n, 3)):
+        parts = [cache.get(name, seed + a, b - a) for a, b in zip((0, *rounds[:-1]), rounds)]
+        if all(parts):
+            return [r for part in parts for r in part["episode_returns"]]
+    if envs is None:
+        sys.exit(f"error: {name!r} has no whole evaluation of the {n} episodes in {cache.folder}; run with --play "
+                 "to play what the race skipped, or check that --preset and --base match the run's")
+    rounds = race_rounds(n)
+    return [r for a, b in zip((0, *rounds[:-1]), rounds)
+            for r in evaluation_part(envs, env_cfg, name, policy, cache, seed + a, b - a)[0]["episode_returns"]]
 
 
 def check_family(name: str, returns: dict, n: int, rounds: int) -> dict:
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="demo-lr", choices=sorted(RL_PRESETS))
     ap.add_argument("--base", required=True, help="the base snapshot the run scheduled, as the run named it")
     ap.add_argument("--play", action="store_true", help="play the members the cache lacks (the full grid)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of the replayed race (default 3, the stage's; "
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of the replayed race (default 6, the stage's; "
                                                           "each at least common.racing.MIN_ROUND episodes)")
     args = ap.parse_args(argv)
     preset, base = RL_PRESETS[args.preset], Path(args.base)

@@ -24,7 +24,8 @@ def replay(returns: dict, calls: list | None = None):
 
 
 def test_rounds_are_equal_slices_with_enough_episodes_each():
-    assert race_rounds(30) == (10, 20, 30)
+    assert race_rounds(30) == (5, 10, 15, 20, 25, 30)
+    assert race_rounds(30, 3) == (10, 20, 30)
     assert race_rounds(12) == (6, 12)
     assert race_rounds(2) == (2,)  # too few to drop anyone: the full grid
     with pytest.raises(ValueError):
@@ -52,7 +53,7 @@ def test_members_within_noise_both_play_to_the_end():
 def test_a_member_is_dropped_only_when_clearly_behind_the_leader_of_its_round():
     effects = [0.0, -0.3, -1.0, -3.0, -5.0, 0.2]
     returns, calls = recorded(effects), []
-    won = race(list(returns), replay(returns, calls), 30)
+    won = race(list(returns), replay(returns, calls), 30, rounds=(10, 20, 30))
     assert {"m3", "m4"} <= set(won.dropped) and "m5" not in won.dropped and "m0" not in won.dropped
     # replay the race from its log: at each round's end, the members dropped there were behind the
     # leader on every episode played so far, and those kept were not
