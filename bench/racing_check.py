@@ -27,7 +27,7 @@ from bench.machine import cpu_model  # noqa: E402
 from common.cores import idle_cores  # noqa: E402
 from common.racing import race, race_rounds  # noqa: E402
 from env import TextSchedulingEnv, control_policies, load_base, rule_family  # noqa: E402
-from stages.controls import TUNED, ControlCache, evaluation_part, later_families  # noqa: E402
+from stages.controls import TUNED, ControlCache, Player, later_families  # noqa: E402
 from stages.identity import identify  # noqa: E402
 from stages.presets import RL_PRESETS  # noqa: E402
 from stages.rl_config import merge_env  # noqa: E402
@@ -36,11 +36,22 @@ from stages.rl_config import merge_env  # noqa: E402
 def grid(cache: ControlCache, members: dict, n: int, seed: int, envs, env_cfg) -> dict:
     """Every member's returns on the n evaluation episodes: a full evaluation from the cache, else a
     race's slices of it (the stage's rounds, or the 3 of racing's first version), those missing
-    played in the stage's slices when `envs` is given."""
-    return {name: recorded(cache, name, policy, n, seed, envs, env_cfg) for name, policy in members.items()}
+    played side by side in the stage's slices when `envs` is given."""
+    out = {name: recorded(cache, name, n, seed) for name in members}
+    missing = [name for name, returns in out.items() if returns is None]
+    if missing and envs is None:
+        sys.exit(f"error: {missing[0]!r} has no whole evaluation of the {n} episodes in {cache.folder}; run with "
+                 "--play to play what the race skipped, or check that --preset and --base match the run's")
+    if missing:
+        player = Player(envs, env_cfg, {name: members[name] for name in missing}, n, seed, cache)
+        rounds = race_rounds(n)
+        for a, b in zip((0, *rounds[:-1]), rounds):
+            for name, returns in player.play(missing, a, b - a).items():
+                out[name] = (out[name] or []) + returns
+    return out
 
 
-def recorded(cache: ControlCache, name: str, policy, n: int, seed: int, envs, env_cfg) -> list:
+def recorded(cache: ControlCache, name: str, n: int, seed: int) -> list | None:
     full = cache.get(name, seed, n)
     if full is not None:
         return full["episode_returns"]
@@ -48,17 +59,13 @@ def recorded(cache: ControlCache, name: str, policy, n: int, seed: int, envs, en
         parts = [cache.get(name, seed + a, b - a) for a, b in zip((0, *rounds[:-1]), rounds)]
         if all(parts):
             return [r for part in parts for r in part["episode_returns"]]
-    if envs is None:
-        sys.exit(f"error: {name!r} has no whole evaluation of the {n} episodes in {cache.folder}; run with --play "
-                 "to play what the race skipped, or check that --preset and --base match the run's")
-    rounds = race_rounds(n)
-    return [r for a, b in zip((0, *rounds[:-1]), rounds)
-            for r in evaluation_part(envs, env_cfg, name, policy, cache, seed + a, b - a)[0]["episode_returns"]]
+    return None
 
 
 def check_family(name: str, returns: dict, n: int, rounds: int) -> dict:
     best = max(returns, key=lambda m: np.mean(returns[m]))
-    won = race(list(returns), lambda m, start, count: returns[m][start:start + count], n, race_rounds(n, rounds))
+    won = race(list(returns), lambda ms, start, count: {m: returns[m][start:start + count] for m in ms}, n,
+               race_rounds(n, rounds))
     print(f"{name}: {len(returns)} members; full grid {best!r} ({np.mean(returns[best]):+.2f}); race {won.chosen!r} "
           f"({'same' if won.chosen == best else 'DIFFERENT'}); {won.episodes} of {won.full_grid()} episodes, "
           f"{len(won.dropped)} dropped")

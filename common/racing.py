@@ -59,34 +59,49 @@ def behind(member: Sequence[float], leader: Sequence[float]) -> bool:
     return summarize([m - x for m, x in zip(member, leader)])["ci95_high"] < 0
 
 
-def race(members: Sequence[str], play: Callable[[str, int, int], list], n: int,
+def race(members: Sequence[str], play: Callable[[list, int, int], dict], n: int,
          rounds: Sequence[int] | None = None) -> Race:
-    """Race `members` on episodes 0..n-1. `play(member, start, count)` -> the member's returns on
-    episodes start..start+count-1 (each episode the same for every member: a seeded episode).
-    `rounds`: cumulative episode counts, increasing, the last = n (default `race_rounds(n)`)."""
+    """Race `members` on episodes 0..n-1. `play(members, start, count)` -> {member: its returns on
+    episodes start..start+count-1} for the round's members together (each episode the same for
+    every member: a seeded episode). `rounds`: cumulative episode counts, increasing, the last = n
+    (default `race_rounds(n)`)."""
+    return race_families({"": members}, play, n, rounds)[""]
+
+
+def race_families(families: dict, play: Callable[[list, int, int], dict], n: int,
+                  rounds: Sequence[int] | None = None) -> dict:
+    """Race each family of `families` ({family: members}) as `race` does, the families' rounds
+    played together: each round's `play` gets every family's members still in (a member two
+    families share, once), so a caller can play them side by side -> {family: Race}."""
     rounds = tuple(rounds or race_rounds(n))
-    if not members:
+    if not families or not all(families.values()):
         raise ValueError("a race needs at least one member")
     if list(rounds) != sorted(set(rounds)) or rounds[0] < 1 or rounds[-1] != n:
         raise ValueError(f"rounds must increase from >= 1 to n={n}, got {rounds}")
-    returns = {m: [] for m in members}
-    alive, dropped = list(members), {}
+    returns = {m: [] for members in families.values() for m in members}
+    alive = {f: list(members) for f, members in families.items()}
+    dropped = {f: {} for f in families}
     for end in rounds:
-        for m in alive:
-            got = list(play(m, len(returns[m]), end - len(returns[m])))
-            if len(got) != end - len(returns[m]):
-                raise ValueError(f"play({m!r}) returned {len(got)} returns, expected {end - len(returns[m])}")
-            returns[m] += got
-        leader = max(alive, key=lambda m: _mean(returns[m]))
+        todo = list(dict.fromkeys(m for members in alive.values() for m in members))
+        start = len(returns[todo[0]])
+        got = play(todo, start, end - start)
+        for m in todo:
+            if len(got.get(m, ())) != end - start:
+                raise ValueError(f"play returned {len(got.get(m, ()))} returns for {m!r}, expected {end - start}")
+            returns[m] += list(got[m])
         if end < n:  # after the last round the highest mean is chosen; nobody needs dropping
-            for m in [m for m in alive if m != leader and behind(returns[m], returns[leader])]:
-                alive.remove(m)
-                dropped[m] = end
-    return Race(max(alive, key=lambda m: _mean(returns[m])), returns, dropped)
+            for f, members in alive.items():
+                leader = max(members, key=lambda m: _mean(returns[m]))
+                for m in [m for m in members if m != leader and behind(returns[m], returns[leader])]:
+                    members.remove(m)
+                    dropped[f][m] = end
+    return {f: Race(max(alive[f], key=lambda m: _mean(returns[m])),
+                    {m: returns[m][:dropped[f].get(m, n)] for m in members}, dropped[f])
+            for f, members in families.items()}
 
 
 def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs)
 
 
-__all__ = ["MIN_ROUND", "Race", "behind", "race", "race_rounds"]
+__all__ = ["MIN_ROUND", "Race", "behind", "race", "race_families", "race_rounds"]

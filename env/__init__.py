@@ -8,7 +8,7 @@ from .base import BaseAssets, load_base
 from .check import check_env
 from .config import MIXED, MODES, PHI, TEXT, EnvConfig, step_size_modes
 from .errors import EnvError
-from .evaluate import PolicyRuns, action_independent_share, rescore, run_policy
+from .evaluate import PolicyRuns, action_independent_share, rescore, run_policies, run_policy
 from .monitor import RolloutMonitor
 from .policies import bandit, control_policies
 from .schedules import (PLATEAU_PATIENCES, RULE_MARGINS, BandPolicy, PlateauPolicy, SchedulePolicy, StepSizeSchedule,
@@ -21,5 +21,5 @@ __all__ = [
     "BandPolicy", "RULE_MARGINS", "SchedulePolicy", "StepSizeSchedule", "decay_family", "switch_family", "PLATEAU_PATIENCES", "PlateauPolicy", "plateau_family", "step_sizes", "step_size_modes", "bandit", "rule_family", "text_mode", "BaseAssets", "action_independent_share", "EnvConfig", "EnvError", "MIXED", "MODES", "OBS_HIGH",
     "OBS_NAMES", "PHI", "FinalReward", "ProgressReward", "Reward", "REWARDS", "reward_from_dict", "PolicyRuns", "RewardConfig", "TEXT", "TextSchedulingEnv",
     "VectorEnv", "check_env", "compute_reward", "control_policies", "load_base", "make_vec_env",
-    "reward_terms", "rescore", "reset_ratios", "run_policy", "RolloutMonitor",
+    "reward_terms", "rescore", "reset_ratios", "run_policies", "run_policy", "RolloutMonitor",
 ]

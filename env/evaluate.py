@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from common.episodes import Episode, run_episodes
+from common.episodes import Episode, run_together
 from common.stats import summarize
 from infinito.config import PHI_BAND
 
@@ -29,6 +29,7 @@ class PolicyRuns:
     returns: list = field(default_factory=list)
     lengths: list = field(default_factory=list)
     traces: list = field(default_factory=list)
+    costs: list = field(default_factory=list)  # environment steps each episode paid (Episode.cost)
 
     def summary(self, phi_band: tuple = PHI_BAND) -> dict:
         """Return mean/std/95% CI, and over all steps: Φ mean, % of steps with Φ in the band,
@@ -76,10 +77,20 @@ def run_policy(envs, policy: Callable, n_episodes: int = 20, seed: int = 0, name
     """`policy(obs, info) -> action` on `n_episodes` episodes seeded seed, seed+1, ... of one
     environment or a list of them (stepped on threads: same result, sooner; each environment
     owns its model, one torch thread each as in docs/env.md); `on_episode()` after each one."""
-    episodes = run_episodes(envs, policy, n_episodes, seed, on_episode)
-    return PolicyRuns(name or getattr(policy, "name", type(policy).__name__), [ep.seed for ep in episodes],
-                      [ep.total_reward for ep in episodes], [ep.length for ep in episodes],
-                      [trace_of(ep) for ep in episodes])
+    name = name or getattr(policy, "name", type(policy).__name__)
+    return run_policies(envs, {name: policy}, n_episodes, seed, on_episode)[name]
+
+
+def run_policies(envs, policies: dict, n_episodes: int = 20, seed: int = 0,
+                 on_episode: Callable[[], None] | None = None) -> dict:
+    """`run_policy` for {name: policy} on the same seeds, played side by side: where policies
+    choose the same mode from the same state the environment trains once for all of them
+    (common.episodes.play_together; the episodes are those each would play alone) -> {name: PolicyRuns}."""
+    played = run_together(envs, list(policies.values()), n_episodes, seed, on_episode)
+    return {name: PolicyRuns(name, [ep.seed for ep in episodes], [ep.total_reward for ep in episodes],
+                             [ep.length for ep in episodes], [trace_of(ep) for ep in episodes],
+                             [ep.cost for ep in episodes])
+            for name, episodes in zip(policies, played)}
 
 
 def rescore(runs: PolicyRuns, reward, name: str | None = None) -> PolicyRuns:

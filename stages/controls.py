@@ -20,16 +20,17 @@ the report stage and every training seed of a study play each control once.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
 from pathlib import Path
 
 from common.files import write_json
-from common.racing import Race, race
+from common.racing import race_families
 from env import EnvConfig, bandit, control_policies, decay_family, plateau_family, rule_family, step_sizes, switch_family
 
-from .scoring import SUMMARY_KEYS, join_evaluations, score
+from .scoring import SUMMARY_KEYS, join_evaluations, paid, score_together
 
 TUNED, SWITCH, DECAY, PLATEAU, BANDIT = ("tuned rule", "tuned time switch", "tuned step-size decay",
                                         "tuned plateau decay", "bandit")
@@ -89,7 +90,7 @@ EVALUATION_FIELDS = {"step": lambda v: v is None or _integer(v), "mean_reward": 
                      "is_best": lambda v: isinstance(v, bool), "action_counts": _list_of(_integer),
                      "episode_returns": _list_of(_number), "episode_lengths": _list_of(_integer),
                      "extra": lambda v: isinstance(v, dict) and all(v.get(k) is None or _number(v[k])
-                                                                   for k in SUMMARY_KEYS)}
+                                                                   for k in (*SUMMARY_KEYS, "env_steps"))}
 
 
 def is_evaluation(d, seed: int, n: int, n_actions: int) -> bool:
@@ -187,102 +188,110 @@ def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCa
                    tuned: dict | None = None) -> tuple[dict, dict]:
     """(constant controls, adaptive controls) on episodes seed .. seed+n-1 -> {name: EvalResult dict}.
 
-    Without `tuned` (the evaluation seeds) every constant control plays, and each family's members
-    race (common/racing.py): the winner, played on all n episodes, is the family's control — first
-    the rule, then the families built on it. With `tuned` ({family: member name, ENDS: the worst
-    and the best constant}, from the evaluation seeds: the held-out seeds) only those are played."""
+    Without `tuned` (the evaluation seeds) each family's members race (common/racing.py): the
+    winner, played on all n episodes, is the family's control — first the rule, then the families
+    built on it, raced side by side with the constant controls and the bandit riding along (they
+    play every round), so that a member sharing a stretch of decisions with another policy (the
+    time switch's TEXT start with "always TEXT") pays it once (common.episodes.play_together). With
+    `tuned` ({family: member name, ENDS: the worst and the best constant}, from the evaluation
+    seeds: the held-out seeds) only those are played, side by side."""
     constants = control_policies(len(env_cfg.modes), env_cfg.mode_names)
-    if tuned is not None:  # the held-out seeds: only the scale's ends chosen on the evaluation seeds
-        constants = {name: policy for name, policy in constants.items() if name in tuned[ENDS]}
-    played = play_all(envs, env_cfg, {**constants, BANDIT: bandit(env_cfg)}, n, seed, cache, quiet)
     rules = rule_family(env_cfg)
-    adaptive = {TUNED: _choose(envs, env_cfg, TUNED, rules, n, seed, cache, quiet, tuned)}
-    rule = rules[adaptive[TUNED]["extra"]["rule"]]
-    for family, members in later_families(env_cfg, rule).items():
-        adaptive[family] = _choose(envs, env_cfg, family, members, n, seed, cache, quiet, tuned)
-    b = bandit(env_cfg)
-    adaptive[BANDIT] = _with(played[BANDIT], detail=f"Exp3.S, gamma {b.gamma:.2f}, alpha {b.alpha:.3f}")
-    return {name: played[name] for name in constants}, adaptive
+    if tuned is not None:  # the held-out seeds: the scale's ends and each family's member chosen before
+        constants = {name: policy for name, policy in constants.items() if name in tuned[ENDS]}
+        members = {TUNED: {tuned[TUNED]: rules[tuned[TUNED]]}}
+        members.update({f: {tuned[f]: m[tuned[f]]} for f, m in later_families(env_cfg, rules[tuned[TUNED]]).items()})
+        return _race_and_play(envs, env_cfg, members, constants, n, seed, cache, quiet, "held-out controls")
+    first = _race_and_play(envs, env_cfg, {TUNED: rules}, {}, n, seed, cache, quiet, TUNED)[1]
+    later = later_families(env_cfg, rules[first[TUNED]["extra"]["rule"]])
+    played, adaptive = _race_and_play(envs, env_cfg, later, constants, n, seed, cache, quiet,
+                                      "later families and constants")
+    return played, {**first, **adaptive}
 
 
-def _choose(envs, env_cfg: EnvConfig, family: str, members: dict, n: int, seed: int, cache: ControlCache,
-            quiet: bool, tuned: dict | None) -> dict:
-    """The family's control: the member `tuned` names, played; or, without `tuned`, the winner of
-    the members' race, with every member's mean over the episodes it played and the race's cost."""
-    if tuned is not None:
-        name = tuned[family]
-        result = play_all(envs, env_cfg, {name: members[name]}, n, seed, cache, quiet)[name]
-        return _with(result, rule=name, detail=name.removeprefix("rule: "), members={name: result["mean_reward"]})
-    won, evaluation = _race(envs, env_cfg, family, members, n, seed, cache, quiet)
-    return _with(evaluation, rule=won.chosen, detail=won.chosen.removeprefix("rule: "),
-                 members={m: sum(r) / len(r) for m, r in won.returns.items()},
-                 race={"episodes": won.episodes, "full_grid": won.full_grid(), "dropped": won.dropped})
-
-
-def _race(envs, env_cfg: EnvConfig, family: str, members: dict, n: int, seed: int, cache: ControlCache,
-          quiet: bool) -> tuple[Race, dict]:
-    """The members' race on seeds seed.. seed+n-1, each round's slice of seeds played once and kept
-    in the cache (a full evaluation kept there by an earlier version serves every slice) -> (the
-    race, the winner's evaluation on all n episodes)."""
-    from tqdm import tqdm
-    full = {name: cache.get(name, seed, n) for name in members}
-    parts = {name: [] for name in members}
-    t0, new = time.time(), 0
-
-    def play(name: str, start: int, count: int) -> list:
-        nonlocal new
-        if full[name] is not None:
-            bar.update(count)
-            return full[name]["episode_returns"][start:start + count]
-        result, played = evaluation_part(envs, env_cfg, name, members[name], cache, seed + start, count,
-                                         on_episode=lambda: bar.update(1))
-        bar.update(0 if played else count)
-        new += count if played else 0
-        parts[name].append(result)
-        return result["episode_returns"]
-
-    with tqdm(total=len(members) * n, desc=f"{family}, seeds {seed}+", unit="episode", disable=quiet,
-              dynamic_ncols=True) as bar:
-        won = race(list(members), play, n)
-        bar.total = bar.n  # the race ended before the full grid: the bar ends full
-    if new:  # as play_all: silent when the cache held every episode
-        print(f"{family}: {len(members)} members raced on seeds {seed}..{seed + n - 1}, {won.episodes} episodes of "
-              f"the full grid's {won.full_grid()} ({len(won.dropped)} dropped); played {new} in "
-              f"{(time.time() - t0) / 60:.1f} min")
-    return won, full[won.chosen] or join_evaluations(parts[won.chosen])
+def _race_and_play(envs, env_cfg: EnvConfig, families: dict, constants: dict, n: int, seed: int,
+                   cache: ControlCache, quiet: bool, what: str) -> tuple[dict, dict]:
+    """Race `families` ({family: {member: policy}}) with the constants and the bandit riding along
+    (a family of one member is simply played) -> ({constant: evaluation}, {family or BANDIT:
+    its control's evaluation, with every member's mean and the race's cost})."""
+    riders = {**constants, **({BANDIT: bandit(env_cfg)} if constants else {})}
+    player = Player(envs, env_cfg, {**riders, **{m: p for ms in families.values() for m, p in ms.items()}},
+                    n, seed, cache)
+    t0 = time.time()
+    with player.progress(f"{what}, seeds {seed}+", quiet):
+        one_each = all(len(ms) == 1 for ms in families.values())  # nothing to race: one round
+        won = race_families({f: list(ms) for f, ms in families.items()},
+                            lambda names, start, count: player.play([*riders, *names], start, count), n,
+                            (n,) if one_each else None)
+    if player.new:  # silent when the cache held every episode
+        grid, spent = sum(w.full_grid() for w in won.values()), sum(w.episodes for w in won.values())
+        print(f"{what} on seeds {seed}..{seed + n - 1}: {spent + len(riders) * n} episodes"
+              + (f" (racing: {spent} of the full grid's {grid})" if grid > spent else "")
+              + f"; played {player.new} in {(time.time() - t0) / 60:.1f} min: {player.decisions:,} decisions for "
+              f"{player.steps:,.0f} environment steps (side by side, a step the policies agree on is paid once)")
+    adaptive = {f: _with(player.evaluation(w.chosen), rule=w.chosen, detail=w.chosen.removeprefix("rule: "),
+                         members={m: sum(r) / len(r) for m, r in w.returns.items()},
+                         **({"race": {"episodes": w.episodes, "full_grid": w.full_grid(), "dropped": w.dropped}}
+                            if len(w.returns) > 1 else {}))
+                for f, w in won.items()}
+    if BANDIT in riders:
+        b = riders[BANDIT]
+        adaptive[BANDIT] = _with(player.evaluation(BANDIT), detail=f"Exp3.S, gamma {b.gamma:.2f}, alpha {b.alpha:.3f}")
+    return {name: player.evaluation(name) for name in constants}, adaptive
 
 
 def _with(result: dict, **extra) -> dict:
     return {**result, "extra": {**result["extra"], **extra}}
 
 
-def evaluation_part(envs, env_cfg: EnvConfig, name: str, policy, cache: ControlCache, seed: int, count: int,
-                    on_episode=None) -> tuple[dict, bool]:
-    """`name`'s evaluation on episodes seed .. seed+count-1: from the cache, else played and kept
-    -> (the evaluation, whether it was played now)."""
-    result = cache.get(name, seed, count)
-    if result is not None:
-        return result, False
-    result = score(envs, policy, env_cfg, count, seed, name=name, on_episode=on_episode).to_dict()
-    cache.put(name, seed, count, result)
-    return result, True
+class Player:
+    """Plays policies on slices of the seeds seed .. seed+n-1, side by side, each slice kept in the
+    cache; a policy's whole evaluation (kept by an earlier run, or joined from its slices) serves
+    every slice of it."""
 
+    def __init__(self, envs, env_cfg: EnvConfig, policies: dict, n: int, seed: int, cache: ControlCache):
+        self.envs, self.env_cfg, self.policies, self.n, self.seed, self.cache = envs, env_cfg, policies, n, seed, cache
+        self.whole = {name: cache.get(name, seed, n) for name in policies}
+        self.parts = {name: [] for name in policies}
+        self.new, self.steps, self.decisions, self.bar = 0, 0.0, 0, None
 
-def play_all(envs, env_cfg: EnvConfig, policies: dict, n: int, seed: int, cache: ControlCache, quiet: bool) -> dict:
-    """Each policy's evaluation from the cache, or played (one progress bar over every episode)."""
-    from tqdm import tqdm
-    out = {name: cache.get(name, seed, n) for name in policies}
-    todo = [name for name, result in out.items() if result is None]
-    if not todo:
+    @contextlib.contextmanager
+    def progress(self, desc: str, quiet: bool):
+        from tqdm import tqdm
+        with tqdm(total=len(self.policies) * self.n, desc=desc, unit="episode", disable=quiet,
+                  dynamic_ncols=True) as self.bar:
+            yield
+            self.bar.total = self.bar.n  # a race ends before the full grid: the bar ends full
+
+    def play(self, names: list, start: int, count: int) -> dict:
+        """Each policy's returns on episodes seed+start .. +count-1 -> {name: returns}."""
+        out, todo = {}, {}
+        for name in names:
+            if self.whole[name] is not None:
+                out[name] = self.whole[name]["episode_returns"][start:start + count]
+            elif (part := self.cache.get(name, self.seed + start, count)) is not None:
+                self.parts[name].append(part)
+                out[name] = part["episode_returns"]
+            else:
+                todo[name] = self.policies[name]
+                continue
+            self._tick(count)
+        if todo:
+            played = score_together(self.envs, todo, self.env_cfg, count, self.seed + start, on_episode=self._tick)
+            for name, result in played.items():
+                d = result.to_dict()
+                self.cache.put(name, self.seed + start, count, d)
+                self.parts[name].append(d)
+                out[name] = d["episode_returns"]
+                self.steps += paid(d)
+                self.decisions += sum(d["episode_lengths"])
+            self.new += count * len(todo)
         return out
-    t0 = time.time()
-    with tqdm(total=len(todo) * n, desc=f"controls, seeds {seed}+", unit="episode", disable=quiet,
-              dynamic_ncols=True) as bar:
-        for name in todo:
-            played = score(envs, policies[name], env_cfg, n, seed, name=name, on_episode=lambda: bar.update(1))
-            out[name] = played.to_dict()
-            cache.put(name, seed, n, out[name])
-    stored = len(policies) - len(todo)
-    print(f"control policies on seeds {seed}..{seed + n - 1}: played {len(todo)} ({len(todo) * n} episodes) in "
-          f"{(time.time() - t0) / 60:.1f} min" + (f"; {stored} more were stored in {cache.folder}" if stored else ""))
-    return out
+
+    def _tick(self, k: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(k)
+
+    def evaluation(self, name: str) -> dict:
+        """The policy's evaluation on all n episodes (call once every round has been played)."""
+        return self.whole[name] or join_evaluations(self.parts[name])

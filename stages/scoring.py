@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from env import EnvConfig, TextSchedulingEnv, run_policy
+from env import EnvConfig, TextSchedulingEnv, run_policies
 from common import distributed
 from common.cores import idle_cores
 from common.stats import t975
@@ -28,14 +28,25 @@ def score(envs, policy, env_cfg: EnvConfig, n_episodes: int, seed: int, step: in
           checkpoint: str | None = None, name: str | None = None, on_episode=None) -> EvalResult:
     """`policy` on episodes seed .. seed+n-1 -> an EvalResult with the environment's statistics in
     `extra` (its `to_dict()` is the form reports, evaluations.json and checkpoints hold)."""
-    runs = run_policy(envs, policy, n_episodes, seed, name, on_episode)
-    summary = runs.summary(env_cfg.reward.band)
-    actions = [a for tr in runs.traces for a in tr["action"]]
-    extra = {k: summary[k] for k in SUMMARY_KEYS}
-    if checkpoint:
-        extra["checkpoint"] = checkpoint
-    counts = [actions.count(a) for a in range(len(env_cfg.modes))]
-    return EvalResult(list(runs.returns), list(runs.lengths), counts, True, seed, step, extra=extra)
+    name = name or getattr(policy, "name", type(policy).__name__)
+    return score_together(envs, {name: policy}, env_cfg, n_episodes, seed, step, checkpoint, on_episode)[name]
+
+
+def score_together(envs, policies: dict, env_cfg: EnvConfig, n_episodes: int, seed: int, step: int | None = None,
+                   checkpoint: str | None = None, on_episode=None) -> dict:
+    """`score` for {name: policy} on the same episodes, played side by side (env.run_policies: a
+    step the policies agree on is paid once) -> {name: EvalResult}; `extra["env_steps"]` is what
+    each one's episodes paid (their lengths, less what they shared)."""
+    out = {}
+    for name, runs in run_policies(envs, policies, n_episodes, seed, on_episode).items():
+        summary = runs.summary(env_cfg.reward.band)
+        actions = [a for tr in runs.traces for a in tr["action"]]
+        extra = {**{k: summary[k] for k in SUMMARY_KEYS}, "env_steps": sum(runs.costs)}
+        if checkpoint:
+            extra["checkpoint"] = checkpoint
+        counts = [actions.count(a) for a in range(len(env_cfg.modes))]
+        out[name] = EvalResult(list(runs.returns), list(runs.lengths), counts, True, seed, step, extra=extra)
+    return out
 
 
 PER_DECISION = ("phi_mean", "phi_in_band_pct", "c_mean", "memory_util_mean")  # the others' average: per episode
@@ -54,9 +65,16 @@ def join_evaluations(parts: list) -> dict:
     episodes = [p["n_episodes"] for p in parts]
     extra = {k: sum(p["extra"][k] * w for p, w in zip(parts, decisions if k in PER_DECISION else episodes))
              / sum(decisions if k in PER_DECISION else episodes) for k in SUMMARY_KEYS}
+    extra["env_steps"] = sum(paid(p) for p in parts)
     counts = [sum(c) for c in zip(*(p["action_counts"] for p in parts))]
     return EvalResult([r for p in parts for r in p["episode_returns"]], [n for p in parts for n in p["episode_lengths"]],
                       counts, True, parts[0]["seed"], parts[0]["step"], extra=extra).to_dict()
+
+
+def paid(evaluation: dict) -> float:
+    """The environment steps an evaluation (`score(...).to_dict()`) paid: its decisions, less what
+    it shared with policies played beside it; its decisions when it does not say (older ones)."""
+    return evaluation["extra"].get("env_steps", sum(evaluation["episode_lengths"]))
 
 
 def evaluation_envs(assets, env_cfg: EnvConfig, workers: int | None, floor: int, episodes: int) -> list:

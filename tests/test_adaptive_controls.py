@@ -77,15 +77,18 @@ def test_the_rule_family_covers_every_other_mode_and_margin():
 
 
 def fake_score(means: dict):
-    """stages.controls.score stand-in: the mean depends on (policy, seed); counts what it plays."""
+    """stages.controls.score_together stand-in: the mean depends on (policy, seed); counts what it plays."""
     played = []
 
-    def score(envs, policy, env_cfg, n, seed, name=None, on_episode=None):
-        played.append((name, seed))
-        mean = means.get((name, seed), 0.0)
-        return EvalResult([mean - 1, mean + 1] * (n // 2) + [mean] * (n % 2), [1] * n, [n, 0, 0], True, seed,
-                          extra=dict.fromkeys(SUMMARY_KEYS, 1.0))
-    return score, played
+    def score_together(envs, policies, env_cfg, n, seed, on_episode=None):
+        out = {}
+        for name in policies:
+            played.append((name, seed))
+            mean = means.get((name, seed), 0.0)
+            out[name] = EvalResult([mean - 1, mean + 1] * (n // 2) + [mean] * (n % 2), [1] * n, [n, 0, 0], True,
+                                   seed, extra=dict.fromkeys(SUMMARY_KEYS, 1.0))
+        return out
+    return score_together, played
 
 
 def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
@@ -93,7 +96,7 @@ def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
     a, b = "rule: TEXT in [3, 6], else MIXED", "rule: TEXT in [3.5, 5.5], else PHI"
     # a is the best member on the evaluation seeds, b would be on the held-out ones
     score, played = fake_score({(a, 100): 5.0, (b, 100): 1.0, (a, 900): 1.0, (b, 900): 9.0})
-    monkeypatch.setattr(controls, "score", score)
+    monkeypatch.setattr(controls, "score_together", score)
     run = {"eval_episodes": 4, "eval_seed": 100, "heldout_seed": 900}
     evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None,
                                                 quiet=True)
@@ -110,7 +113,7 @@ def test_the_held_out_seeds_play_the_constants_chosen_on_the_evaluation_seeds(mo
     # on the evaluation seeds PHI is the worst constant and MIXED the best; on the held-out ones TEXT would be
     score, played = fake_score({("always PHI", 100): -5.0, ("always MIXED", 100): 4.0, ("always PHI", 900): -5.0,
                                 ("always MIXED", 900): 2.0, ("always TEXT", 900): 9.0})
-    monkeypatch.setattr(controls, "score", score)
+    monkeypatch.setattr(controls, "score_together", score)
     run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
     evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None, quiet=True)
     assert len(evaluation[0]) == 4 and list(heldout[0]) == ["always PHI", "always MIXED"]
@@ -123,7 +126,7 @@ def test_the_held_out_seeds_play_the_constants_chosen_on_the_evaluation_seeds(mo
 def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatch, tmp_path):
     from stages import controls
     score, played = fake_score({})
-    monkeypatch.setattr(controls, "score", score)
+    monkeypatch.setattr(controls, "score_together", score)
     run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
 
     def evaluate(identity="abc", env=EnvConfig()):
@@ -158,7 +161,7 @@ def test_a_control_cache_entry_of_another_shape_is_played_again(monkeypatch, tmp
     from stages import controls
     a, b = "rule: TEXT in [3, 6], else MIXED", "rule: TEXT in [3.5, 5.5], else PHI"
     score, played = fake_score({(a, 100): 5.0, (b, 100): 1.0, (a, 900): 2.0, ("always PHI", 100): 3.0})
-    monkeypatch.setattr(controls, "score", score)
+    monkeypatch.setattr(controls, "score_together", score)
     run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
     cfg = EnvConfig()
     clean = controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True)
@@ -238,7 +241,7 @@ def test_stored_controls_count_only_when_tuned_over_the_current_families(monkeyp
     from env import step_size_modes
     from stages import controls
     score, _ = fake_score({})
-    monkeypatch.setattr(controls, "score", score)
+    monkeypatch.setattr(controls, "score_together", score)
     cfg = EnvConfig(max_steps=8, modes=step_size_modes({"TEXT": (1, 0), "MIXED": (0.5, 0.5)}, (0.5, 1.0)))
     run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
     evaluation, _ = controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True)

@@ -16,10 +16,10 @@ def recorded(effects, n=30, shared=8.0, own=1.0, seed=0) -> dict:
 
 def replay(returns: dict, calls: list | None = None):
     """A `play` over recorded returns; `calls` logs each (member, start, count)."""
-    def play(member, start, count):
+    def play(members, start, count):
         if calls is not None:
-            calls.append((member, start, count))
-        return returns[member][start:start + count]
+            calls.extend((m, start, count) for m in members)
+        return {m: returns[m][start:start + count] for m in members}
     return play
 
 

@@ -401,17 +401,19 @@ def test_early_stop_on_over_fitting_keeps_the_best(base_dir, tmp_path, monkeypat
     """Evaluations that get worse (made so by shifting the agent's returns) stop the run at the first flag."""
     import stages.scoring as scoring
     from ppo import TrainedPolicy
-    real = scoring.run_policy
+    real = scoring.run_policies
     calls = {"agent": 0}
 
-    def worsening(envs, policy, n_episodes, seed, name=None, on_episode=None):
-        runs = real(envs, policy, n_episodes, seed, name, on_episode)
-        if isinstance(policy, TrainedPolicy):
-            calls["agent"] += 1
-            runs.returns = [r - 1000.0 * (calls["agent"] - 1) for r in runs.returns]  # far below every control
-        return runs
+    def worsening(envs, policies, n_episodes, seed, on_episode=None):
+        played = real(envs, policies, n_episodes, seed, on_episode)
+        for name, policy in policies.items():
+            if isinstance(policy, TrainedPolicy):
+                calls["agent"] += 1
+                shift = 1000.0 * (calls["agent"] - 1)  # far below every control
+                played[name].returns = [r - shift for r in played[name].returns]
+        return played
 
-    monkeypatch.setattr(scoring, "run_policy", worsening)
+    monkeypatch.setattr(scoring, "run_policies", worsening)
     assert rl("--preset", "tiny", "--base", base_dir / "base.pt", "--out", tmp_path, "--timesteps", 320,
               "--eval-freq", 32, "--save-freq", 1000, "--early-stop") == 0
     evals = json.loads((tmp_path / "evaluations.json").read_text())
