@@ -1,13 +1,15 @@
-"""What the Quickstart's main job costs: wall time per stage and the RL stage's decisions by use.
+"""What the Quickstart's main job costs: wall time per stage and the RL stage's environment steps by use.
 
 Runs `python train.py --stage base` then `python train.py --stage rl` into a fresh folder (no
-control cache), as the README's first command does, and counts the RL stage's decisions (one
-decision = one environment step, the unit every cost is paid in) from what the run wrote:
+control cache), as the README's first command does, and counts the RL stage's environment steps
+(one step = one decision's inner training and measurement, the unit every cost is paid in) from
+what the run wrote:
 
 - PPO training: the last checkpoint's step;
 - checkpoint evaluations: evaluations.json, every evaluation's episode lengths;
 - control policies: every evaluation the base's control cache holds (a fresh folder: all were
-  played by this run), evaluation and held-out seeds;
+  played by this run), evaluation and held-out seeds, at the steps they paid (played side by
+  side, a step several policies took together is paid once: stages.scoring.paid);
 - the recommended checkpoint on the held-out seeds: report.json's held-out agent.
 
     python bench/quickstart_cost.py                  # the demo preset, about 25-45 minutes on 2 cores
@@ -26,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
+from stages.scoring import paid  # noqa: E402
 
 
 def run_stage(*args: str) -> float:
@@ -37,15 +40,15 @@ def run_stage(*args: str) -> float:
     return time.time() - t0
 
 
-def decisions(out: Path) -> dict:
-    """The RL stage's decisions by use, read from the files it wrote."""
+def steps_by_use(out: Path) -> dict:
+    """The RL stage's environment steps by use, read from the files it wrote."""
     evaluations = json.loads((out / "evaluations.json").read_text())
     report = json.loads((out / "report.json").read_text())
     controls = [json.loads(f.read_text()) for f in (out / "cache" / "controls").glob("*.json")]
     steps = max(int(p.stem) for p in out.glob("[0-9]*.pt"))
     return {"PPO training": steps,
             "checkpoint evaluations": sum(sum(e["episode_lengths"]) for e in evaluations),
-            "control policies": sum(sum(c["episode_lengths"]) for c in controls),
+            "control policies": round(sum(paid(c) for c in controls)),
             "held-out agent": sum(report["heldout"]["source"]["agent"]["episode_lengths"])}
 
 
@@ -58,10 +61,13 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     base_s = run_stage("--stage", "base", "--out", str(out), *args.flags)
     rl_s = run_stage("--stage", "rl", "--out", str(out), *args.flags)
-    spent = decisions(out)
+    spent = steps_by_use(out)
     total = sum(spent.values())
+    played = sum(sum(c["episode_lengths"]) for c in (json.loads(f.read_text())
+                                                     for f in (out / "cache" / "controls").glob("*.json")))
     print(f"\n{cpu_model()}; base stage {base_s / 60:.1f} min, RL stage {rl_s / 60:.1f} min, "
-          f"both {(base_s + rl_s) / 60:.1f} min\n\n| what | decisions | share |\n|---|---|---|")
+          f"both {(base_s + rl_s) / 60:.1f} min; the controls' {played:,} decisions took "
+          f"{spent['control policies']:,} environment steps\n\n| what | environment steps | share |\n|---|---|---|")
     for what, n in spent.items():
         print(f"| {what} | {n:,} | {n / total:.0%} |")
     print(f"| **all** | {total:,} | 100% |")

@@ -142,6 +142,26 @@ def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatc
     assert len(list((tmp_path / "cache" / "controls").glob("*.json"))) == 3 * 20
 
 
+def test_constants_ride_along_the_later_families_rounds_and_keep_their_whole_sample(monkeypatch, tmp_path):
+    from stages import controls
+    score, played = fake_score({("always TEXT", 100): 3.0, ("always TEXT", 105): 5.0})
+    monkeypatch.setattr(controls, "score_together", score)
+    run = {"eval_episodes": 10, "eval_seed": 100, "heldout_seed": 900}  # two rounds of 5
+    evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None, quiet=True)
+    text = evaluation[0]["always TEXT"]
+    assert text["n_episodes"] == 10 and text["seed"] == 100 and text["mean_reward"] == pytest.approx(4.0)
+    # on the evaluation seeds the constants and the bandit play each round (seeds 100 and 105) beside
+    # the time switches, never beside the rule's members (raced first: the switches are built on the winner)
+    for name in [*evaluation[0], "bandit"]:
+        assert [seed for who, seed in played if who == name and seed < 900] == [100, 105]
+    order = [who for who, seed in played if seed < 900]
+    last_rule = max(i for i, who in enumerate(order) if who.startswith("rule: ") and "until" not in who)
+    assert order.index("always TEXT") > last_rule and order.index("bandit") > last_rule
+    switches = [i for i, who in enumerate(order) if "until" in who]
+    assert min(switches) > last_rule and len(switches) == 2 * 4  # 4 switches, both rounds (none behind)
+    assert [seed for who, seed in played if who == "bandit"] == [100, 105, 900]  # held-out: one round of 10
+
+
 # entries an older version (or a crash) could have left: each is played again and its file rewritten
 WRONG_SHAPES = {
     "cut short": lambda d: json.dumps(d)[:40],

@@ -142,3 +142,23 @@ def test_the_report_says_what_tuning_the_families_cost(rl_dir):
     notes = (rl_dir / "report.md").read_text().split("## The run")[1]
     # tiny: 2 evaluation episodes, one round: the race is the full grid (6 rule members + 3 switches, 2 episodes each)
     assert "raced their members" in notes and "18 episodes where the full grid plays 18; 0 member(s) dropped early" in notes
+
+
+def test_quickstart_cost_counts_the_rl_stages_steps_by_use(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import quickstart_cost
+    out = tmp_path / "qs"
+    assert quickstart_cost.main(["--out", str(out), "--", "--preset", "tiny"]) == 0
+    spent = quickstart_cost.steps_by_use(out)
+    assert spent["PPO training"] == 64 and spent["held-out agent"] == 2 * 6
+    assert spent["checkpoint evaluations"] == 2 * 2 * 6  # two evaluations of 2 episodes of 6 decisions
+    # 14 controls on the evaluation seeds (too few episodes to race: the full grid) and 5 on the held-out
+    # ones, 2 episodes of 6 decisions each; side by side they pay fewer steps (the time switches' TEXT start)
+    import json
+    played = [json.loads(f.read_text()) for f in (out / "cache" / "controls").glob("*.json")]
+    assert sum(sum(c["episode_lengths"]) for c in played) == 19 * 2 * 6
+    assert 0 < spent["control policies"] < 19 * 2 * 6
+    printed = capsys.readouterr().out
+    assert "| **all** |" in printed and "environment steps" in printed
