@@ -48,11 +48,13 @@ VARIANTS = {
 # when the episode's net gain is the same. A first run with gamma 0.9 collapsed onto always-TEXT
 # (docs/studies.md, "The first study at demo scale"). Episodes are 25 decisions and end in a
 # termination the observation announces (time_left), so the undiscounted return is finite and well
-# defined.
+# defined. Checkpoints are evaluated every 2,048 decisions (5 evaluations): replayed on a recorded demo
+# run evaluated every 1,024, half as many evaluations recommend the same checkpoint (bench/README.md,
+# "Spending decisions").
 DEMO = {
     "env": dict(max_steps=25, inner_steps=3, inner_batch_size=4, seq_len=64, inner_lr=6e-4, reward=PROGRESS),
     "ppo": PPOConfig(n_steps=32, minibatch_size=64, n_epochs=10, gamma=1.0),
-    "run": dict(timesteps=10_240, save_freq=1024, eval_freq=1024, eval_episodes=30, eval_seed=10_000,
+    "run": dict(timesteps=10_240, save_freq=2048, eval_freq=2048, eval_episodes=30, eval_seed=10_000,
                 heldout_seed=20_000, num_envs=8, workers=2, base_file=_snapshot("demo")),
 }
 
