@@ -37,8 +37,8 @@ VARIANTS = {
                reward=dict(name="final")),
 }
 
-# the demo study on the built-in corpus (docs/studies.md, "The first study at demo scale"): ~50
-# minutes on 2 CPU cores. The environment starts from the base stage's snapshot at step 100
+# the demo study on the built-in corpus (docs/studies.md, "The first study at demo scale"): ~26
+# minutes on 2 CPU cores, 10 of them scoring the controls (bench/README.md, "Spending decisions"). The environment starts from the base stage's snapshot at step 100
 # (held-out perplexity ~15, Φ ~7.2, above its band), where an episode of text training still
 # lowers perplexity by ~20 %. Cheaper decisions than the study's (3 inner steps of 4 x 64 tokens,
 # 25 per episode) so that ten thousand decisions fit, at a higher inner learning rate so that one
