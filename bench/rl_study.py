@@ -4,6 +4,12 @@
     python bench/rl_study.py --seeds 3 --preset tiny --out /tmp/study   # seconds: the same steps, tiny
     python bench/rl_study.py --preset demo-lr --out /tmp/lever -- --learning-rate 1e-4   # a PPO lever
     python bench/rl_study.py --preset demo-lr --out /tmp/groups -- --group-size 4   # shared-seed groups (docs/ppo.md)
+    python bench/rl_study.py --corpus wt2 --out ckpt-study-wt2   # the same on WikiText-2 (../shared/data)
+
+`--corpus` picks what the base model trains on (`CORPORA`): the built-in generated corpus, or real
+text from ../shared/data — WikiText-2, trained on its valid split, its test split the held-out text
+(the base's validation and the environment's fixed measurement batch); Tiny Shakespeare, its first
+90 % of lines trained on, the last 10 % held out. The RL preset is the same on every corpus.
 
 Trains one base model (`<out>/base`, its snapshot the agents start from), then one PPO agent per
 training seed 1..N on that snapshot (`<out>/seed-<s>`, `python train.py --stage rl --seed s`),
@@ -43,6 +49,15 @@ from common.stats import bootstrap_interval, improvement_indicator, summarize  #
 from stages.outputs import step_checkpoint, step_checkpoints  # noqa: E402
 from stages.presets import RL_PRESETS, base_preset  # noqa: E402
 
+SHARED = ROOT.parent / "shared" / "data"
+# the base stage's data flags per corpus; the paths absolute, so the base checkpoint finds its text
+# from any folder the RL stage runs in
+CORPORA = {
+    "builtin": [],
+    "wt2": ["--data", str((SHARED / "wikitext-2").resolve()), "--train-split", "valid"],
+    "shakespeare": ["--data", str((SHARED / "tinyshakespeare" / "input.txt").resolve())],
+}
+
 
 def stage(*args: str) -> None:
     """One train.py stage in its own process; Ctrl-C reaches it, it saves, and the study stops."""
@@ -61,12 +76,16 @@ def stage(*args: str) -> None:
         sys.exit(f"error: that stage failed (exit {code}); see its message above")
 
 
-def ensure_base(out: Path, preset: str) -> Path:
+def ensure_base(out: Path, preset: str, corpus: str = "builtin") -> Path:
     base = out / "base"
     snapshot = base / Path(RL_PRESETS[preset]["run"]["base_file"]).name
     if not (base / "base_summary.json").exists():
-        stage("--stage", "base", "--preset", base_preset(preset), "--out", str(base),
-              *(["--resume", str(base / "base.pt")] if (base / "base.pt").exists() else []))
+        data = CORPORA[corpus]
+        if data and not Path(data[1]).exists():
+            sys.exit(f"error: the {corpus} corpus is not at {data[1]}; put ../shared/data beside the repository "
+                     "or study the built-in corpus (--corpus builtin)")
+        resume = ["--resume", str(base / "base.pt")] if (base / "base.pt").exists() else []
+        stage("--stage", "base", "--preset", base_preset(preset), "--out", str(base), *(resume or data))
     return snapshot
 
 
@@ -177,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3, help="training seeds 1..N (default 3)")
     p.add_argument("--preset", default="demo", choices=sorted(RL_PRESETS))
+    p.add_argument("--corpus", default="builtin", choices=sorted(CORPORA),
+                   help="what the base model trains on (default: the built-in corpus; wt2, shakespeare: ../shared/data)")
     p.add_argument("--out", default="ckpt-study", help="study folder (default ckpt-study)")
     p.add_argument("train_args", nargs="*", metavar="-- TRAIN_FLAG",
                    help="after --: flags every agent's `train.py --stage rl` gets, e.g. -- --learning-rate 1e-4 "
@@ -185,12 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
     out, t0 = Path(args.out), time.time()
-    snapshot = ensure_base(out, args.preset)
+    snapshot = ensure_base(out, args.preset, args.corpus)
     reports = {s: ensure_agent(out, args.preset, s, snapshot, args.train_args) for s in range(1, args.seeds + 1)}
     agg = aggregate(reports)
     flags = f" ({' '.join(args.train_args)})" if args.train_args else ""
-    header = f"{args.preset} preset{flags}, {args.seeds} training seeds, {cpu_model()}"
-    agg.update(preset=args.preset, train_args=args.train_args, cpu=cpu_model(), wall_s_this_call=time.time() - t0)
+    corpus = "" if args.corpus == "builtin" else f" on {args.corpus}"
+    header = f"{args.preset} preset{corpus}{flags}, {args.seeds} training seeds, {cpu_model()}"
+    agg.update(preset=args.preset, corpus=args.corpus, train_args=args.train_args, cpu=cpu_model(),
+               wall_s_this_call=time.time() - t0)
     (out / "study.json").write_text(json.dumps(agg, indent=2) + "\n")
     (out / "study.md").write_text(markdown(agg, header))
     print(markdown(agg, header))
