@@ -50,12 +50,10 @@ from stages.outputs import step_checkpoint, step_checkpoints  # noqa: E402
 from stages.presets import RL_PRESETS, base_preset  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
-# the base stage's data flags per corpus; the paths absolute, so the base checkpoint finds its text
-# from any folder the RL stage runs in
-CORPORA = {
+CORPORA = {  # the base stage's data flags per corpus
     "builtin": [],
-    "wt2": ["--data", str((SHARED / "wikitext-2").resolve()), "--train-split", "valid"],
-    "shakespeare": ["--data", str((SHARED / "tinyshakespeare" / "input.txt").resolve())],
+    "wt2": ["--data", str(SHARED / "wikitext-2"), "--train-split", "valid"],
+    "shakespeare": ["--data", str(SHARED / "tinyshakespeare" / "input.txt")],
 }
 
 

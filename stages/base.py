@@ -118,7 +118,8 @@ class BaseRun:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
             "rng": capture_global_rng(), "data_rng": self.data_gen.get_state(),
             "tokenizer": bytes_to_tensor(self.tokenizer.to_bytes()),
-            "data": {"source": corpus.source if not corpus.builtin else None, "name": corpus.name,
+            # the corpus by its absolute path: the RL stage and generation find it from any folder
+            "data": {"source": None if corpus.builtin else str(Path(corpus.source).resolve()), "name": corpus.name,
                      "train_split": self.train_split, "wikitext": corpus.wikitext},
             "metrics": metrics or {},
         })

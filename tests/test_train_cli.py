@@ -127,6 +127,18 @@ def test_bad_data(capsys, tmp_path):
     assert not (tmp_path / "o" / "base.pt").exists()
 
 
+def test_a_corpus_given_by_a_relative_path_is_found_from_any_folder(tmp_path, monkeypatch):
+    from env import EnvConfig, load_base
+    (tmp_path / "corpus.txt").write_text("".join(f"line {i} of a small text corpus for the test.\n" for i in range(400)))
+    monkeypatch.chdir(tmp_path)
+    assert run_main("--preset", "tiny", "--data", "corpus.txt", "--out", "run", "--steps", 3) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the RL stage run from another folder finds the base's text
+    cfg = EnvConfig(max_steps=2, inner_steps=1, inner_batch_size=2, seq_len=16, measurement_batch_size=2)
+    assert load_base(tmp_path / "run" / "base.pt", cfg).train_ids.size > 0
+
+
 def test_bad_config(capsys, tmp_path):
     expect_user_error(capsys, "--preset", "huge", "--out", tmp_path, match="unknown preset")
     cfg = tmp_path / "c.toml"
