@@ -1,5 +1,6 @@
 """The scheduler on real text: a study at the tiny preset on a base trained on WikiText-2 from
-../shared/data (skipped where it is absent), its environment measured on text it never trains on."""
+../shared/data (skipped where it is absent), its environment measured on text it never trains on;
+the probe that chooses a corpus's environment (bench/real_text_env.py)."""
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WT2 = ROOT.parent / "shared" / "data" / "wikitext-2"
-pytestmark = pytest.mark.skipif(not (WT2 / "test.txt").is_file(), reason="../shared/data/wikitext-2 not present")
+needs_wt2 = pytest.mark.skipif(not (WT2 / "test.txt").is_file(), reason="../shared/data/wikitext-2 not present")
 
 
 def contains(ids: np.ndarray, window: np.ndarray) -> bool:
@@ -16,6 +17,7 @@ def contains(ids: np.ndarray, window: np.ndarray) -> bool:
     return bool((views == window).all(axis=1).any())
 
 
+@needs_wt2
 def test_a_tiny_study_on_a_wikitext2_base_measures_on_the_test_split(tmp_path, one_torch_thread):
     import sys
     sys.path.insert(0, str(ROOT))
@@ -38,3 +40,18 @@ def test_a_tiny_study_on_a_wikitext2_base_measures_on_the_test_split(tmp_path, o
     test, valid = (encode_cached((WT2 / f"{s}.txt").read_text(), tok, tmp_path / "ids", s).astype(np.int64)
                    for s in ("test", "valid"))
     assert all(contains(test, row) and not contains(valid, row) for row in x)
+
+
+def test_real_text_env_probes_each_mode_from_a_trained_snapshot(capsys):
+    import sys
+    sys.path.insert(0, str(ROOT))
+    from bench import real_text_env
+    assert real_text_env.main(["--corpus", "builtin", "--steps", "5", "--lrs", "6e-4", "--seeds", "1",
+                               "--workers", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 5 |")]
+    assert len(rows) == 1
+    cells = rows[0].strip("| ").split(" | ")[3:]  # TEXT, PHI, MIXED: one episode each
+    assert len(cells) == 3
+    for cell in cells:  # a finished episode has its numbers; a diverged one (a NaN loss) is counted, not shown
+        assert cell.endswith("0/1") and "%" in cell or cell == "—, —, 1/1", cell
+    assert cells[0].startswith("-")  # from a 5-step snapshot, TEXT training lowers perplexity
