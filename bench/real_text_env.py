@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
-from bench.rl_study import CORPORA, stage  # noqa: E402
+from bench.rl_study import CORPORA, require, stage  # noqa: E402
 from env import TextSchedulingEnv, load_base  # noqa: E402
 from infinito.presets import snapshot_name  # noqa: E402
 from infinito.training import NonFiniteLoss  # noqa: E402
@@ -70,9 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=10, help="episodes per mode (seeds 1000, 1001, ...)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    data = CORPORA[args.corpus]
-    if data and not Path(data[1]).exists():
-        sys.exit(f"error: the {args.corpus} corpus is not at {data[1]}")
+    data = require(args.corpus).data
     steps, lrs = [int(s) for s in args.steps.split(",")], [float(x) for x in args.lrs.split(",")]
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
