@@ -40,11 +40,12 @@ def run_stage(*args: str) -> float:
     return time.time() - t0
 
 
-def steps_by_use(out: Path) -> dict:
-    """The RL stage's environment steps by use, read from the files it wrote."""
+def steps_by_use(out: Path, controls: Path | None) -> dict:
+    """The RL stage's environment steps by use, read from the files it wrote; `controls`: the control
+    cache it played into (None: count none, e.g. another run of a study already paid them)."""
     evaluations = json.loads((out / "evaluations.json").read_text())
     report = json.loads((out / "report.json").read_text())
-    controls = [json.loads(f.read_text()) for f in (out / "cache" / "controls").glob("*.json")]
+    controls = [json.loads(f.read_text()) for f in controls.glob("*.json")] if controls else []
     steps = max(int(p.stem) for p in out.glob("[0-9]*.pt"))
     return {"PPO training": steps,
             "checkpoint evaluations": sum(sum(e["episode_lengths"]) for e in evaluations),
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     base_s = run_stage("--stage", "base", "--out", str(out), *args.flags)
     rl_s = run_stage("--stage", "rl", "--out", str(out), *args.flags)
-    spent = steps_by_use(out)
+    spent = steps_by_use(out, out / "cache" / "controls")
     total = sum(spent.values())
     played = sum(sum(c["episode_lengths"]) for c in (json.loads(f.read_text())
                                                      for f in (out / "cache" / "controls").glob("*.json")))

@@ -48,6 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model  # noqa: E402
+from bench.quickstart_cost import steps_by_use  # noqa: E402
+from common.files import write_json  # noqa: E402
 from common.stats import bootstrap_interval, improvement_indicator, summarize  # noqa: E402
 from stages.outputs import step_checkpoint, step_checkpoints  # noqa: E402
 from infinito.presets import PRESETS as BASE_PRESETS  # noqa: E402
@@ -79,6 +81,16 @@ CORPORA = {
 }
 
 
+TIMING = "timing.json"  # {piece: wall seconds}, summed over the calls that worked on it
+
+
+def read_timing(out: Path) -> dict:
+    try:
+        return json.loads((out / TIMING).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def require(corpus: str) -> Corpus:
     """The corpus's settings, or one line saying its text is missing."""
     c = CORPORA[corpus]
@@ -88,17 +100,22 @@ def require(corpus: str) -> Corpus:
     return c
 
 
-def stage(*args: str) -> None:
-    """One train.py stage in its own process; Ctrl-C reaches it, it saves, and the study stops."""
+def stage(*args: str, clock: tuple[Path, str] | None = None) -> None:
+    """One train.py stage in its own process; Ctrl-C reaches it, it saves, and the study stops.
+    `clock` (study folder, piece): the stage's wall time is added to the piece's in timing.json."""
     cmd = [sys.executable, str(ROOT / "train.py"), *args, "--quiet"]
     print("$ " + " ".join(cmd[1:]), flush=True)
-    proc = subprocess.Popen(cmd)
+    t0, proc = time.time(), subprocess.Popen(cmd)
     while True:
         try:
             code = proc.wait()
             break
         except KeyboardInterrupt:  # the stage got the same Ctrl-C: let it save its checkpoint and exit
             continue
+    if clock:
+        timing = read_timing(clock[0])
+        timing[clock[1]] = timing.get(clock[1], 0.0) + time.time() - t0
+        write_json(clock[0] / TIMING, timing)
     if code == 130:
         sys.exit("interrupted; run the same command again to continue where it stopped")
     if code:
@@ -112,9 +129,10 @@ def ensure_base(out: Path, preset: str, corpus: str = "builtin") -> Path:
     if not (base / "base_summary.json").exists():
         c = require(corpus)
         if (base / "base.pt").exists():
-            stage("--stage", "base", "--resume", str(base / "base.pt"))
+            stage("--stage", "base", "--resume", str(base / "base.pt"), clock=(out, "base"))
         else:
-            stage("--stage", "base", "--preset", name, "--out", str(base), "--snapshot-at", str(step), *c.data)
+            stage("--stage", "base", "--preset", name, "--out", str(base), "--snapshot-at", str(step), *c.data,
+                  clock=(out, "base"))
     return base / snapshot_name(step)
 
 
@@ -127,13 +145,14 @@ def ensure_agent(out: Path, preset: str, seed: int, snapshot: Path, train_args: 
     done = step_checkpoints(run_dir)
     latest = int(done[-1].stem) if done else None
     planned = RL_PRESETS[preset]["run"]["timesteps"]
+    clock = (out, run_dir.name)
     if latest is None:
         stage("--stage", "rl", "--preset", preset, "--base", str(snapshot), "--out", str(run_dir), "--seed", str(seed),
-              *train_args)
+              *train_args, clock=clock)
     elif latest < planned:
-        stage("--stage", "rl", "--resume", str(step_checkpoint(run_dir, latest)))
+        stage("--stage", "rl", "--resume", str(step_checkpoint(run_dir, latest)), clock=clock)
     else:  # trained to the end, stopped while scoring the held-out seeds
-        stage("--stage", "report", "--ckpt-dir", str(run_dir))
+        stage("--stage", "report", "--ckpt-dir", str(run_dir), clock=clock)
     return json.loads(report.read_text())
 
 
@@ -174,6 +193,30 @@ def aggregate(reports: dict) -> dict:
             "seeds_beating_every_control": sum(r["beats_every_control"] for r in rows),
             "runs": len(rows), "episodes": int(agent.shape[1]),
             "curves": {seed: [(r["step"], r["mean_reward"]) for r in report["rows"]] for seed, report in reports.items()}}
+
+
+def speed(out: Path, seeds: int) -> dict:
+    """The study's wall time by piece (timing.json) and its environment steps by use: every seed's
+    PPO, checkpoint evaluations and held-out agent, the controls once (the base's cache)."""
+    spent: dict = {}
+    for s in range(1, seeds + 1):
+        controls = out / "base" / "cache" / "controls" if s == 1 else None
+        for use, n in steps_by_use(out / f"seed-{s}", controls).items():
+            spent[use] = spent.get(use, 0) + n
+    timing = read_timing(out)
+    wall = sum(timing.values())
+    return {"wall_s": timing, "env_steps": spent,
+            "steps_per_s": sum(spent.values()) / wall if wall else None}
+
+
+def speed_line(sp: dict, cpu: str) -> str:
+    if not sp["steps_per_s"]:
+        return "Wall time: not recorded (a study begun before timing.json)."
+    t, steps = sp["wall_s"], sum(sp["env_steps"].values())
+    pieces = ", ".join(f"{k} {v / 60:.1f} min" for k, v in t.items())
+    uses = ", ".join(f"{k} {v:,.0f}" for k, v in sp["env_steps"].items())
+    return (f"Wall time {sum(t.values()) / 60:.0f} min ({pieces}) on {cpu}; {steps:,.0f} environment steps "
+            f"({uses}): {sp['steps_per_s']:.1f} per second, the base stage's time included.")
 
 
 def verdict_line(agg: dict) -> str:
@@ -242,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     corpus = "" if args.corpus == "builtin" else f" on {args.corpus}"
     header = f"{args.preset} preset{corpus}{flags}, {args.seeds} training seeds, {cpu_model()}"
     agg.update(preset=args.preset, corpus=args.corpus, train_args=args.train_args, cpu=cpu_model(),
-               wall_s_this_call=time.time() - t0)
+               wall_s_this_call=time.time() - t0, speed=speed(out, args.seeds))
+    text = markdown(agg, header) + "\n" + speed_line(agg["speed"], cpu_model()) + "\n"
     (out / "study.json").write_text(json.dumps(agg, indent=2) + "\n")
-    (out / "study.md").write_text(markdown(agg, header))
-    print(markdown(agg, header))
+    (out / "study.md").write_text(text)
+    print(text)
     print(f"this call: {(time.time() - t0) / 60:.1f} min (finished pieces are not replayed); {out / 'study.md'}")
     return 0
 

@@ -151,7 +151,7 @@ def test_quickstart_cost_counts_the_rl_stages_steps_by_use(tmp_path, capsys):
     from bench import quickstart_cost
     out = tmp_path / "qs"
     assert quickstart_cost.main(["--out", str(out), "--", "--preset", "tiny"]) == 0
-    spent = quickstart_cost.steps_by_use(out)
+    spent = quickstart_cost.steps_by_use(out, out / "cache" / "controls")
     assert spent["PPO training"] == 64 and spent["held-out agent"] == 2 * 6
     assert spent["checkpoint evaluations"] == 2 * 2 * 6  # two evaluations of 2 episodes of 6 decisions
     # 14 controls on the evaluation seeds (too few episodes to race: the full grid) and 5 on the held-out

@@ -34,8 +34,17 @@ def test_the_study_trains_n_agents_plays_the_controls_once_and_resumes_without_r
     for what in ("tuned rule on seeds 10000", "later families and constants on seeds 10000",
                  "held-out controls on seeds 20000"):
         assert first.count(what) == 1, what
+    # the study's cost: each piece's wall time, the steps by use (the controls once, though both seeds read them)
+    assert set(study["speed"]["wall_s"]) == {"base", "seed-1", "seed-2"}
+    steps = study["speed"]["env_steps"]
+    assert steps["PPO training"] == 2 * 64 and steps["held-out agent"] == 2 * 2 * 6
+    assert steps["control policies"] == round(sum(json.loads(f.read_text())["extra"]["env_steps"] for f in
+                                                  (out / "base" / "cache" / "controls").glob("*.json")))
+    assert "environment steps" in (out / "study.md").read_text()
+    timing = (out / "timing.json").read_text()
     assert rl_study.main(["--seeds", "2", "--preset", "tiny", "--out", str(out)]) == 0
     assert "train.py" not in capfd.readouterr().out  # no stage ran again
+    assert (out / "timing.json").read_text() == timing
     # a PPO lever after --: only the new seed trains, with the flag, and the table says which flags
     assert rl_study.main(["--seeds", "3", "--preset", "tiny", "--out", str(out), "--", "--learning-rate", "1e-4"]) == 0
     printed = capfd.readouterr().out
