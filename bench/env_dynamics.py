@@ -33,11 +33,12 @@ import torch  # noqa: E402
 
 from machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 from doc_sections import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common.policies import control_policies  # noqa: E402
 from common.stats import summarize  # noqa: E402
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
-                 action_independent_share, control_policies, rescore, run_policy)
+                 action_independent_share, rescore, run_policy)
 from bench.dynamics import mode_effects, state_at_phi  # noqa: E402
-from stages.presets import RL_PRESETS  # noqa: E402
+from stages.presets import preset_env  # noqa: E402
 
 START, END = "<!-- env_dynamics:start -->", "<!-- env_dynamics:end -->"
 ADAPTIVE = "adaptive (PHI while Φ is outside the band, else TEXT)"
@@ -131,7 +132,7 @@ def main() -> None:
     p.add_argument("--json", default="bench/out/env_dynamics.json")
     args = p.parse_args()
 
-    cfg = EnvConfig.from_dict({**EnvConfig().to_dict(), **RL_PRESETS[args.preset]["env"]})
+    cfg = preset_env(args.preset, Path(args.base))
     names = list(policies(cfg))
     tasks = [(n, args.seed + k, min(args.chunk, args.episodes - k)) for n in names
              for k in range(0, args.episodes, args.chunk)]

@@ -88,7 +88,8 @@ def variance_after_training(env: dict, n: int, steps: int = 2048) -> dict:
         path = os.path.join(tmp, "trained.pt")
         agent.save(path)
         envs = [lambda: SharedNoiseEnv(**env)] * NUM_ENVS
-        return {name: total_variance(rollout_gradients(PPO.load(path, envs, overrides={"group_baseline": kind}), n))
+        resumed = lambda kind: PPO.load(path, envs, config=agent.config.replace(group_baseline=kind))  # noqa: E731
+        return {name: total_variance(rollout_gradients(resumed(kind), n))
                 for name, (size, kind) in SETTINGS.items() if size > 1}
 
 

@@ -2,7 +2,7 @@
 
     python bench/phi_table.py [--preset demo] [--out bench/out/phi] [--steps N]
 
-Trains (b) and (c) with `train.py --stage base` on the built-in corpus (same
+Trains (b) and (c) with the base stage (`train.py --stage base`) on the built-in corpus (same
 seed, same steps; only --lambda-phi differs), then measures all three models on
 the same validation batches and prints a Markdown table.
 
@@ -19,12 +19,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
 from data import Tokenizer, encode_cached, eval_batches, load_corpus  # noqa: E402
 from infinito.checkpoint import build_model, load_checkpoint, tensor_to_bytes  # noqa: E402
 from infinito.config import InfinitoConfig  # noqa: E402
 from infinito.model import Infinito  # noqa: E402
 from infinito.training import evaluate  # noqa: E402
+from stages.base import BasePlan, run_base_plan  # noqa: E402
 
 
 def measure(model, batches) -> dict:
@@ -46,11 +46,10 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     args = ap.parse_args()
     out = Path(args.out)
-    extra = ["--steps", str(args.steps)] if args.steps else []
-    for name, lam in (("text", "0"), ("phi", "1")):
+    steps = {"steps": args.steps} if args.steps else {}
+    for name, lam in (("text", 0.0), ("phi", 1.0)):
         if not (out / name / "base_summary.json").exists():
-            code = train.main(["--stage", "base", "--preset", args.preset, "--out", str(out / name),
-                               "--lambda-phi", lam, "--quiet", *extra])
+            code = run_base_plan(BasePlan(out / name, {"lambda_phi": lam, **steps}, preset=args.preset, quiet=True))
             assert code == 0, f"training {name} failed"
 
     text_ck = load_checkpoint(out / "text" / "base.pt", kind="infinito-base")

@@ -27,13 +27,12 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+sys.path.insert(0, ROOT)
 
-from cartpole import CartPoleEnv, CartPoleVecEnv  # noqa: E402
 import torch  # noqa: E402
 
 from ppo import PPO, EvalCallback, PPOConfig  # noqa: E402
-from ppo.buffer import RolloutBuffer  # noqa: E402
+from ppo.cartpole import CartPoleEnv, CartPoleVecEnv  # noqa: E402
 
 LIGHT = dict(n_steps=256, minibatch_size=512, n_epochs=4)  # 8 envs: 2048 samples, 4 minibatches
 
@@ -119,9 +118,7 @@ def main() -> None:
     print("\n3. one vs two torch threads (per call)", flush=True)
     agent = PPO([CartPoleEnv], PPOConfig(n_epochs=1, progress_bar=False, torch_threads=1))
     agent.learn(total_timesteps=2048)  # one rollout + update, to get realistic statistics
-    buf = RolloutBuffer(2048, 1, agent.obs_shape, agent.n_actions, with_masks=False)
-    agent._collect_rollout(buf, [])
-    batch = agent._compute_advantages(buf)
+    batch = agent.collect_batch()  # 2048 decisions of 1 environment
     obs = batch["obs"][:1].numpy()
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -130,7 +127,7 @@ def main() -> None:
             agent.policy.act(obs, rng=agent.rng)
         act_us = (time.perf_counter() - start) / 500 * 1e6
         start = time.perf_counter()
-        agent._update(batch, 0.2)  # 32 minibatches of 64
+        agent.update(batch, 0.2)  # 32 minibatches of 64
         mb_ms = (time.perf_counter() - start) / 32 * 1e3
         print(f"  {threads} thread(s): act {act_us:8.1f} us/step, update {mb_ms:7.2f} ms/minibatch   [{load()}]",
               flush=True)

@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
 from common.cores import idle_cores  # noqa: E402
+from common.policies import control_policies  # noqa: E402
 from common.racing import race, race_rounds  # noqa: E402
-from env import TextSchedulingEnv, control_policies, load_base, rule_family  # noqa: E402
+from env import TextSchedulingEnv, load_base, rule_family  # noqa: E402
 from stages.controls import TUNED, ControlCache, Player, later_families  # noqa: E402
 from stages.identity import identify  # noqa: E402
-from stages.presets import RL_PRESETS  # noqa: E402
-from stages.rl_config import merge_env  # noqa: E402
+from stages.presets import RL_PRESETS, preset_env  # noqa: E402
 
 
 def grid(cache: ControlCache, members: dict, n: int, seed: int, envs, env_cfg) -> dict:
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     preset, base = RL_PRESETS[args.preset], Path(args.base)
     if not base.exists():
         sys.exit(f"error: no base snapshot at {base}")
-    env_cfg = merge_env(preset["env"], {}, "auto", base)
+    env_cfg = preset_env(args.preset, base)
     n, seed = preset["run"]["eval_episodes"], preset["run"]["eval_seed"]
     cache = ControlCache(base, identify(base), env_cfg)
     envs = None

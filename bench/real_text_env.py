@@ -32,15 +32,14 @@ from bench.rl_study import CORPORA, require, stage  # noqa: E402
 from env import TextSchedulingEnv, load_base  # noqa: E402
 from infinito.presets import snapshot_name  # noqa: E402
 from infinito.training import NonFiniteLoss  # noqa: E402
-from stages.presets import RL_PRESETS  # noqa: E402
-from stages.rl_config import merge_env  # noqa: E402
+from stages.presets import preset_env  # noqa: E402
 
 
 def probe(task: tuple) -> dict:
     """One snapshot at one inner learning rate: each mode alone over the seeds."""
     snapshot, lr, seeds = task
     torch.set_num_threads(1)
-    cfg = merge_env(RL_PRESETS["demo"]["env"], {"inner_lr": lr}, "auto", Path(snapshot))
+    cfg = preset_env("demo", Path(snapshot), inner_lr=lr)
     env = TextSchedulingEnv(load_base(snapshot, cfg), cfg)
     start = env.measure_start()
     out = {"snapshot": snapshot, "lr": lr, "start_ppl": start["ppl"], "start_phi": start["phi"], "modes": {}}

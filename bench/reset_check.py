@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train  # noqa: E402
-from env import EnvConfig, TextSchedulingEnv, reset_ratios  # noqa: E402
+from env import TextSchedulingEnv, reset_ratios  # noqa: E402
 from infinito.presets import PRESETS, snapshot_name  # noqa: E402
-from stages.presets import RL_PRESETS, base_preset  # noqa: E402
+from stages.base import BasePlan, run_base_plan  # noqa: E402
+from stages.presets import RL_PRESETS, base_preset, preset_env  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 LIMIT = 1.2  # the test suite's bound
@@ -46,11 +46,10 @@ def main(argv=None) -> int:
             preset = base_preset(args.preset)
             step = PRESETS[preset]["train"]["snapshot_at"]
             print(f"training the {preset} preset's base stage to its snapshot at step {step} ...", flush=True)
-            if train.main(["--stage", "base", "--preset", preset, "--quiet", "--out", tmp, "--stop-at", str(step),
-                           "--threads", "1"]) != 0:
+            if run_base_plan(BasePlan(Path(tmp), {"threads": 1}, preset=preset, stop_at=step, quiet=True)) != 0:
                 return 1
             snapshot = Path(tmp) / snapshot_name(step)
-        env = TextSchedulingEnv(snapshot, EnvConfig.from_dict(RL_PRESETS[args.preset]["env"]))
+        env = TextSchedulingEnv(snapshot, preset_env(args.preset, snapshot))
         start = env.measure_start()["ppl"]
         ratios = reset_ratios(env, range(args.seed, args.seed + args.episodes))
     worst = int(ratios.argmax())

@@ -35,15 +35,14 @@ from common.messages import first_line  # noqa: E402
 from common.stats import summarize  # noqa: E402
 from env import (EnvConfig, FinalReward, PolicyRuns, ProgressReward, SchedulePolicy, StepSizeSchedule,  # noqa: E402
                  TextSchedulingEnv, rescore, run_policy, step_size_modes)
-from stages.presets import RL_PRESETS  # noqa: E402
+from stages.presets import preset_env  # noqa: E402
 
 WEIGHTS = {"TEXT": (1.0, 0.0), "MIXED": (0.5, 0.5)}
 _ENV = None  # one environment per worker process
 
 
 def probe_config(scales, preset: str = "demo") -> EnvConfig:
-    env = dict(RL_PRESETS[preset]["env"], modes=step_size_modes(WEIGHTS, scales), reward={"name": "progress"})
-    return EnvConfig.from_dict({**EnvConfig().to_dict(), **env})
+    return preset_env(preset, None, modes=step_size_modes(WEIGHTS, scales), reward={"name": "progress"})
 
 
 def policies(cfg: EnvConfig) -> dict:

@@ -81,12 +81,10 @@ def branch_name(base: str, k: int, mode: str) -> str:
 
 # ---------------------------------------------------------------------------- record
 def demo_lr_env(base: str):
-    """The real demo-lr environment, as the RL stage builds it (stages/rl_config.py merge_env)."""
-    from env import EnvConfig, TextSchedulingEnv
-    from stages.presets import RL_PRESETS
-    d = dict(RL_PRESETS["demo-lr"]["env"])
-    d["cache_dir"] = str(Path(base).parent / "cache")
-    return TextSchedulingEnv(base, EnvConfig.from_dict(d))
+    """The real demo-lr environment, as the RL stage builds it (stages/presets.py, preset_env)."""
+    from env import TextSchedulingEnv
+    from stages.presets import preset_env
+    return TextSchedulingEnv(base, preset_env("demo-lr", Path(base)))
 
 
 def _base_policy(env, name: str, seed: int):
@@ -639,9 +637,9 @@ TEACHER_SEED, TEACHER_EPISODES = 30_000, 32  # as the RL stage's --teacher (stag
 def decay_teacher():
     """The real tuned decay control (env.SchedulePolicy): it reads Φ and time_left, which the
     surrogate's observation holds at the same places."""
-    from env import EnvConfig, SchedulePolicy, StepSizeSchedule
-    from stages.presets import RL_PRESETS
-    return SchedulePolicy(EnvConfig.from_dict(RL_PRESETS["demo-lr"]["env"]), 0.0, None,
+    from env import SchedulePolicy, StepSizeSchedule
+    from stages.presets import preset_env
+    return SchedulePolicy(preset_env("demo-lr", None), 0.0, None,
                           StepSizeSchedule("step", 1.0, 0.5, 6))
 
 

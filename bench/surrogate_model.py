@@ -231,7 +231,7 @@ class SurrogateBatch:
 
 
 class SurrogateEnv:
-    """One episode at a time, Gymnasium-style (no gymnasium import), like tests/cartpole.py:
+    """One episode at a time, Gymnasium-style (no gymnasium import), like ppo/cartpole.py:
     `reset(seed)` -> (obs, info), `step(a)` -> (obs, reward, terminated, truncated, info).
     Episodes are `horizon` decisions and end in `terminated`, as the real environment's do."""
 

@@ -31,8 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model  # noqa: E402
 from bench.rl_study import tuned_controls  # noqa: E402
+from common.policies import control_policies  # noqa: E402
 from common.stats import bootstrap_interval, summarize  # noqa: E402
-from env import EnvError, control_policies, load_base  # noqa: E402
+from env import EnvError, load_base  # noqa: E402
 from infinito.checkpoint import CheckpointError  # noqa: E402
 from ppo import TrainedPolicy  # noqa: E402
 from stages.cli import UserError  # noqa: E402

@@ -1,7 +1,7 @@
 """Checking values for a config dataclass against its fields' annotations, before building it.
 
-Configs arrive as TOML, JSON (`--env lr=1e-4`) or a checkpoint's dict, so a value of
-the wrong type (`steps = "ten"`, `lr=abc`) or a NaN would otherwise surface later as
+Configs arrive as TOML, JSON (`--env inner_lr=1e-4`) or a checkpoint's dict, so a value of
+the wrong type (`steps = "ten"`, `inner_lr=abc`) or a NaN would otherwise surface later as
 a traceback far from its cause. Only the plain annotations are checked: int, float,
 bool, str, and any of them `| None`; other fields are left to the class.
 """

@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import EnvError
-from .reward import RewardConfig, known_fields, reward_from_dict
+from .reward import ProgressReward, known_fields, reward_from_dict
 
 # (name, w_text, w_phi): the three training modes the agent chooses between. A mode may carry a
 # fourth number, its step size: the inner learning rate is inner_lr x lr_scale for that decision
@@ -40,7 +40,7 @@ class EnvConfig:
     # is shared with the base stage's lr / batch_size or PPO's settings).
     inner_batch_size: int = 4    # training batch rows ...
     seq_len: int = 128           # ... of this many tokens (cropped to the model's context)
-    inner_lr: float = 2e-4       # the fresh AdamW made at every reset
+    inner_lr: float = 6e-4       # the fresh AdamW made at every reset (the demo's; tiny and paper use 2e-4)
     inner_beta1: float = 0.9
     inner_beta2: float = 0.98
     inner_weight_decay: float = 0.01
@@ -52,7 +52,7 @@ class EnvConfig:
     modes: tuple = field(default_factory=lambda: MODES)  # (name, w_text, w_phi[, lr_scale]) per action
     device: str = "cpu"
     cache_dir: str | None = None  # token-id cache; default: <checkpoint dir>/cache, as train.py writes it
-    reward: object = field(default_factory=RewardConfig)  # any reward of env/reward.py (default: v2, docs/env.md)
+    reward: object = field(default_factory=ProgressReward)  # any reward of env/reward.py (default: progress, docs/env.md)
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):

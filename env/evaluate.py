@@ -109,7 +109,7 @@ def rescore(runs: PolicyRuns, reward, name: str | None = None) -> PolicyRuns:
         n = len(tr["reward"])
         for t in range(n):
             cur = {key: tr[key][t] for key in MEASURED}
-            r, terms = reward(None if (t == 0 and reward.zero_first_step) else prev, cur, last=t == n - 1)
+            r, terms = reward.score_decision(t, prev, cur, last=t == n - 1)
             rewards.append(r)
             totals = {k: totals[k] + v for k, v in terms.items()}
             prev = cur

@@ -51,6 +51,9 @@ w_end = 10, ending one Φ unit above the band costs what a 10 % perplexity
 improvement earns; docs/studies.md, "Schedules that need foresight", has the
 measurement the default was kept from (5, 10 and 20 rank the schedules alike).
 
+Both are a `PhiBandReward`: the same text gain and Φ band, told apart by the Φ term's name,
+the field that weighs it, and whether it is priced every decision or only on the last.
+
 Band edges count as inside.
 """
 from __future__ import annotations
@@ -100,6 +103,12 @@ class Reward:
         else:
             terms = self.term_values(prev, cur, last) if self.prices_end else self.term_values(prev, cur)
         return float(sum(terms.values())), terms
+
+    def score_decision(self, step: int, prev: dict, cur: dict, last: bool) -> tuple[float, dict]:
+        """(r, terms) of an episode's decision `step` (0: its first), which moved the measurement from
+        `prev` to `cur`: how the environment pays each step and `rescore` re-prices it, alike. Under
+        `zero_first_step` the first decision is not scored."""
+        return self(None if step == 0 and self.zero_first_step else prev, cur, last)
 
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
@@ -179,14 +188,14 @@ class RewardConfig(Reward):
 
 
 @dataclass
-class ProgressReward(Reward):
-    """Text progress against Φ's health (module docstring); the RL presets' default."""
-    name: ClassVar[str] = "progress"
-    terms: ClassVar[tuple] = ("text_gain", "phi_out")
+class PhiBandReward(Reward):
+    """Text progress against Φ's distance outside its band (module docstring). A subclass names its
+    Φ term, the field that weighs it, and whether the distance is priced on every decision or only
+    on the episode's last (`prices_end`)."""
     measurements: ClassVar[tuple] = ("phi", "ppl")
+    weight: ClassVar[str]  # the field pricing one Φ unit outside the band
 
     w_gain: float = 1.0
-    w_out: float = 1.0
     phi_low: float = PHI_BAND[0]
     phi_high: float = PHI_BAND[1]
     zero_first_step: bool = False  # the reset's measurement is a real "before": score the first decision too
@@ -194,37 +203,40 @@ class ProgressReward(Reward):
     def __post_init__(self) -> None:
         if not self.phi_low < self.phi_high:
             raise EnvError("invalid reward config: phi_low must be < phi_high")
-        if self.w_gain < 0 or self.w_out < 0:
-            raise EnvError("invalid reward config: w_gain and w_out must be >= 0")
+        if self.w_gain < 0 or getattr(self, self.weight) < 0:
+            raise EnvError(f"invalid reward config: w_gain and {self.weight} must be >= 0")
 
-    def term_values(self, prev: dict, cur: dict) -> dict:
-        return {"text_gain": text_gain(prev, cur, self.w_gain),
-                "phi_out": band(cur["phi"], self.phi_low, self.phi_high, self.w_out, self.w_out, 0.0)}
+    def term_values(self, prev: dict, cur: dict, last: bool = False) -> dict:
+        w = getattr(self, self.weight)
+        priced = last or not self.prices_end
+        phi = band(cur["phi"], self.phi_low, self.phi_high, w, w, 0.0) if priced else 0.0
+        return dict(zip(self.terms, (text_gain(prev, cur, self.w_gain), phi)))
+
+    def to_dict(self) -> dict:
+        # the weight beside w_gain, where stored configs and descriptions have always had it
+        d = super().to_dict()
+        return {"name": d.pop("name"), "w_gain": d.pop("w_gain"), self.weight: d.pop(self.weight), **d}
 
 
 @dataclass
-class FinalReward(Reward):
-    """What the user keeps: the final model's perplexity gain and where its Φ ends (module docstring)."""
+class ProgressReward(PhiBandReward):
+    """Φ priced on every decision; the RL presets' default."""
+    name: ClassVar[str] = "progress"
+    terms: ClassVar[tuple] = ("text_gain", "phi_out")
+    weight: ClassVar[str] = "w_out"
+
+    w_out: float = 1.0
+
+
+@dataclass
+class FinalReward(PhiBandReward):
+    """What the user keeps: the final model's perplexity gain and where its Φ ends."""
     name: ClassVar[str] = "final"
     terms: ClassVar[tuple] = ("text_gain", "phi_end")
-    measurements: ClassVar[tuple] = ("phi", "ppl")
+    weight: ClassVar[str] = "w_end"
     prices_end: ClassVar[bool] = True
 
-    w_gain: float = 1.0
     w_end: float = 10.0
-    phi_low: float = PHI_BAND[0]
-    phi_high: float = PHI_BAND[1]
-    zero_first_step: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.phi_low < self.phi_high:
-            raise EnvError("invalid reward config: phi_low must be < phi_high")
-        if self.w_gain < 0 or self.w_end < 0:
-            raise EnvError("invalid reward config: w_gain and w_end must be >= 0")
-
-    def term_values(self, prev: dict, cur: dict, last: bool = False) -> dict:
-        end = band(cur["phi"], self.phi_low, self.phi_high, self.w_end, self.w_end, 0.0) if last else 0.0
-        return {"text_gain": text_gain(prev, cur, self.w_gain), "phi_end": end}
 
 
 def text_gain(prev: dict, cur: dict, w_gain: float) -> float:
@@ -241,13 +253,3 @@ def reward_from_dict(d: dict):
     if name not in REWARDS:
         raise EnvError(f"unknown reward '{name}' (choose from {', '.join(REWARDS)})")
     return REWARDS[name].from_dict(d)
-
-
-def reward_terms(prev: dict | None, cur: dict, cfg, last: bool = False) -> dict:
-    """Each term of `cfg`'s reward for moving from `prev` to `cur`; all zero when there is no `prev`."""
-    return cfg(prev, cur, last)[1]
-
-
-def compute_reward(prev: dict | None, cur: dict, cfg, last: bool = False) -> tuple[float, dict]:
-    """(r, terms) of reward `cfg` (any reward object of this module)."""
-    return cfg(prev, cur, last)

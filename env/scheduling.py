@@ -120,10 +120,9 @@ class TextSchedulingEnv:
             if seed is None:  # never seeded: fresh entropy, like Gymnasium
                 seed = int(np.random.SeedSequence().entropy % (1 << 63))
             self._seed(int(seed))
-        cfg = self.config
         self.model.load_state_dict(self.assets.snapshot)
         self.model.memory.clear()
-        self.optimizer = make_optimizer(self.model, cfg.inner_lr, (cfg.inner_beta1, cfg.inner_beta2), cfg.inner_weight_decay)
+        self.optimizer = self._new_optimizer()
         train = self._train(*RESET_WEIGHTS, n=1)
         cur = self._measure()
         self._steps, self._since_c, self._history, self._prev = 0, 0, [], cur
@@ -143,10 +142,8 @@ class TextSchedulingEnv:
             group["lr"] = self.config.inner_lr * lr_scale
         train = self._train(w_text, w_phi, n=self.config.inner_steps)
         cur = self._measure()
-        rcfg = self.config.reward
-        prev = None if (self._steps == 0 and rcfg.zero_first_step) else self._prev
         done = self._steps + 1 >= self.config.max_steps
-        reward, terms = rcfg(prev, cur, last=done)
+        reward, terms = self.config.reward.score_decision(self._steps, self._prev, cur, last=done)
         self._steps += 1
         self._since_c = 0 if cur["consciousness"] > self.config.c_threshold else self._since_c + 1
         self._history.append(a)
@@ -195,8 +192,7 @@ class TextSchedulingEnv:
             self.model.load_state_dict(state["model"])
             self.optimizer = None
             if state["optimizer"] is not None:
-                cfg = self.config
-                self.optimizer = make_optimizer(self.model, cfg.inner_lr, (cfg.inner_beta1, cfg.inner_beta2), cfg.inner_weight_decay)
+                self.optimizer = self._new_optimizer()
                 # deep copy: the optimiser keeps (and later mutates) the tensors it is given
                 self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
             self._data_rng.set_state(state["data_rng"])
@@ -211,6 +207,12 @@ class TextSchedulingEnv:
                            "it comes from a different base checkpoint or config") from None
 
     # ------------------------------------------------------------------ internals
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with the config's inner settings: every episode starts with a fresh one, and a saved
+        state's moments load into one built the same way."""
+        cfg = self.config
+        return make_optimizer(self.model, cfg.inner_lr, (cfg.inner_beta1, cfg.inner_beta2), cfg.inner_weight_decay)
+
     def _seed(self, seed: int) -> None:
         self._data_rng.manual_seed(seed)
         if self._stochastic:  # a separate stream for dropout, derived from the same seed

@@ -10,7 +10,7 @@ from .config import InfinitoConfig
 class BaseTrainConfig:
     steps: int = 1500
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3             # peak rate of the warm-up + cosine schedule (tiny's and demo's; paper 6e-4)
     warmup: int = 100
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
@@ -73,13 +73,13 @@ PRESETS: dict[str, dict[str, dict]] = {
     # episode's batch (docs/env.md, "Where an episode starts").
     "tiny": {
         "model": dict(vocab_size=384, context=64, d_model=64, n_layers=2, n_heads=2, dropout=0.0, memory_slots=32),
-        "train": dict(steps=60, batch_size=8, lr=2e-3, warmup=20, eval_every=30, eval_batches=4,
+        "train": dict(steps=60, batch_size=8, warmup=20, eval_every=30, eval_batches=4,
                       log_every=10, builtin_size="tiny", snapshot_at=20),
     },
     # the default: a few minutes on 2 CPU cores, visibly learns the built-in corpus
     "demo": {
         "model": dict(vocab_size=2048, context=128, d_model=128, n_layers=4, n_heads=4, dropout=0.0),
-        "train": dict(steps=1200, batch_size=16, lr=2e-3, warmup=100, eval_every=200, eval_batches=20,
+        "train": dict(steps=1200, batch_size=16, warmup=100, eval_every=200, eval_batches=20,
                       snapshot_at=SNAPSHOT_DEMO),
     },
     # the study's sizes

@@ -1,20 +1,19 @@
-"""What a PPO checkpoint is: kind "ppo-agent" in common.files' format (atomic, weights_only),
-what it holds (`agent_state`) and how an agent is rebuilt from it (`read_for_resume`,
-`restore_agent`; `PPO.save` / `PPO.load` are the entry points)."""
+"""What a PPO checkpoint file is: kind "ppo-agent" in common.files' format (atomic, weights_only)
+holding `PPO.state_dict()` under a header (`checkpoint_dict`), and how a file becomes an agent
+again (`load_for_resume`, `saved_config`, `check_resumable`, `restore_agent`). The agent's state
+itself is PPO's own (`PPO.state_dict` / `PPO.load_state_dict`); `PPO.save`, `PPO.load` and
+`PPO.from_checkpoint` are the entry points."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
-import numpy as np
 import torch
 
 from common import files
 from common.files import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from common.messages import first_line
-from common.rng import capture_global_rng, generator_state, restore_generator, restore_global_rng
 
 from .config import PPOConfig
-from .evaluation import EvalResult
 
 AGENT_KIND = "ppo-agent"
 # Fields that define the trained network or the meaning of its inputs/targets; they
@@ -28,6 +27,11 @@ RESUME_KEYS = ("config", "obs_shape", "n_actions", "policy", "optimizer", "obs_n
 def load_agent_checkpoint(path: str, required: tuple = (), map_location="cpu") -> dict:
     """Read a PPO checkpoint; every failure (missing, corrupt, another kind or version) is a CheckpointError."""
     return load_checkpoint(path, AGENT_KIND, map_location=map_location, required=required)
+
+
+def load_for_resume(path: str, map_location: Any = "cpu") -> dict:
+    """Read a checkpoint an agent can continue from (`PPO.from_checkpoint`): every key it needs present."""
+    return load_agent_checkpoint(path, required=RESUME_KEYS, map_location=map_location)
 
 
 def is_light(ckpt: dict) -> bool:
@@ -49,117 +53,46 @@ def write_light(src: str, dst: str) -> None:
     save_checkpoint(dst, ckpt)
 
 
-def agent_state(agent) -> dict:
-    """Everything a PPO agent needs to continue exactly, as plain types and tensors."""
-    env_state = agent.env.get_state() if hasattr(agent.env, "get_state") else None
-    lr, clip = agent.current_schedule()
-    start_step, start_lr_fraction, start_clip_fraction = agent.schedule_start
-    return {
-        "format_version": FORMAT_VERSION,
-        "kind": AGENT_KIND,
-        "config": agent.config.to_dict(),
-        "obs_shape": list(agent.obs_shape),
-        "n_actions": agent.n_actions,
-        "policy": agent.policy.state_dict(),
-        "optimizer": agent.optimizer.state_dict(),
-        "obs_normalizer": agent.obs_normalizer.state_dict(),
-        "reward_scaler": agent.reward_scaler.state_dict(),
-        "rng": {**capture_global_rng(), "trainer": generator_state(agent.rng)},
-        "global_step": agent.global_step,
-        "n_updates": agent.n_updates,
-        "schedule": {"learning_rate": lr, "clip_range": clip, "total_timesteps": agent.config.total_timesteps,
-                     "progress": agent.global_step / agent.config.total_timesteps, "start_step": start_step,
-                     "start_lr_fraction": start_lr_fraction, "start_clip_fraction": start_clip_fraction},
-        "rollout": None if agent._obs is None else {
-            "num_envs": agent.num_envs,
-            "obs": torch.from_numpy(np.array(agent._obs, np.float32)),
-            "mask": None if agent._mask is None else torch.from_numpy(agent._mask.copy()),
-            "use_masks": agent._use_masks,
-            "episode_return": torch.from_numpy(agent._ep_return.copy()),
-            "episode_length": torch.from_numpy(agent._ep_length.copy()),
-            "episode_index": torch.from_numpy(agent._ep_index.copy()),
-            "env_state": env_state,
-        },
-        "recent_episodes": [list(e) for e in agent.recent_episodes],
-        "evaluations": [r.to_dict() for r in agent.eval_history],
-        "extra": dict(agent.extra),
-        "torch_version": str(torch.__version__),
-    }
+def checkpoint_dict(agent) -> dict:
+    """What `PPO.save` writes: the agent's `state_dict()` under the file's header."""
+    return {"format_version": FORMAT_VERSION, "kind": AGENT_KIND, **agent.state_dict(),
+            "torch_version": str(torch.__version__)}
 
 
-def read_for_resume(path: str, overrides: Optional[dict], map_location: Any,
-                    config: Optional[PPOConfig] = None) -> tuple[dict, PPOConfig, PPOConfig]:
-    """(checkpoint, its config, the config to continue with: `config`, else the checkpoint's with
-    `overrides`); a frozen field changed is a ValueError, a file that cannot be used a CheckpointError."""
-    overrides = dict(overrides or {})
-    ckpt = load_agent_checkpoint(path, map_location=map_location or "cpu", required=RESUME_KEYS)
+def saved_config(ckpt: dict, source: str) -> PPOConfig:
+    """The config a checkpoint was trained with; one that no longer parses is a CheckpointError."""
     try:
-        saved_config = PPOConfig.from_dict(ckpt["config"])
+        return PPOConfig.from_dict(ckpt["config"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: config cannot be used ({e}); re-create the file") from e
-    if config is not None:
-        overrides = {k: v for k, v in config.to_dict().items() if v != saved_config.to_dict()[k]}
-    frozen = sorted(set(overrides) & set(FROZEN_ON_RESUME))
+        raise CheckpointError(f"{source}: config cannot be used ({e}); re-create the file") from e
+
+
+def check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
+    """A ValueError unless a run trained with `saved` can continue with `config`."""
+    frozen = [k for k in FROZEN_ON_RESUME if getattr(config, k) != getattr(saved, k)]
     if frozen:
-        raise ValueError(f"cannot override {', '.join(frozen)} when loading: they are fixed by the trained "
-                         "network; start a new run instead")
-    if overrides.get("group_size", saved_config.group_size) != saved_config.group_size:
-        raise ValueError(f"cannot change group_size ({saved_config.group_size}) when loading: the environments' "
+        raise ValueError(f"cannot override {', '.join(sorted(frozen))} when loading: they are fixed by the "
+                         "trained network; start a new run instead")
+    if config.group_size != saved.group_size:
+        raise ValueError(f"cannot change group_size ({saved.group_size}) when loading: the environments' "
                          "episodes are seeded by group; start a new run instead")
-    if config is None:
-        try:
-            config = saved_config.replace(**overrides)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: config cannot be used ({e}); fix the overrides or the file") from e
-    if map_location is not None:
-        config = config.replace(device=str(map_location))
-    return ckpt, saved_config, config
 
 
-def restore_agent(agent, ckpt: dict, path: str) -> None:
-    """Put a checkpoint's weights, optimiser, normalisers, counters, RNGs and rollout into `agent`
-    (built with the checkpoint's config)."""
+def restore_agent(agent, ckpt: dict, source: str) -> None:
+    """`agent.load_state_dict(ckpt)`, every failure but a refused config change (ValueError from
+    `check_resumable`, checked first) as one CheckpointError line naming `source`."""
+    check_resumable(saved_config(ckpt, source), agent.config)
     if [*agent.obs_shape] != list(ckpt["obs_shape"]) or agent.n_actions != ckpt["n_actions"]:
-        raise CheckpointError(f"{path} was trained with observations {tuple(ckpt['obs_shape'])} and "
+        raise CheckpointError(f"{source} was trained with observations {tuple(ckpt['obs_shape'])} and "
                               f"{ckpt['n_actions']} actions, the environment has {agent.obs_shape} and "
                               f"{agent.n_actions}; use the matching environment")
     try:
-        agent.policy.load_state_dict(ckpt["policy"])
-        agent.optimizer.load_state_dict(ckpt["optimizer"])
-        agent.obs_normalizer.load_state_dict(ckpt["obs_normalizer"])
-        agent.reward_scaler.load_state_dict(ckpt["reward_scaler"])
-        agent.global_step, agent.n_updates = int(ckpt["global_step"]), int(ckpt["n_updates"])
-        agent.eval_history = [EvalResult.from_dict(d) for d in ckpt["evaluations"]]
-        agent.recent_episodes.extend(tuple(e) for e in ckpt["recent_episodes"])
-        restore_global_rng(ckpt["rng"])
-        restore_generator(agent.rng, ckpt["rng"]["trainer"])
-        _restore_rollout(agent, ckpt["rollout"])
-        schedule = ckpt["schedule"]
-        agent.schedule_start = (int(schedule["start_step"]), float(schedule["start_lr_fraction"]),
-                                float(schedule["start_clip_fraction"]))
+        agent.load_state_dict(ckpt)
     except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path} does not fit this agent ({first_line(e)}); the file is "
+        raise CheckpointError(f"{source} does not fit this agent ({first_line(e)}); the file is "
                               "damaged or from a different network") from e
-    best = [r for r in agent.eval_history if r.is_best]
-    agent.best_eval = best[-1] if best else None
 
 
-def _restore_rollout(agent, state: Optional[dict]) -> None:
-    can_continue = (state is not None and state["num_envs"] == agent.num_envs
-                    and state["env_state"] is not None and hasattr(agent.env, "set_state"))
-    if not can_continue:
-        if state is not None:  # mid-run checkpoint, environments cannot be restored
-            agent._reset_envs(agent.config.seed + agent.global_step)
-        return
-    agent.env.set_state(state["env_state"])
-    agent._obs = state["obs"].numpy().copy()
-    agent._mask = None if state["mask"] is None else state["mask"].numpy().copy()
-    agent._use_masks = bool(state["use_masks"])
-    agent._ep_return = state["episode_return"].numpy().copy()
-    agent._ep_length = state["episode_length"].numpy().copy()
-    if "episode_index" in state:  # older files were trained without groups, which alone read episode numbers
-        agent._ep_index = state["episode_index"].numpy().copy()
-
-
-__all__ = ["AGENT_KIND", "FROZEN_ON_RESUME", "CheckpointError", "load_agent_checkpoint", "is_light", "write_light",
-           "agent_state", "read_for_resume", "restore_agent"]
+__all__ = ["AGENT_KIND", "FROZEN_ON_RESUME", "RESUME_KEYS", "CheckpointError", "load_agent_checkpoint",
+           "load_for_resume", "is_light", "write_light", "checkpoint_dict", "saved_config", "check_resumable",
+           "restore_agent"]

@@ -1,7 +1,7 @@
 """Every PPO knob in one dataclass.
 
 Defaults are the classic PPO settings (Schulman et al. 2017, the 1M-step
-MuJoCo/classic-control column) that the issue asks for. The config is stored
+MuJoCo/classic-control column), the usual starting point. The config is stored
 in checkpoints as a plain dict (``to_dict``) so that ``torch.load(...,
 weights_only=True)`` can read it back.
 """

@@ -22,6 +22,16 @@ from .normalize import ObsNormalizer
 from .policy import ActorCritic
 
 
+def policy_actions(policy: ActorCritic, obs_normalizer: ObsNormalizer, obs: np.ndarray, mask: np.ndarray | None,
+                   deterministic: bool, rng: np.random.Generator | None) -> np.ndarray:
+    """What a trained agent does (``PPO.predict`` and ``TrainedPolicy.act`` alike): raw
+    observations [B, *S] (or flattened) under the frozen normaliser, legal actions bool [B, A]
+    -> int64 actions [B]; sampled with ``rng`` unless ``deterministic``."""
+    shape = obs_normalizer.rms.mean.shape  # the observation shape its statistics were kept in
+    x = obs_normalizer(np.asarray(obs, np.float32).reshape(-1, *shape), update=False)
+    return policy.act(x, mask, deterministic, rng)[0]
+
+
 class TrainedPolicy:
     """``policy(obs, info) -> action`` for one raw observation (the protocol of
     ``common.policies``; greedy by default, legal actions from ``info["action_mask"]``);
@@ -71,8 +81,7 @@ class TrainedPolicy:
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Raw observations [B, *S] (legal actions bool [B, A]) -> int64 actions [B]."""
-        x = self.obs_normalizer(np.asarray(obs, np.float32).reshape(len(obs), -1), update=False)
-        return self.policy.act(x, mask, self.deterministic, self.rng)[0]
+        return policy_actions(self.policy, self.obs_normalizer, obs, mask, self.deterministic, self.rng)
 
     def __call__(self, obs: np.ndarray, info: Any = None) -> int:
         mask = (info or {}).get(MASK_KEY)

@@ -11,7 +11,7 @@ One iteration of ``PPO.learn`` reads top to bottom (the loop of CleanRL's ppo.py
 Shapes: T = n_steps, N = num_envs, S = observation shape, A = actions, B = T*N.
 Where names and defaults differ from CleanRL's (`minibatch_size`, the value loss without ½,
 `target_kl` per minibatch): docs/ppo.md, "Names and defaults that differ from CleanRL's".
-Saving and loading: ppo/checkpoint.py.
+The agent's whole state: ``state_dict`` / ``load_state_dict``; its files: ppo/checkpoint.py.
 """
 from __future__ import annotations
 
@@ -30,15 +30,16 @@ from common.episodes import run_episodes
 from common.files import save_checkpoint
 from common.logger import Logger
 from common.policies import MASK_KEY
+from common.rng import capture_global_rng, generator_state, restore_generator, restore_global_rng
 from common.vector import as_vec_env, is_env_factory
 
 from .buffer import RolloutBuffer, compute_gae
 from .callbacks import Callback
-from .checkpoint import agent_state, read_for_resume, restore_agent
+from .checkpoint import check_resumable, checkpoint_dict, load_for_resume, restore_agent, saved_config
 from .config import PPOConfig
 from .evaluation import EvalResult
 from .groups import group_advantages
-from .inference import TrainedPolicy
+from .inference import TrainedPolicy, policy_actions
 from .losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
 from .normalize import ObsNormalizer, RewardScaler
 from .policy import ActorCritic
@@ -171,8 +172,7 @@ class PPO:
                 self._collect_rollout(buf, step_hooks)
                 self.dispatch("on_rollout_end")
                 batch = self._compute_advantages(buf)
-                self._update(batch, clip)
-                self.n_updates += 1
+                self.update(batch, clip)
                 self._record_progress(start_step, start_time)
                 self.dispatch("on_update_end")
                 self.logger.dump(self.global_step)
@@ -181,6 +181,26 @@ class PPO:
         finally:
             bar.close()
         return self
+
+    # One iteration's two halves, for measuring them apart (bench/ppo_classic.py, the gradient
+    # variance of tests/shared_noise.py) without learn's callbacks, logging and schedule.
+    def collect_batch(self) -> dict:
+        """Collect one rollout (n_steps x num_envs decisions) with the current policy and return
+        the batch an update trains on: tensors [B, ...] under ``obs``, ``actions``, ``masks``,
+        ``old_logp``, ``old_values``, ``advantages``, ``returns``. The environments, normalisers,
+        RNG and ``global_step`` advance as in ``learn``; the policy does not change."""
+        if self._obs is None:
+            self._reset_envs(self.config.seed)
+        buf = RolloutBuffer(self.config.n_steps, self.num_envs, self.obs_shape, self.n_actions, self._use_masks)
+        self._collect_rollout(buf, [])
+        return self._compute_advantages(buf)
+
+    def update(self, batch: dict, clip: Optional[float] = None) -> None:
+        """One PPO update on ``batch`` (``collect_batch``'s): ``n_epochs`` passes of minibatches on
+        the clipped objective with clip range ``clip`` (default: the schedule's at this step), at
+        the optimiser's learning rate; counted in ``n_updates``."""
+        self._update(batch, self.current_schedule()[1] if clip is None else clip)
+        self.n_updates += 1
 
     def _record_progress(self, start_step: int, start_time: float) -> None:
         if self.recent_episodes:
@@ -379,39 +399,127 @@ class PPO:
 
     def predict(self, obs: np.ndarray, mask: Optional[np.ndarray] = None, deterministic: bool = True,
                 rng: Optional[np.random.Generator] = None) -> np.ndarray:
-        """Actions for raw observations [N, *S] (frozen normaliser) -> int64 [N]."""
-        obs = self.obs_normalizer(np.asarray(obs, np.float32).reshape(-1, *self.obs_shape), update=False)
-        return self.policy.act(obs, mask, deterministic, rng or self._predict_rng)[0]
+        """Actions for raw observations [N, *S] (frozen normaliser) -> int64 [N]; what a
+        ``TrainedPolicy`` of this agent would do (one implementation: ``inference.policy_actions``)."""
+        return policy_actions(self.policy, self.obs_normalizer, obs, mask, deterministic, rng or self._predict_rng)
 
-    # ------------------------------------------------------------------ checkpoints (ppo/checkpoint.py)
+    # ------------------------------------------------------------------ state (files: ppo/checkpoint.py)
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly, as plain types and tensors."""
-        return agent_state(self)
+        """Everything needed to continue training exactly, as plain types and tensors: network,
+        optimiser, normalisers, every RNG, counters, the annealing line, the rollout in progress
+        (with the vector env's ``get_state()`` if it has one), evaluations and ``extra``. As with
+        torch's, the tensors are the agent's own: deepcopy it to keep it while training goes on."""
+        lr, clip = self.current_schedule()
+        start_step, start_lr_fraction, start_clip_fraction = self.schedule_start
+        return {
+            "config": self.config.to_dict(),
+            "obs_shape": list(self.obs_shape),
+            "n_actions": self.n_actions,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "obs_normalizer": self.obs_normalizer.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict(),
+            "rng": {**capture_global_rng(), "trainer": generator_state(self.rng)},
+            "global_step": self.global_step,
+            "n_updates": self.n_updates,
+            "schedule": {"learning_rate": lr, "clip_range": clip, "total_timesteps": self.config.total_timesteps,
+                         "progress": self.global_step / self.config.total_timesteps, "start_step": start_step,
+                         "start_lr_fraction": start_lr_fraction, "start_clip_fraction": start_clip_fraction},
+            "rollout": self._rollout_state(),
+            "recent_episodes": [list(e) for e in self.recent_episodes],
+            "evaluations": [r.to_dict() for r in self.eval_history],
+            "extra": dict(self.extra),
+        }
+
+    def _rollout_state(self) -> Optional[dict]:
+        if self._obs is None:  # before the first rollout: learn resets the environments
+            return None
+        return {"num_envs": self.num_envs,
+                "obs": torch.from_numpy(np.array(self._obs, np.float32)),
+                "mask": None if self._mask is None else torch.from_numpy(self._mask.copy()),
+                "use_masks": self._use_masks,
+                "episode_return": torch.from_numpy(self._ep_return.copy()),
+                "episode_length": torch.from_numpy(self._ep_length.copy()),
+                "episode_index": torch.from_numpy(self._ep_index.copy()),
+                "env_state": self.env.get_state() if hasattr(self.env, "get_state") else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (a ``state_dict()``, or a checkpoint file's dict) with this
+        agent's own config: the fields of checkpoint.FROZEN_ON_RESUME and group_size must equal the
+        state's (else ValueError); a new horizon or annealing flag starts a new annealing line from
+        the fraction reached; an overridden learning rate is in the optimiser at once. The
+        environments continue exactly if the vector env has ``set_state`` and as many environments,
+        else they are reset (seeded with seed + global_step). Sets the global RNGs too."""
+        saved = PPOConfig.from_dict(state["config"])
+        check_resumable(saved, self.config)
+        if [*self.obs_shape] != list(state["obs_shape"]) or self.n_actions != state["n_actions"]:
+            raise ValueError(f"the state is of observations {tuple(state['obs_shape'])} and {state['n_actions']} "
+                             f"actions, this agent's environment has {self.obs_shape} and {self.n_actions}")
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs_normalizer.load_state_dict(state["obs_normalizer"])
+        self.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.global_step, self.n_updates = int(state["global_step"]), int(state["n_updates"])
+        self.eval_history = [EvalResult.from_dict(d) for d in state["evaluations"]]
+        self.best_eval = next((r for r in reversed(self.eval_history) if r.is_best), None)
+        self.recent_episodes.clear()
+        self.recent_episodes.extend(tuple(e) for e in state["recent_episodes"])
+        self.extra = dict(state.get("extra") or {})
+        restore_global_rng(state["rng"])
+        restore_generator(self.rng, state["rng"]["trainer"])
+        schedule = state["schedule"]
+        self.schedule_start = (int(schedule["start_step"]), float(schedule["start_lr_fraction"]),
+                               float(schedule["start_clip_fraction"]))
+        self._load_rollout_state(state["rollout"])
+        self._set_config(self.config, previous=saved)  # a new horizon continues the line from here
+        self._apply_schedule()
+
+    def _load_rollout_state(self, state: Optional[dict]) -> None:
+        if state is None:  # saved before the first rollout: learn starts the environments as a new run does
+            self._obs = self._mask = None
+            return
+        if state["num_envs"] != self.num_envs or state["env_state"] is None or not hasattr(self.env, "set_state"):
+            self._reset_envs(self.config.seed + self.global_step)  # mid-run, environments cannot be restored
+            return
+        self.env.set_state(state["env_state"])
+        self._obs = state["obs"].numpy().copy()
+        self._mask = None if state["mask"] is None else state["mask"].numpy().copy()
+        self._use_masks = bool(state["use_masks"])
+        self._ep_return = state["episode_return"].numpy().copy()
+        self._ep_length = state["episode_length"].numpy().copy()
+        if "episode_index" in state:  # older files were trained without groups, which alone read episode numbers
+            self._ep_index = state["episode_index"].numpy().copy()
 
     def save(self, path: str, extra: Optional[dict] = None) -> None:
-        """Atomically write a checkpoint; ``extra`` is merged into ``self.extra`` first."""
+        """Atomically write a checkpoint (ppo/checkpoint.py); ``extra`` is merged into ``self.extra`` first."""
         if extra:
             self.extra.update(extra)
-        save_checkpoint(path, self.state_dict())
+        save_checkpoint(path, checkpoint_dict(self))
 
     @classmethod
-    def load(cls, path: str, env: Any, *, overrides: Optional[dict] = None, config: Optional[PPOConfig] = None,
-             log_dir: Optional[str] = None, map_location: Any = None, logger: Optional[Logger] = None) -> "PPO":
-        """Rebuild an agent from a checkpoint to continue training or to evaluate.
-
-        ``overrides``: config fields to change (e.g. learning_rate, clip_range,
-        ent_coef, max_grad_norm, total_timesteps); they take effect from the next
-        update. Fields in FROZEN_ON_RESUME and group_size cannot change. The environments continue
-        exactly if ``env`` has ``set_state`` and the same number of environments;
-        otherwise they are reset (seeded with seed + global_step). ``config``: the whole config
-        to continue with, already built (instead of ``overrides``; the same fields stay frozen).
-        """
-        ckpt, saved_config, config = read_for_resume(path, overrides, map_location, config)
-        agent = cls(env, config, log_dir=log_dir, extra=ckpt.get("extra"), logger=logger)
-        restore_agent(agent, ckpt, path)
-        agent._set_config(config, previous=saved_config)  # a new horizon continues the line from here
-        agent._apply_schedule()  # overridden lr is in the optimiser right away
+    def from_checkpoint(cls, ckpt: dict, env: Any, config: Optional[PPOConfig] = None, *,
+                        log_dir: Optional[str] = None, logger: Optional[Logger] = None,
+                        source: str = "the checkpoint") -> "PPO":
+        """An agent continuing the checkpoint ``ckpt`` (a dict ``checkpoint.load_for_resume`` read):
+        built on ``env`` with ``config``, the whole config to continue with (None: the checkpoint's;
+        see ``load_state_dict`` for what may change), then the checkpoint's state loaded. A refused
+        config change is a ValueError, a checkpoint that does not fit a CheckpointError naming ``source``."""
+        saved = saved_config(ckpt, source)
+        config = saved if config is None else config
+        check_resumable(saved, config)  # before building environments and network for nothing
+        agent = cls(env, config, log_dir=log_dir, logger=logger)
+        restore_agent(agent, ckpt, source)
         return agent
+
+    @classmethod
+    def load(cls, path: str, env: Any, *, config: Optional[PPOConfig] = None, log_dir: Optional[str] = None,
+             map_location: Any = None, logger: Optional[Logger] = None) -> "PPO":
+        """Read the checkpoint file ``path`` and continue from it (``from_checkpoint``);
+        ``map_location``: the device to continue on (default: the config's)."""
+        ckpt = load_for_resume(path, map_location or "cpu")
+        if map_location is not None:
+            config = (config or saved_config(ckpt, path)).replace(device=str(map_location))
+        return cls.from_checkpoint(ckpt, env, config, log_dir=log_dir, logger=logger, source=path)
 
     def close(self) -> None:
         self.logger.close()

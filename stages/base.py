@@ -25,7 +25,6 @@ from common import distributed
 from common.distributed import Dist
 from common.fields import type_problems
 from common.files import FORMAT_VERSION, save_checkpoint, write_bytes, write_json
-from common.cores import idle_cores
 from common.logger import Logger
 from common.rng import capture_global_rng, restore_global_rng
 from data import Tokenizer, count_words, encode_cached, eval_batches, load_corpus, random_batch, train_tokenizer
@@ -36,7 +35,7 @@ from infinito.model import Infinito
 from infinito.presets import BaseTrainConfig, resolve, snapshot_name
 from infinito.training import NonFiniteLoss, cosine_lr, evaluate, make_optimizer, train_step
 
-from .cli import EXIT_INTERRUPTED, StopFlag, UserError, joined, pick_device
+from .cli import EXIT_INTERRUPTED, SEED_ON_RESUME, StopFlag, UserError, joined, pick_device, resolve_threads
 from .outputs import claimed, fresh_run_check, log_folder, next_steps, output_folder, replacing, tensorboard_root
 
 CONFIG_CLASSES = (InfinitoConfig, BaseTrainConfig)
@@ -184,6 +183,8 @@ def _resumed_configs(p: BasePlan, device: torch.device):
         raise UserError(f"cannot change the model shape when resuming ({', '.join(model_keys)})")
     if p.preset:
         raise UserError("--preset cannot be combined with --resume (the checkpoint holds its config)")
+    if "seed" in overrides:
+        raise UserError(SEED_ON_RESUME)
     train_cfg = BaseTrainConfig(**{**ckpt["train_config"], **overrides})
     data = ckpt["data"]
     source, split = (p.data, p.train_split) if p.data else (data["source"], data["train_split"])
@@ -203,7 +204,7 @@ def prepare(p: BasePlan) -> tuple[BaseRun, dict | None]:
         ckpt, tokenizer, (source, split) = None, None, (p.data, p.train_split)
         model_cfg, train_cfg = resolve(p.preset or "demo", p.overrides)
     if not train_cfg.threads:  # resolved once and stored, so a resume (or a rerun with --threads) repeats it
-        train_cfg = BaseTrainConfig(**{**train_cfg.to_dict(), "threads": idle_cores()})
+        train_cfg = BaseTrainConfig(**{**train_cfg.to_dict(), "threads": resolve_threads(0)})
     torch.set_num_threads(train_cfg.threads)
     bf16 = train_cfg.precision == "bf16" or (train_cfg.precision == "auto" and device.type == "cuda")
     corpus = load_corpus(source, builtin_size=train_cfg.builtin_size, train_split=split)
@@ -366,7 +367,12 @@ def summarize(run: BaseRun) -> dict:
 
 
 def run_base(args: argparse.Namespace) -> int:
-    p = plan_base(args)  # every flag is read here, once
+    return run_base_plan(plan_base(args))  # every flag is read here, once
+
+
+def run_base_plan(p: BasePlan) -> int:
+    """One base-stage run as planned: what `train.py --stage base` runs, for scripts that build the
+    plan themselves (bench/) rather than through the command line."""
     with joined(p.device), claimed(p.out_dir, "base"):
         return _run_base(p, fresh_run_check(p.out_dir, p.resume, p.overwrite, "base"))
 

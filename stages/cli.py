@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -137,3 +138,54 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UserError(f"{message} (see python {self.prog} --help)")
+
+
+SEED_ON_RESUME = "--seed cannot change when resuming (the random state continues from the checkpoint)"
+
+
+def resolve_threads(n: int) -> int:
+    """--threads as every stage reads it: n torch threads, or with 0 as many as cores are idle now."""
+    from common.cores import idle_cores
+    return n if n > 0 else idle_cores()
+
+
+class StageFlags:
+    """A multi-stage script's flags, each declared with the stages that read it: a flag given to a
+    stage that does not read it is refused (`unused`) rather than silently ignored."""
+
+    def __init__(self, stages: tuple):
+        self.stages, self.read_by = stages, {}
+
+    def add(self, group, *names: str, stages: tuple, **kw) -> argparse.Action:
+        action = group.add_argument(*names, **kw)
+        self.read_by[action.dest] = (stages, action)
+        return action
+
+    def add_fields(self, group, cls, names, stages_of, choices: dict | None = None, helps: dict | None = None) -> None:
+        """One flag per field of dataclass `cls` named in `names` (`--learning-rate` for
+        learning_rate), typed by its annotation; `stages_of(name)` -> the stages that read it."""
+        by_name = {f.name: f for f in dataclasses.fields(cls)}
+        for name in names:
+            kind = _annotation(by_name[name])
+            kw = ({"choices": choices[name]} if choices and name in choices
+                  else {"action": argparse.BooleanOptionalAction} if kind == "bool"
+                  else {"type": {"int": int, "float": float, "str": str}[kind], "metavar": kind.upper()})
+            self.add(group, "--" + name.replace("_", "-"), dest=name, default=None, stages=stages_of(name),
+                     help=(helps or {}).get(name, f"{cls.__name__}.{name}"), **kw)
+
+    def unused(self, args: argparse.Namespace, instead: dict | None = None) -> list[str]:
+        """The flags given (not at their default) that args.stage does not read, one line each;
+        `instead`: {(stage, dest): the flag that stage reads for it}."""
+        out = []
+        for dest, (stages, action) in self.read_by.items():
+            if args.stage not in stages and getattr(args, dest, None) != action.default:
+                hint = (instead or {}).get((args.stage, dest))
+                out.append(f"{action.option_strings[-1]} is not used by --stage {args.stage} (it is read by --stage "
+                           f"{' and --stage '.join(stages)})" + (f"; use {hint}" if hint else ""))
+        return out
+
+
+def _annotation(f: dataclasses.Field) -> str:
+    """"int", "float", "str" or "bool" from a field's annotation (`Optional[float]`, `float | None`: float)."""
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    return kind.removeprefix("Optional[").removesuffix("]").split(" | ")[0]

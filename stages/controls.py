@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 from common.files import write_json
+from common.policies import control_policies
 from common.racing import race_families
-from env import EnvConfig, bandit, control_policies, decay_family, plateau_family, rule_family, step_sizes, switch_family
+from env import EnvConfig, bandit, decay_family, plateau_family, rule_family, step_sizes, switch_family
 
 from .scoring import SUMMARY_KEYS, join_evaluations, paid, score_together
 

@@ -27,7 +27,7 @@ from common.files import FolderLock, write_json
 from env import EnvConfig, load_base
 from ppo import TrainedPolicy
 
-from .cli import EXIT_INTERRUPTED, UserError, diverged, joined
+from .cli import EXIT_INTERRUPTED, UserError, diverged, joined, resolve_threads
 from .identity import check_base
 from .outputs import next_steps, output_folder, step_checkpoints
 from .rl_config import check_seed_ranges, make_thresholds
@@ -100,7 +100,7 @@ def _baseline(baseline: str | None, agents: list, record: RunRecord, ckpt_dir: P
 
 
 def run_report(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(args.threads or 1, 1))
+    torch.set_num_threads(resolve_threads(1 if args.threads is None else args.threads))
     p = plan_report(args)  # every flag is read here, once
     try:
         with joined(p.device), FolderLock(p.ckpt_dir), diverged(

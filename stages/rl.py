@@ -104,7 +104,8 @@ def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict) -> PPO:
                     resume_step=p.start_step if p.resume else None)
     if not p.resume:
         return PPO(train_env, p.ppo_cfg, extra=extra, logger=logger)
-    agent = PPO.load(p.resume, train_env, config=p.ppo_cfg, logger=logger)
+    agent = PPO.from_checkpoint(p.checkpoint, train_env, p.ppo_cfg, logger=logger, source=p.resume)
+    p.checkpoint = None  # a full one holds every environment's model and optimiser: not kept for the whole run
     agent.extra.update(extra)
     p.superseded = archive_later_run(p.out_dir, p.start_step)  # only now: every check has passed
     print(f"resumed from {p.resume} at step {agent.global_step:,}; training to {p.run['timesteps']:,}")
@@ -138,9 +139,8 @@ def make_callbacks(p: RLPlan, eval_envs: list, controls: tuple[dict, dict], stop
 def run_rl(args: argparse.Namespace) -> int:
     p = plan(args)  # every flag is read here, once
     torch.set_num_threads(max(p.threads, 1))
-    lr = p.env_cfg.inner_lr
-    with joined(p.device) as d, claimed(p.out_dir, "rl"), diverged(f"inside the environment (its lr is {lr:g})",
-                                                                f"lower it, e.g. --env inner_lr={lr / 10:g}"):
+    with joined(p.device) as d, claimed(p.out_dir, "rl"), diverged(
+            f"inside the environment (its inner_lr is {p.env_cfg.inner_lr:g})", lower_inner_lr(p.env_cfg)):
         if p.run["num_envs"] % d.world:
             raise UserError(f"{p.run['num_envs']} environments cannot be shared evenly by {d.world} processes; "
                             f"pass --num-envs as a multiple of --nproc_per_node")
@@ -188,7 +188,7 @@ def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: 
     with StopFlag() as stop:
         callbacks, eval_cb, ckpt_cb, stage_cb = make_callbacks(p, eval_envs, controls, stop)
         try:
-            final = train(agent, callbacks, eval_cb, ckpt_cb, p.out_dir)
+            final = train(agent, callbacks, eval_cb, ckpt_cb, p.out_dir, lower_inner_lr(p.env_cfg))
         finally:
             stage_cb.side.close()
     if agent.stop_reason == "interrupted":
@@ -223,13 +223,19 @@ def training_envs(assets, env_cfg: EnvConfig, num_envs: int, workers: int, group
     return DistributedVectorEnv(local, num_envs, d) if d.active else local
 
 
-def train(agent: PPO, callbacks: list, eval_cb: EvalCallback, ckpt_cb: CheckpointCallback, out_dir: Path) -> Path:
+def lower_inner_lr(env_cfg: EnvConfig) -> str:
+    """The advice for an environment whose inner training diverged, wherever that is caught."""
+    return f"lower the environment's inner_lr, e.g. --env inner_lr={env_cfg.inner_lr / 10:g}"
+
+
+def train(agent: PPO, callbacks: list, eval_cb: EvalCallback, ckpt_cb: CheckpointCallback, out_dir: Path,
+          advice: str) -> Path:
     """agent.learn; the final policy is always evaluated (unless interrupted) and saved -> its checkpoint."""
     try:
         agent.learn(callbacks=callbacks)
     except NonFiniteLoss as e:
         raise UserError(f"{e} inside the environment at step {agent.global_step}; the last good checkpoints "
-                        f"are in {out_dir}; lower the environment's inner_lr (--env inner_lr=1e-4)") from None
+                        f"are in {out_dir}; {advice}") from None
     if agent.stop_reason != "interrupted" and (not agent.eval_history or agent.eval_history[-1].step != agent.global_step):
         eval_cb.fire(agent)
         agent.logger.dump(agent.global_step)

@@ -8,36 +8,23 @@ on top, and checks that the base checkpoint is the one the agent was trained on.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from env import EnvConfig
 from env.reward import reward_from_dict
-from .presets import RL_PRESETS, RUN_KEYS
-from ppo.checkpoint import is_light
-from ppo.groups import GROUP_BASELINES
+from .presets import RL_PRESETS, merge_reward, resolve
+from ppo.checkpoint import RESUME_KEYS, is_light
 from ppo import PPOConfig, load_agent_checkpoint
 
-from .cli import UserError
+from .cli import SEED_ON_RESUME, UserError, resolve_threads
 from .identity import check_base
 from .record import RunRecord
 from .outputs import output_folder
 from .overfit import Thresholds
 from .teacher import TEACHER_EPISODES, TEACHER_SEED, check_teacher
 
-# PPOConfig fields the RL stage takes as flags, named as the fields are (--learning-rate, --minibatch-size):
-# the base stage's --lr and --batch-size are other settings.
-PPO_FLAGS = ("learning_rate", "minibatch_size", "clip_range", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
-             "clip_range_vf", "n_steps", "n_epochs", "gamma", "gae_lambda", "anneal_lr", "anneal_clip_range",
-             "group_size", "group_baseline")
-INT_PPO_FLAGS = ("minibatch_size", "n_steps", "n_epochs", "group_size")
-BOOL_PPO_FLAGS = ("anneal_lr", "anneal_clip_range")  # --anneal-lr / --no-anneal-lr
-CHOICE_PPO_FLAGS = {"group_baseline": GROUP_BASELINES}
 RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many evaluation periods
-# the reward of a config that names none: EnvConfig's default's name (read from its class, not built)
-DEFAULT_REWARD = next(f for f in fields(EnvConfig) if f.name == "reward").default_factory.name
-MAX_ENVS = 1024  # environments trained side by side
 
 
 @dataclass
@@ -50,6 +37,7 @@ class RLPlan:
     start_step: int = 0
     record: RunRecord | None = None                  # what the resumed checkpoint recorded (controls, base model)
     resume: str | None = None                        # the checkpoint a resumed run continues
+    checkpoint: dict | None = None                   # its content, read once (plan_resume); build_agent uses it
     superseded: str | None = None                    # where the earlier run's later files were moved
     resumes: list = field(default_factory=list)      # the steps this run's lineage was resumed from, oldest first
     # How the stage runs, from the command line (the functions below run_rl read the plan, never the flags):
@@ -63,59 +51,6 @@ class RLPlan:
     quiet: bool = False
     threads: int = 1
     teacher: dict | None = None                      # --teacher: the control to clone first (stages/teacher.py)
-
-
-def parse_env_overrides(items: list[str]) -> dict:
-    """["max_steps=30", "reward.phi_low=5.5"] -> {"max_steps": 30, "reward": {"phi_low": 5.5}} (JSON values)."""
-    out: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--env {item!r}: expected KEY=VALUE, e.g. max_steps=30 or reward.phi_low=5.5")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if key.startswith("reward."):
-            out.setdefault("reward", {})[key[len("reward."):]] = value
-        else:
-            out[key] = value
-    return out
-
-
-def merge_env(base: dict, overrides: dict, device: str, base_path: Path) -> EnvConfig:
-    """The run's environment config, built once: `base` (a preset's or a checkpoint's), the --env
-    overrides, --device, and the token cache beside the base checkpoint unless set."""
-    d = {**base, **{k: v for k, v in overrides.items() if k != "reward"}}
-    d["reward"] = merge_reward(base.get("reward", {}), overrides.get("reward", {}))
-    if device != "auto":
-        d["device"] = device
-    d["cache_dir"] = d.get("cache_dir") or str(base_path.parent / "cache")
-    return EnvConfig.from_dict(d)
-
-
-def merge_reward(base: dict, given: dict) -> dict:
-    """The reward's dict: `given` (the --env reward.* overrides) over `base`'s, or, when `given`
-    names another reward than `base`, that reward's own defaults with only `given` on top (the
-    old reward's constants, e.g. progress's w_out, mean nothing to it)."""
-    old = base.get("name", DEFAULT_REWARD)
-    if given.get("name", old) != old:
-        return dict(given)
-    return {**base, "name": old, **given}
-
-
-def _flags(args: argparse.Namespace) -> tuple[dict, dict]:
-    """(run flags, PPO flags) given on the command line, checked."""
-    run_flags = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k) is not None}
-    for k, v in run_flags.items():
-        if v < (0 if k in ("eval_seed", "heldout_seed") else 1):
-            raise UserError(f"--{k.replace('_', '-')} must be >= {0 if 'seed' in k else 1}, got {v}")
-    if run_flags.get("num_envs", 1) > MAX_ENVS:  # each holds its own model and optimiser
-        raise UserError(f"--num-envs must be at most {MAX_ENVS}, got {run_flags['num_envs']}")
-    if args.patience < 1:
-        raise UserError(f"--patience must be >= 1, got {args.patience}")
-    ppo_flags = {k: getattr(args, k) for k in PPO_FLAGS if getattr(args, k) is not None}
-    return run_flags, ppo_flags
 
 
 def check_rollout(cfg: PPOConfig, num_envs: int, left: int) -> None:
@@ -146,28 +81,21 @@ def check_seed_ranges(run: dict) -> None:
 
 
 def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
-    run_flags, ppo_flags = _flags(args)
     preset = args.preset or "demo"
     if preset not in RL_PRESETS:
         raise UserError(f"unknown preset '{preset}' (choose from {', '.join(RL_PRESETS)})")
-    run = {**RL_PRESETS[preset]["run"], **run_flags, "preset": preset}
-    check_seed_ranges(run)
-    env_overrides = parse_env_overrides(args.env)
-    base_path = Path(args.base) if args.base else out_dir / run["base_file"]
+    base_file = RL_PRESETS[preset]["run"]["base_file"]
+    base_path = Path(args.base) if args.base else out_dir / base_file
+    s = resolve(RL_PRESETS[preset], args, base_path, run={"preset": preset},
+                ppo={"seed": args.seed if args.seed is not None else 0, "torch_threads": threads})
+    check_seed_ranges(s.run)
     if not base_path.is_file():
-        hint = "" if args.base else f" (preset {preset} starts from the base stage's snapshot {run['base_file']})"
+        hint = "" if args.base else f" (preset {preset} starts from the base stage's snapshot {base_file})"
         raise UserError(f"base checkpoint {base_path} does not exist{hint}; train one with "
                         f"`python train.py --stage base --out {base_path.parent}` or pass --base")
-    env_cfg = merge_env(RL_PRESETS[preset]["env"], env_overrides, args.device, base_path)
-    try:
-        ppo_cfg = RL_PRESETS[preset]["ppo"].replace(**ppo_flags, total_timesteps=run["timesteps"],
-                                                    seed=args.seed if args.seed is not None else 0,
-                                                    torch_threads=max(threads, 1), progress_bar=not args.quiet)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    check_rollout(ppo_cfg, run["num_envs"], run["timesteps"])
-    check_groups(ppo_cfg, run["num_envs"])
-    return RLPlan(run, env_cfg, base_path, out_dir, ppo_cfg=ppo_cfg)
+    check_rollout(s.ppo, s.run["num_envs"], s.run["timesteps"])
+    check_groups(s.ppo, s.run["num_envs"])
+    return RLPlan(s.run, s.env, base_path, out_dir, ppo_cfg=s.ppo)
 
 
 def resumed_total(start: int, planned: int, more: int | None, eval_freq: int) -> tuple[int, str | None]:
@@ -188,33 +116,26 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     if args.preset:
         raise UserError("--preset cannot be combined with --resume (the checkpoint holds its config)")
     if args.seed is not None:
-        raise UserError("--seed cannot change when resuming (the random state continues from the checkpoint)")
-    run_flags, ppo_flags = _flags(args)
-    head = load_agent_checkpoint(args.resume, required=("global_step", "extra", "config", "n_actions"))
+        raise UserError(SEED_ON_RESUME)
+    head = load_agent_checkpoint(args.resume, required=(*RESUME_KEYS, "extra"))  # the agent is built from it
     if is_light(head):
         print(f"note: {args.resume} is a light checkpoint (no environment state; only a run's latest checkpoint "
               "keeps it, see --full-checkpoints): the environments restart from the base model, so this run "
               "continues but does not repeat the uninterrupted one")
     record = RunRecord.read(head["extra"], args.resume)
-    run = {**record.run, **run_flags}
-    check_seed_ranges(run)
-    start = int(head["global_step"])
-    run["timesteps"], note = resumed_total(start, head["config"]["total_timesteps"], run_flags.get("timesteps"),
-                                           run["eval_freq"])
-    env_overrides = parse_env_overrides(args.env)
+    start, trained = int(head["global_step"]), PPOConfig.from_dict(head["config"])
+    total, note = resumed_total(start, trained.total_timesteps, args.timesteps,
+                                args.eval_freq or record.run["eval_freq"])
     base_path = check_base(args.base or record.base, record, args.resume, "--base")
-    env_cfg = merge_env(record.env, env_overrides, args.device, base_path)
+    s = resolve({"env": record.env, "ppo": trained, "run": record.run}, args, base_path, run={"timesteps": total})
+    run, env_cfg, ppo_cfg = s.run, s.env, s.ppo  # built once here, handed to PPO.from_checkpoint as they are
+    check_seed_ranges(run)
     check_reward_kept(record, env_cfg, args, base_path)
     if len(env_cfg.modes) != head["n_actions"]:
         raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
                         f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
-    overrides = {**ppo_flags, "total_timesteps": run["timesteps"], "progress_bar": not args.quiet}
-    try:  # built once here, handed to PPO.load as it is
-        ppo_cfg = PPOConfig.from_dict(head["config"]).replace(**overrides)
-    except ValueError as e:
-        raise UserError(str(e)) from None
     check_rollout(ppo_cfg, run["num_envs"], run["timesteps"] - start)
-    trained_with = PPOConfig.from_dict(head["config"]).group_size
+    trained_with = trained.group_size
     if ppo_cfg.group_size != trained_with:
         raise UserError(f"--group-size cannot change when resuming (the run seeds its environments in groups of "
                         f"{trained_with}); start a new run with --out NEW for groups of {ppo_cfg.group_size}")
@@ -223,7 +144,7 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
         print(note)
     resumes = [s for s in record.resumes if s < start] + [start]
     return RLPlan(run, env_cfg, base_path, out_dir, ppo_cfg=ppo_cfg, start_step=start,
-                  record=record, resume=args.resume, resumes=resumes)
+                  record=record, resume=args.resume, checkpoint=head, resumes=resumes)
 
 
 def check_reward_kept(record: RunRecord, env_cfg: EnvConfig, args: argparse.Namespace, base_path: Path) -> None:
@@ -246,9 +167,11 @@ def check_reward_kept(record: RunRecord, env_cfg: EnvConfig, args: argparse.Name
 
 def plan(args: argparse.Namespace) -> RLPlan:
     """The whole run from the command line (and, resumed, its checkpoint), checked before any work."""
-    threads = args.threads if args.threads is not None else 1
+    threads = resolve_threads(1 if args.threads is None else args.threads)
     thresholds = make_thresholds(args)
     checkpoints = full_checkpoints(args.full_checkpoints)
+    if args.patience < 1:
+        raise UserError(f"--patience must be >= 1, got {args.patience}")
     out_dir = output_folder(args.out, args.resume)
     p = plan_resume(args, out_dir) if args.resume else plan_new(args, out_dir, threads)
     p.thresholds, p.checkpoints, p.early_stop, p.patience = thresholds, checkpoints, args.early_stop, args.patience

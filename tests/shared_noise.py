@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from common.spaces import Box, Discrete
-from ppo.buffer import RolloutBuffer
 
 
 class SharedNoiseEnv:
@@ -73,14 +72,10 @@ def rollout_gradients(agent, n_rollouts: int) -> np.ndarray:
     between), the gradient over the policy's P parameters of the policy-gradient loss
     -mean(advantage * log pi(a|s)) with the advantages PPO computes (its config's group baseline),
     before per-minibatch normalisation: one estimate of the policy gradient per rollout."""
-    if agent._obs is None:
-        agent._reset_envs(agent.config.seed)
-    buf = RolloutBuffer(agent.config.n_steps, agent.num_envs, agent.obs_shape, agent.n_actions, agent._use_masks)
     params = [p for name, p in agent.policy.named_parameters() if name.startswith("pi")]
     out = []
     for _ in range(n_rollouts):
-        agent._collect_rollout(buf, [])
-        batch = agent._compute_advantages(buf)
+        batch = agent.collect_batch()
         logp, _, _ = agent.policy.evaluate_actions(batch["obs"], batch["actions"], batch["masks"])
         grads = torch.autograd.grad(-(batch["advantages"] * logp).mean(), params)
         out.append(torch.cat([g.flatten() for g in grads]).numpy())

@@ -1,5 +1,5 @@
 """The shared foundation (common/): atomic files and checkpoints, random states, the
-vector env, the episode runner, the control policies, statistics and the logger."""
+vector env, the episode runner, the control policies, statistics, the logger and the idle-core count."""
 import json
 import os
 import random
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from common import cores
 from common.episodes import run_episodes
 from common.files import (FORMAT_VERSION, CheckpointError, atomic_write, load_checkpoint, save_checkpoint,
                           write_json, write_text)
@@ -326,3 +327,17 @@ def test_logger_writes_one_jsonl_line_per_dump_and_truncates_on_resume(tmp_path)
     fresh.record("train/loss", 9.0)
     fresh.dump(1)
     assert read_jsonl(path) == [{"step": 1, "train/loss": 9.0}]
+
+
+def test_base_threads_follow_the_cores_idle_now_not_the_load_average(monkeypatch):
+    """Right after `pip install` the 1-minute load average still counts it: an idle 2-core machine
+    got 1 thread. /proc/stat over a quarter of a second says what is busy now."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.9, 0.4))  # a pip install just ended
+    for busy_ticks, threads in ((2, 2), (20, 2), (30, 1), (100, 1)):  # of 100 ticks over both cores
+        ticks = iter([(1000, 500), (1100, 500 + 100 - busy_ticks)])
+        monkeypatch.setattr(cores, "_cpu_times", lambda: next(ticks))
+        assert cores.idle_cores() == threads, busy_ticks
+    monkeypatch.setattr(cores, "_cpu_times", lambda: open("/no/such/file"))  # not Linux: the load average
+    assert cores.idle_cores() == 1

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.policies import ConstantPolicy, RandomPolicy
+from common.policies import ConstantPolicy, RandomPolicy, control_policies
 from env import (PHI, TEXT, BandPolicy, EnvConfig, EnvError, RewardConfig,
-                 TextSchedulingEnv, check_env, control_policies, load_base, make_vec_env, rescore, run_policy)
+                 TextSchedulingEnv, check_env, load_base, make_vec_env, rescore, run_policy)
 from infinito.checkpoint import CheckpointError
 
-SHORT = EnvConfig(max_steps=4, inner_steps=2)
+SHORT = EnvConfig(max_steps=4, inner_steps=2, inner_lr=2e-4, reward=RewardConfig())  # reward v2, a slow optimiser
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -246,7 +246,7 @@ def test_state_round_trip_continues_exactly(assets, tmp_path):
 
 def test_runner_and_control_policies(assets):
     env = make(assets, max_steps=3)
-    controls = control_policies()
+    controls = control_policies(len(env.config.modes), env.config.mode_names)
     assert list(controls) == ["random", "always TEXT", "always PHI", "always MIXED"]
     runs = run_policy(env, controls["always PHI"], n_episodes=3, seed=7)
     s = runs.summary()

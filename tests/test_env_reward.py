@@ -4,7 +4,7 @@ import math
 import pytest
 
 from common.stats import summarize, t975
-from env import EnvConfig, EnvError, RewardConfig, compute_reward, reward_terms
+from env import EnvConfig, EnvError, RewardConfig
 
 CFG = RewardConfig()
 
@@ -14,7 +14,7 @@ def m(phi=4.5, c=0.5, ppl=50.0, mem=0.0):
 
 
 def terms(cur, prev=None):
-    return reward_terms(prev if prev is not None else cur, cur, CFG)
+    return CFG(prev if prev is not None else cur, cur)[1]
 
 
 @pytest.mark.parametrize("phi, expected", [(3.0, 0.1), (6.0, 0.1), (4.5, 0.1), (2.0, -0.3), (0.0, -0.9),
@@ -37,36 +37,36 @@ def test_consciousness_band(c, expected):
 
 @pytest.mark.parametrize("d_phi, jump", [(0.0, 0.0), (1.0, 0.0), (-1.0, 0.0), (1.5, -0.4), (-2.0, -0.8)])
 def test_phi_jump_penalty_only_beyond_one(d_phi, jump):
-    t = reward_terms(m(phi=4.0), m(phi=4.0 + d_phi), CFG)
+    t = CFG(m(phi=4.0), m(phi=4.0 + d_phi))[1]
     assert t["jump"] == pytest.approx(jump)
     assert t["delta_phi"] == pytest.approx(0.5 * d_phi)
 
 
 def test_deltas_perplexity_gain_and_memory():
-    t = reward_terms(m(c=0.4, ppl=40.0), m(c=0.5, ppl=30.0, mem=0.5), CFG)
+    t = CFG(m(c=0.4, ppl=40.0), m(c=0.5, ppl=30.0, mem=0.5))[1]
     assert t["delta_c"] == pytest.approx(0.1)
     assert t["ppl_gain"] == pytest.approx(0.1 * 10 / 40)
     assert t["memory"] == pytest.approx(-0.1)
     # the denominator is max(P_prev, 1): a perplexity below 1 cannot blow the term up
-    assert reward_terms(m(ppl=0.5), m(ppl=0.25), CFG)["ppl_gain"] == pytest.approx(0.1 * 0.25)
-    assert reward_terms(m(ppl=30.0), m(ppl=40.0), CFG)["ppl_gain"] < 0  # getting worse costs
+    assert CFG(m(ppl=0.5), m(ppl=0.25))[1]["ppl_gain"] == pytest.approx(0.1 * 0.25)
+    assert CFG(m(ppl=30.0), m(ppl=40.0))[1]["ppl_gain"] < 0  # getting worse costs
 
 
 def test_reward_is_the_sum_of_terms_and_zero_without_a_previous_measurement():
     prev, cur = m(phi=6.8, c=0.2, ppl=8.0, mem=0.3), m(phi=5.2, c=0.75, ppl=7.0, mem=0.4)
-    r, t = compute_reward(prev, cur, CFG)
+    r, t = CFG(prev, cur)
     assert r == pytest.approx(sum(t.values()))
     expected = (0.55 + 0.5 * -1.6 + 0.1 * 1 / 8 - 0.2 * 0.4 - 0.8 * 0.6 + 0.1 - 2 * 3 / 10 - 0.2 * 0.05)
     assert r == pytest.approx(expected)
-    r0, t0 = compute_reward(None, cur, CFG)
+    r0, t0 = CFG(None, cur)
     assert r0 == 0.0 and set(t0.values()) == {0.0}
 
 
 def test_every_constant_is_configurable():
     cfg = RewardConfig(phi_low=4.0, phi_high=5.0, w_phi_above=1.0, phi_bonus=0.0, ppl_low=2.0, w_mem=0.0)
-    t = reward_terms(m(phi=5.5, ppl=3.0, mem=1.0), m(phi=5.5, ppl=3.0, mem=1.0), cfg)
+    t = cfg(m(phi=5.5, ppl=3.0, mem=1.0), m(phi=5.5, ppl=3.0, mem=1.0))[1]
     assert t["phi_band"] == pytest.approx(-0.5) and t["ppl_band"] == 0.0 and t["memory"] == 0.0
-    assert reward_terms(m(phi=4.5), m(phi=4.5), cfg)["phi_band"] == 0.0
+    assert cfg(m(phi=4.5), m(phi=4.5))[1]["phi_band"] == 0.0
 
 
 def test_configs_round_trip_and_reject_bad_values():

@@ -10,7 +10,8 @@ import pytest
 import env.config
 import env.reward
 import train
-from env import EnvConfig, Reward, RolloutMonitor, TextSchedulingEnv, control_policies, load_base, rescore, run_policy
+from common.policies import control_policies
+from env import EnvConfig, Reward, RolloutMonitor, TextSchedulingEnv, load_base, rescore, run_policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SHORT = dict(max_steps=3, inner_steps=1, inner_batch_size=2, seq_len=32, measurement_batch_size=2)
@@ -26,7 +27,7 @@ def test_how_to_add_a_mode(monkeypatch, base_dir):
     e.reset(seed=0)
     *_, info = e.step(3)
     assert info["mode"] == "GENTLE"
-    assert list(control_policies()) == ["random", "always TEXT", "always PHI", "always MIXED", "always GENTLE"]
+    assert list(control_policies(len(cfg.modes), cfg.mode_names)) == ["random", "always TEXT", "always PHI", "always MIXED", "always GENTLE"]
     monitor = RolloutMonitor(cfg)
     monitor.observe({"env_infos": [info]})
     assert monitor.pop()["env/action_frac_gentle"] == 1.0
@@ -55,7 +56,7 @@ def test_how_to_swap_the_reward(monkeypatch, base_dir, tmp_path):
     cfg = EnvConfig(**SHORT, reward={"name": "steady", "w_calm": 2.0})
     assert isinstance(cfg.reward, SteadyReward) and cfg.reward.w_calm == 2.0
     assert EnvConfig.from_dict(cfg.to_dict()).reward == cfg.reward  # travels in checkpoints
-    runs = run_policy(TextSchedulingEnv(load_base(base_dir / "base.pt", cfg), cfg), control_policies()["always PHI"], 2)
+    runs = run_policy(TextSchedulingEnv(load_base(base_dir / "base.pt", cfg), cfg), control_policies(len(cfg.modes), cfg.mode_names)["always PHI"], 2)
     assert set(runs.traces[0]["terms"]) == {"gain", "calm"}
     assert runs.traces[0]["terms"]["calm"] < 0  # Φ training moves Φ
     assert rescore(runs, cfg.reward).returns == pytest.approx(runs.returns)

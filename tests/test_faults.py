@@ -12,6 +12,7 @@ import generate
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--stage", "base", "--preset", "tiny", "--quiet"]
 
 
 def one_line_error(capsys, code: int, *needles: str) -> str:
@@ -350,10 +351,41 @@ def test_rl_flags_out_of_range_are_one_line(capsys, base_dir, tmp_path, flags, n
 
 
 def test_a_diverging_environment_is_one_line_naming_its_lr(capsys, base_dir, tmp_path):
-    """NaN while the controls are scored (before PPO starts) used to end in a traceback."""
+    """NaN while the controls are scored (before PPO starts): one line naming the setting to lower."""
     one_line_error(capsys, train.main(["--stage", "rl", "--preset", "tiny", "--quiet", "--base", str(base_dir / "base.pt"),
                                        "--out", str(tmp_path / "o"), "--env", "inner_lr=1e6"]),
-                   "loss is nan inside the environment (its lr is 1e+06)", "--env inner_lr=100000")
+                   "loss is nan inside the environment (its inner_lr is 1e+06)", "--env inner_lr=100000")
+
+
+def test_a_corpus_too_short_is_one_line_with_the_warning_as_a_note(capsys, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("one line\ntwo\n")
+    code = train.main([*TINY, "--data", str(short), "--out", str(tmp_path / "o")])
+    printed = capsys.readouterr()
+    assert code == 2 and printed.err.startswith("error: ") and printed.err.count("\n") == 1, printed.err
+    assert "fewer than context + 1" in printed.err and "UserWarning" not in printed.err + printed.out
+    assert "note: vocab size 384 is more than this corpus supports" in printed.out
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_overflowing_learning_rate_is_one_line(capsys, tmp_path):
+    """lr 1e38 passes the NaN check and used to end in torch's own traceback inside AdamW."""
+    out = tmp_path / "o"
+    one_line_error(capsys, train.main([*TINY, "--lr", "1e38", "--warmup", "0", "--out", str(out)]),
+                   "overflows float32 (learning rate 1e+38) at step 1", "lower --lr")
+    assert not out.exists()
+
+
+def test_out_of_memory_from_torch_is_one_line(capsys, tmp_path, monkeypatch):
+    """torch's CPU allocator raises RuntimeError, not MemoryError (--context 100000 asks for 640 GB)."""
+    import stages.base
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 640000000000 bytes. Error code 12")
+    monkeypatch.setattr(stages.base, "train_step", no_memory)
+    one_line_error(capsys, train.main([*TINY, "--out", str(tmp_path / "o")]), "out of memory", "--context")
+    assert not (tmp_path / "o").exists()
 
 
 def test_generate_refuses_an_absurd_length(capsys, base_dir):

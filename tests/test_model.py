@@ -1,11 +1,19 @@
-"""INFINITO: causality, metric bounds, gradients, memory, cache."""
+"""INFINITO: causality on every attention path, metric bounds, gradients, memory, cache, the
+training step (weight decay by module type, the metrics flag) and bf16 autocast on CPU."""
+import math
+
 import pytest
 import torch
+import torch.nn as nn
 
 from infinito.config import InfinitoConfig
-from infinito.metrics import phi_loss
-from infinito.model import Infinito
+from infinito.metrics import WEIGHTS, phi_loss
+from infinito.model import CausalSelfAttention, Infinito
 from infinito.training import make_optimizer, train_step
+
+COMPONENTS = tuple(WEIGHTS)  # Φ's components
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def small_model(**kw):
@@ -15,12 +23,22 @@ def small_model(**kw):
     return Infinito(InfinitoConfig(**cfg))
 
 
+def batches(n, B=4, T=32, vocab=50, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (B, T), generator=g) for _ in range(n)]
+
+
 def trained_a_little(model, steps=3):
     opt = make_optimizer(model, 1e-2)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x = torch.randint(0, model.cfg.vocab_size, (4, model.cfg.context), generator=g)
+    for x in batches(steps, T=model.cfg.context, vocab=model.cfg.vocab_size):
         train_step(model, opt, x, x.roll(-1, 1))
+    return model
+
+
+def with_memory(model):
+    """Trained a little, so that the memory holds slots and its read path runs."""
+    trained_a_little(model)
+    assert model.memory.utilisation > 0
     return model
 
 
@@ -48,7 +66,7 @@ def test_metric_bounds_and_batch_invariance():
     assert 0.0 <= float(m["phi"]) <= 10.0
     assert 0.0 < float(m["consciousness"]) <= 1.0  # memory is in use after training, so C is positive
     assert 0.0 < m["memory_util"] <= 1.0
-    for k in ("coherence", "integration", "complexity", "diversity"):
+    for k in COMPONENTS:
         assert 0.0 <= float(m[k]) <= 1.0
     with torch.no_grad():
         doubled = model(torch.cat([x, x]), metrics=True).metrics
@@ -224,3 +242,156 @@ def test_reused_memory_projections_follow_every_change():
         assert torch.allclose(model(x).logits, third, atol=1e-6)  # the uncached path agrees
     model.memory.clear()
     assert not torch.equal(out(), third)
+
+
+@pytest.mark.parametrize("first_bf16", [True, False])
+def test_reused_memory_projections_follow_the_autocast_state(first_bf16):
+    """No-grad forwards reuse the projected slots; switching autocast on or off between two of
+    them must give what a fresh projection gives (a stale projection fails with a dtype mismatch)."""
+    model = with_memory(small_model()).eval()
+    x = batches(1, B=2, T=16)[0]
+
+    def forward(bf16, grad):
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(x).logits.detach()
+
+    for bf16 in (first_bf16, not first_bf16, first_bf16):
+        reused = forward(bf16, grad=False)
+        fresh = forward(bf16, grad=True)  # with autograd the projections are never reused
+        assert reused.dtype == fresh.dtype
+        assert torch.equal(reused, fresh)
+
+
+def test_metrics_flag_does_not_change_how_the_model_evolves():
+    runs = []
+    for metrics in (True, False):
+        model = small_model()
+        opt = make_optimizer(model, 1e-2)
+        for x in batches(4):
+            stats = train_step(model, opt, x, x.roll(-1, 1), metrics=metrics)
+            assert ("phi" in stats) == metrics
+        runs.append(model.state_dict())
+    with_metrics, without = runs
+    assert with_metrics["memory.used"].any()  # the comparison covers a memory that was written
+    assert with_metrics.keys() == without.keys()
+    for k in with_metrics:
+        assert torch.equal(with_metrics[k], without[k]), k
+
+
+def test_phi_components_are_bounded_for_a_model_reading_its_cache():
+    """metrics=True on a chunk fed after a cache: the attention rows see past keys too."""
+    model = with_memory(small_model()).eval()
+    x = batches(1, B=2, T=32)[0]
+    with torch.no_grad():
+        cache = model(x[:, :20], use_cache=True).cache
+        m = model(x[:, 20:], cache=cache, metrics=True).metrics
+    for k in COMPONENTS:
+        assert 0.0 <= float(m[k]) <= 1.0, k
+
+
+class Renamed(nn.Module):
+    """Names chosen to fool a substring rule (an embedding without 'emb', a Linear with it), and
+    an output head tied to the embedding, which must stay undecayed like the embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(10, 8)
+        self.embedding_mixer = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 10, bias=False)
+        self.head.weight = self.table.weight
+
+
+def decay_groups(model):
+    opt = make_optimizer(model, 1e-3, weight_decay=0.1)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    plain = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    listed = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(listed) == len(set(listed)), "a parameter is in two groups"
+    assert set(listed) == {id(p) for p in model.parameters()}, "every parameter exactly once"
+    return decayed, plain
+
+
+@pytest.mark.parametrize("build", [Renamed, lambda: small_model()])
+def test_weight_decay_follows_module_types_not_names(build):
+    model = build()
+    decayed, plain = decay_groups(model)
+    never = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.LayerNorm)) for p in m.parameters()}
+    never |= {id(m.bias) for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None}
+    linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    assert never and never <= plain
+    assert linear_weights - never and linear_weights - never <= decayed
+    assert decayed == linear_weights - never  # nothing else is decayed
+
+
+def changed_after(x, t, vocab=50):
+    x2 = x.clone()
+    x2[:, t + 1:] = (x2[:, t + 1:] + 7) % vocab
+    return x2
+
+
+def test_causality_on_the_probability_path(monkeypatch):
+    """metrics=True with autograd: the last layer computes its attention from explicit probabilities
+    (the Φ loss differentiates through them), with its own mask."""
+    model = with_memory(small_model()).eval()
+    differentiable = []
+    original = CausalSelfAttention._probs
+
+    def spy(q, k, mask):
+        p = original(q, k, mask)
+        differentiable.append(p.requires_grad)
+        return p
+
+    monkeypatch.setattr(CausalSelfAttention, "_probs", staticmethod(spy))
+    x, t = batches(1, B=2, T=32)[0], 13
+    a = model(x, metrics=True).logits
+    b = model(changed_after(x, t), metrics=True).logits
+    assert differentiable == [True, True]  # the path under test really ran
+    assert torch.equal(a[:, :t + 1], b[:, :t + 1])
+    assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+
+
+@pytest.mark.parametrize("metrics", [False, True])
+def test_causality_when_several_tokens_follow_a_cache(metrics):
+    model = with_memory(small_model()).eval()
+    x, P, t = batches(1, B=2, T=32)[0], 10, 6  # a 22-token chunk after 10 cached positions
+
+    def chunk_logits(ids):
+        cache = model(ids[:, :P], use_cache=True).cache
+        return model(ids[:, P:], cache=cache, use_cache=True, metrics=metrics).logits.detach()
+
+    a = chunk_logits(x)
+    b = chunk_logits(changed_after(x, P + t))
+    assert torch.equal(a[:, :t + 1], b[:, :t + 1])
+    assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+    assert torch.allclose(a, model(x).logits[:, P:].detach(), atol=1e-5)  # and it is the full forward's answer
+
+
+def test_forward_under_bf16_autocast_on_cpu():
+    model = with_memory(small_model()).eval()
+    x = batches(1, B=2, T=32)[0]
+    full = model(x, x.roll(-1, 1), metrics=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x, x.roll(-1, 1), metrics=True)
+    assert low.logits.dtype == torch.bfloat16
+    assert torch.isfinite(low.loss) and abs(low.loss.item() - full.loss.item()) < 0.05
+    assert abs(low.metrics["phi"].item() - full.metrics["phi"].item()) < 0.1
+    for k in COMPONENTS:
+        assert 0.0 <= low.metrics[k].item() <= 1.0, k
+    low.metrics["loss_phi"].backward()  # Φ's graph runs through bf16 activations too
+    assert torch.isfinite(model.blocks[-1].attn.qkv.weight.grad).all()
+
+
+def test_train_step_under_bf16_autocast_on_cpu():
+    model = small_model()
+    opt = make_optimizer(model, 1e-2)
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = []
+    for x in batches(6, T=32, seed=4) * 2:  # twice over the same batches: the loss must come down
+        stats = train_step(model, opt, x, x.roll(-1, 1), w_phi=0.1, bf16=True)
+        assert all(math.isfinite(v) for v in stats.values())
+        losses.append(stats["loss_text"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights fp32
+    assert sum(not torch.equal(b, p) for b, p in zip(before, model.parameters())) > len(before) // 2
+    assert model.memory.utilisation > 0
+    assert sum(losses[6:]) < sum(losses[:6])

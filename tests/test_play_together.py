@@ -26,7 +26,8 @@ def counting(env):
 
 
 def policies(cfg):
-    from env import bandit, control_policies, rule_family, switch_family
+    from common.policies import control_policies
+    from env import bandit, rule_family, switch_family
     rules = rule_family(cfg)
     rule = next(iter(rules.values()))
     return {**control_policies(len(cfg.modes), cfg.mode_names), **rules, **switch_family(cfg, rule),

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from cartpole import CartPoleEnv, CartPoleVecEnv
 from ppo import PPO, PPOConfig
+from ppo.cartpole import CartPoleEnv, CartPoleVecEnv
 from ppo.cloning import clone, greedy_agreement, teacher_data
 
 

@@ -1,15 +1,15 @@
-"""The cart-pole test environment, the vector env PPO trains on (common.vector.VectorEnv,
+"""The cart-pole environment (ppo/cartpole.py), the vector env PPO trains on (common.vector.VectorEnv,
 and the numpy CartPoleVecEnv that follows its contract), and the control policies
 played through the one episode runner."""
 import numpy as np
 import pytest
 
-from cartpole import MAX_EPISODE_STEPS, CartPoleEnv, CartPoleVecEnv, cartpole_step
 from common.episodes import run_episodes
 from common.policies import ConstantPolicy, RandomPolicy, control_policies
 from common.spaces import Box
 from common.vector import VectorEnv
 from ppo import EvalResult, as_vec_env
+from ppo.cartpole import MAX_EPISODE_STEPS, CartPoleEnv, CartPoleVecEnv, cartpole_step
 
 
 def test_cartpole_one_step_matches_classic_dynamics():

@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from cartpole import CartPoleEnv
 from common.rng import episode_seed
 from common.spaces import Box, Discrete
 from common.vector import VectorEnv
 from ppo import PPO, CheckpointCallback, FunctionCallback, PPOConfig
+from ppo.cartpole import CartPoleEnv
 from ppo.groups import group_advantages, leave_one_out_mean
 from shared_noise import SharedNoiseEnv, rollout_gradients
 
@@ -193,4 +193,4 @@ def test_resume_with_groups_equals_the_uninterrupted_run(tmp_path, kind):
     assert all(np.array_equal(a.detach().numpy(), b.detach().numpy())
                for a, b in zip(straight.policy.parameters(), resumed.policy.parameters()))
     with pytest.raises(ValueError, match="cannot change group_size"):
-        PPO.load(str(tmp_path / "256.pt"), envs(), overrides={"group_size": 4})
+        PPO.load(str(tmp_path / "256.pt"), envs(), config=cfg.replace(group_size=4))

@@ -1,18 +1,21 @@
 """The PPO trainer end to end: the update, determinism, masking, checkpoints and
 exact resume, callbacks, logging."""
+import ast
+import copy
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cartpole import CartPoleEnv, CartPoleVecEnv
 from common.spaces import Box, Discrete
 from ppo import (PPO, CheckpointCallback, CheckpointError, EvalCallback, EvalResult, FunctionCallback,
                  JsonHistoryCallback, PPOConfig, StopOnNoImprovement, StopOnRewardThreshold)
 from stages.overfit import StopOnOverfit, Thresholds  # the application's report, used on a cart-pole agent
 from ppo.buffer import RolloutBuffer
+from ppo.cartpole import CartPoleEnv, CartPoleVecEnv
 
 
 def small_config(**overrides) -> PPOConfig:
@@ -75,9 +78,7 @@ def test_probability_ratio_is_one_on_the_first_minibatch():
     assert agent.logger.latest["train/approx_kl"] < 1e-10
     assert agent.logger.latest["train/clip_fraction"] == 0.0
     # and directly, on a random subset of a fresh rollout
-    buf = RolloutBuffer(64, 2, (4,), 2, with_masks=False)
-    agent._collect_rollout(buf, [])
-    batch = agent._compute_advantages(buf)
+    batch = agent.collect_batch()
     idx = torch.randperm(128)[:32]
     logp, _, values = agent.policy.evaluate_actions(batch["obs"][idx], batch["actions"][idx])
     torch.testing.assert_close(logp, batch["old_logp"][idx], rtol=0, atol=1e-6)
@@ -197,6 +198,90 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, env_factory)
     assert last_straight == last_resumed
 
 
+def logged_numbers(agent: PPO) -> dict:
+    """The last update's logged numbers, without the wall-clock ones."""
+    return {k: v for k, v in agent.logger.history[-1][1].items() if not k.startswith("time/")}
+
+
+@pytest.mark.parametrize("into", ["fresh", "used"])
+def test_state_dict_loaded_into_another_agent_continues_the_uninterrupted_run(into):
+    """In memory, no file: the state at step 256 loaded into a fresh agent, or into one that has
+    trained further on its own (its counters, episodes, evaluations, normalisers and RNGs must all
+    be replaced), trains on to the uninterrupted run's numbers bit for bit."""
+    cfg = small_config(total_timesteps=512, anneal_lr=True, anneal_clip_range=True, normalize_reward=True)
+    straight = PPO(CartPoleVecEnv(2), cfg).learn()
+    first = PPO(CartPoleVecEnv(2), cfg)
+    first.learn(callbacks=[stop_at(256), EvalCallback(CartPoleEnv, every=128, n_episodes=2)])
+    state = copy.deepcopy(first.state_dict())  # its tensors are first's own, and first trains on
+    first.learn()
+    other = PPO(CartPoleVecEnv(2), cfg)
+    if into == "used":
+        other.learn(callbacks=[stop_at(384), EvalCallback(CartPoleEnv, every=384, n_episodes=1, seed=3)])
+    other.load_state_dict(state)
+    assert other.global_step == 256 and [r.step for r in other.eval_history] == [128, 256]
+    other.learn()
+    assert other.n_updates == straight.n_updates == 4
+    assert params_equal(other, straight) and params_equal(first, straight)
+    assert logged_numbers(other) == logged_numbers(straight)
+    assert list(other.recent_episodes) == list(straight.recent_episodes)
+    assert other.best_eval is not None and other.best_eval.step in (128, 256)
+
+
+def test_the_state_of_an_untrained_agent_starts_a_used_one_over():
+    cfg = small_config(total_timesteps=256)
+    straight = PPO([CartPoleEnv] * 2, cfg).learn()
+    used = PPO([CartPoleEnv] * 2, cfg)
+    state = copy.deepcopy(used.state_dict())  # before the first rollout: no environments to continue
+    used.learn(callbacks=[stop_at(128)])
+    used.load_state_dict(state)
+    used.learn()
+    assert used.global_step == 256 and params_equal(used, straight)
+    assert logged_numbers(used) == logged_numbers(straight)
+
+
+def test_load_state_dict_refuses_another_network_grouping_or_environment():
+    state = PPO([CartPoleEnv] * 2, small_config()).state_dict()
+    with pytest.raises(ValueError, match="pi_hidden"):
+        PPO([CartPoleEnv] * 2, small_config(pi_hidden=(8,))).load_state_dict(state)
+    with pytest.raises(ValueError, match="group_size"):
+        PPO([CartPoleEnv] * 2, small_config(group_size=2)).load_state_dict(state)
+
+    class Wide(CartPoleEnv):
+        def __init__(self):
+            super().__init__()
+            self.observation_space = Box(-1, 1, (5,))
+    with pytest.raises(ValueError, match="observations"):
+        PPO([Wide] * 2, small_config()).load_state_dict(state)
+
+
+def test_collect_batch_then_update_is_one_iteration_of_learn():
+    cfg = small_config(total_timesteps=256)  # constant rate and clip: learn's schedule sets nothing new
+    learned = PPO([CartPoleEnv] * 2, cfg).learn()
+    stepped = PPO([CartPoleEnv] * 2, cfg)
+    for _ in range(2):
+        stepped.update(stepped.collect_batch())
+    assert stepped.global_step == learned.global_step == 256 and stepped.n_updates == learned.n_updates == 2
+    assert params_equal(stepped, learned)
+
+
+def test_only_the_trainer_touches_ppo_s_private_attributes():
+    """checkpoint.py goes through state_dict/load_state_dict and the benchmarks through
+    collect_batch/update (their behaviour: the tests above); this keeps every other module of
+    ppo/, stages/ and bench/ from reaching past them again."""
+    agent = PPO(CartPoleEnv, small_config())
+    private = {n for n in {*dir(PPO), *vars(agent)} if n.startswith("_") and not n.startswith("__")}
+    assert {"_obs", "_ep_return", "_reset_envs", "_update"} <= private
+    root = Path(__file__).resolve().parents[1]
+    files = [p for d in ("ppo", "stages", "bench") for p in sorted((root / d).glob("*.py")) if p.name != "trainer.py"]
+    files.append(root / "tests" / "shared_noise.py")
+    assert root / "ppo" / "checkpoint.py" in files
+    found = [f"{p.relative_to(root)}:{node.lineno}: {ast.unparse(node)}"
+             for p in files for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Attribute) and node.attr in private
+             and not (isinstance(node.value, ast.Name) and node.value.id == "self")]
+    assert found == []
+
+
 def test_resume_without_env_snapshot_resets_envs_but_continues_schedules(tmp_path):
     class NoSnapshot:  # the vector-env contract without the optional get_state/set_state
         def __init__(self):
@@ -235,7 +320,7 @@ def test_a_new_total_on_resume_continues_the_annealing_without_a_jump(tmp_path, 
     last_logged = first.logger.history[-1][1]["train/learning_rate"]  # the rollout from 128 to 256
     if how == "load":
         first.save(str(tmp_path / "256.pt"))
-        agent = PPO.load(str(tmp_path / "256.pt"), [CartPoleEnv] * 2, overrides={"total_timesteps": 1024})
+        agent = PPO.load(str(tmp_path / "256.pt"), [CartPoleEnv] * 2, config=cfg.replace(total_timesteps=1024))
         assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(before_save[0], rel=1e-12)
         agent.learn(callbacks=[stop_at(640)])
         logged = dict(agent.logger.history)
@@ -264,12 +349,13 @@ def test_a_new_total_on_resume_continues_the_annealing_without_a_jump(tmp_path, 
 
 
 def test_overridden_learning_rate_is_the_one_used(tmp_path):
-    agent = PPO([CartPoleEnv] * 2, small_config(total_timesteps=256))
+    cfg = small_config(total_timesteps=256)
+    agent = PPO([CartPoleEnv] * 2, cfg)
     agent.learn()
     agent.save(str(tmp_path / "a.pt"))
 
-    frozen = PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2, overrides={"learning_rate": 0.0,
-                                                                                 "total_timesteps": 512})
+    frozen = PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2, config=cfg.replace(learning_rate=0.0,
+                                                                                    total_timesteps=512))
     assert frozen.optimizer.param_groups[0]["lr"] == 0.0
     before = [p.detach().clone() for p in frozen.policy.parameters()]
     frozen.learn()
@@ -280,14 +366,14 @@ def test_overridden_learning_rate_is_the_one_used(tmp_path):
     # Annealing switched on at the resume: no annealing had happened, so it starts from
     # the full (overridden) rate here and reaches 0 at the new total.
     faster = PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2,
-                      overrides={"learning_rate": 1e-3, "anneal_lr": True, "total_timesteps": 512,
-                                 "ent_coef": 0.0, "max_grad_norm": 1.0})
+                      config=cfg.replace(learning_rate=1e-3, anneal_lr=True, total_timesteps=512, ent_coef=0.0,
+                                         max_grad_norm=1.0))
     assert faster.optimizer.param_groups[0]["lr"] == 1e-3
     assert faster.config.ent_coef == 0.0 and faster.config.max_grad_norm == 1.0
     faster.learn()
     assert [tags["train/learning_rate"] for _, tags in faster.logger.history] == pytest.approx([1e-3, 5e-4])
     with pytest.raises(ValueError, match="pi_hidden"):
-        PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2, overrides={"pi_hidden": (8,)})
+        PPO.load(str(tmp_path / "a.pt"), [CartPoleEnv] * 2, config=cfg.replace(pi_hidden=(8,)))
 
 
 def _one_line_error(path, env=CartPoleEnv) -> str:

@@ -86,11 +86,12 @@ def test_the_race_picks_the_full_grids_member_on_recorded_families():
 
 
 def test_joined_evaluations_of_consecutive_seeds_equal_one_evaluation(base_dir, one_torch_thread):
-    from env import EnvConfig, TextSchedulingEnv, control_policies, load_base
+    from common.policies import control_policies
+    from env import EnvConfig, TextSchedulingEnv, load_base
     from stages.scoring import join_evaluations, score
     cfg = EnvConfig(max_steps=3, inner_steps=1, inner_batch_size=2, seq_len=32, measurement_batch_size=2)
     env = TextSchedulingEnv(load_base(base_dir / "base.pt", cfg), cfg)
-    policy = control_policies()["random"]
+    policy = control_policies(len(cfg.modes), cfg.mode_names)["random"]
     whole = score(env, policy, cfg, 5, 40).to_dict()
     joined = join_evaluations([score(env, policy, cfg, 2, 40).to_dict(), score(env, policy, cfg, 3, 42).to_dict()])
     for key in ("episode_returns", "episode_lengths", "action_counts", "seed", "n_episodes"):

@@ -25,8 +25,7 @@ def test_a_tiny_study_on_a_wikitext2_base_measures_on_the_test_split(tmp_path, o
     from data import Tokenizer, encode_cached
     from env import load_base
     from infinito.checkpoint import BASE_KIND, load_checkpoint, tensor_to_bytes
-    from stages.presets import RL_PRESETS
-    from stages.rl_config import merge_env
+    from stages.presets import RL_PRESETS, preset_env
     assert rl_study.main(["--seeds", "1", "--preset", "tiny", "--corpus", "wt2", "--out", str(tmp_path)]) == 0
     study = json.loads((tmp_path / "study.json").read_text())
     assert study["corpus"] == "wt2" and "tiny preset on wt2" in (tmp_path / "study.md").read_text()
@@ -34,7 +33,7 @@ def test_a_tiny_study_on_a_wikitext2_base_measures_on_the_test_split(tmp_path, o
     # the environment's fixed measurement batch is WikiText-2's test split, never its valid split (the
     # base's and the episodes' training text)
     snapshot = tmp_path / "base" / RL_PRESETS["tiny"]["run"]["base_file"]
-    env_cfg = merge_env(RL_PRESETS["tiny"]["env"], {}, "auto", snapshot)
+    env_cfg = preset_env("tiny", snapshot)
     x = load_base(snapshot, env_cfg).heldout[0].numpy().astype(np.int64)
     tok = Tokenizer.from_bytes(tensor_to_bytes(load_checkpoint(snapshot, kind=BASE_KIND)["tokenizer"]))
     test, valid = (encode_cached((WT2 / f"{s}.txt").read_text(), tok, tmp_path / "ids", s).astype(np.int64)

@@ -210,7 +210,7 @@ def test_empty_history_renders():
 def test_the_detector_fires_on_a_deliberately_degraded_agent(tmp_path):
     """A cart-pole agent trained well, then continued with a destructive setting (learning rate
     x100, no entropy bonus): the report, with control policies on the same seeds, flags it."""
-    from cartpole import CartPoleEnv, CartPoleVecEnv
+    from ppo.cartpole import CartPoleEnv, CartPoleVecEnv
     from common.episodes import run_episodes
     from common.policies import control_policies
     from ppo import PPO, EvalResult, PPOConfig
@@ -223,8 +223,8 @@ def test_the_detector_fires_on_a_deliberately_degraded_agent(tmp_path):
     good.step = agent.global_step
     agent.save(str(tmp_path / "good.pt"))
     degraded = PPO.load(str(tmp_path / "good.pt"), CartPoleVecEnv(8),
-                        overrides={"learning_rate": 100 * cfg.learning_rate, "ent_coef": 0.0,
-                                   "total_timesteps": agent.global_step + 8192})
+                        config=cfg.replace(learning_rate=100 * cfg.learning_rate, ent_coef=0.0,
+                                           total_timesteps=agent.global_step + 8192))
     degraded.learn()
     bad = degraded.evaluate(envs, **episodes)
     bad.step = degraded.global_step

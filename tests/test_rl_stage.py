@@ -340,17 +340,17 @@ def test_another_reward_is_built_from_its_own_defaults(tmp_path):
     preset's) takes X's defaults and only the reward.* flags given; the same name merges."""
     from env import EnvConfig
     from env.reward import FinalReward, ProgressReward
-    from stages.rl_config import merge_env, parse_env_overrides
+    from stages.presets import env_config, parse_env_overrides
     stored = {"max_steps": 6, "reward": ProgressReward(w_out=3.0).to_dict()}
 
     def merged(*flags):
-        return merge_env(stored, parse_env_overrides(list(flags)), "auto", tmp_path / "base.pt")
+        return env_config(stored, parse_env_overrides(list(flags)), "auto", tmp_path / "base.pt")
     assert merged("reward.name=final").reward == FinalReward()
     assert merged("reward.name=final", "reward.w_end=5").reward == FinalReward(w_end=5.0)
     assert merged("reward.w_gain=2").reward == ProgressReward(w_gain=2.0, w_out=3.0)
     assert merged("reward.name=progress").reward == ProgressReward(w_out=3.0)
     assert merged().reward == ProgressReward(w_out=3.0) and merged().max_steps == 6
-    assert merge_env({}, {}, "auto", tmp_path / "base.pt").reward == EnvConfig().reward  # no reward: the default
+    assert env_config({}, {}, "auto", tmp_path / "base.pt").reward == EnvConfig().reward  # no reward: the default
 
 
 def test_resume_at_the_runs_end_continues_for_five_evaluation_periods(capsys, tiny_rl, tmp_path):
@@ -450,6 +450,30 @@ def test_each_setting_is_built_once_and_reaches_its_use_as_that_object(base_dir,
         assert seen["made"] == {"EnvConfig": 1, "ProgressReward": 1}, argv  # before the first decision
         assert agent.config is p.ppo_cfg
         assert all(env.config is p.env_cfg and env.config.reward is p.env_cfg.reward for env in seen["envs"])
+
+
+def test_a_resumed_run_reads_its_checkpoint_once(tiny_rl, tmp_path, monkeypatch):
+    """The plan reads the checkpoint (to check it against the flags) and the agent is built from
+    that very dict: a full checkpoint holds every environment's model, read once is enough."""
+    import common.files
+    import stages.rl
+    resume = shutil.copytree(tiny_rl, tmp_path / "old") / "32.pt"
+    reads, real_load, real_build = [], torch.load, stages.rl.build_agent
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(Path(f).resolve() if isinstance(f, (str, os.PathLike)) else f)
+        return real_load(f, *args, **kwargs)
+
+    def build(p, train_env, extra):
+        reads_before = reads.count(resume.resolve())
+        agent = real_build(p, train_env, extra)
+        seen.update(before=reads_before, after=reads.count(resume.resolve()), left=p.checkpoint)
+        return agent
+    seen = {}
+    monkeypatch.setattr(common.files.torch, "load", counting_load)
+    monkeypatch.setattr(stages.rl, "build_agent", build)
+    assert rl("--resume", resume, "--timesteps", 32) == 0
+    assert seen == {"before": 1, "after": 1, "left": None}
 
 
 def test_logdir_is_the_stage_s_tensorboard_folder(base_dir, tmp_path, capsys):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import train
-from common.policies import ConstantPolicy
+from common.policies import ConstantPolicy, control_policies
 from env import (PHI, TEXT, EnvConfig, EnvError, ProgressReward, RewardConfig, TextSchedulingEnv,
-                 action_independent_share, control_policies, load_base, reward_from_dict, run_policy, rule_family)
+                 action_independent_share, load_base, reward_from_dict, run_policy, rule_family)
 from bench.dynamics import difference, mode_effects, state_at_phi
 from infinito.checkpoint import load_checkpoint
 

@@ -1,4 +1,5 @@
-"""Cart-pole balancing (Barto, Sutton & Anderson 1983), test-only, no gymnasium.
+"""Cart-pole balancing (Barto, Sutton & Anderson 1983): a classic-control environment for checking
+this PPO implementation against known results (tests, bench/ppo_classic.py), no gymnasium.
 
 Physics and limits follow the classic CartPole-v1 task: Euler steps of 0.02 s, force
 +-10 N, pole half-length 0.5 m, failure beyond 12 degrees or 2.4 m, reward 1 for
