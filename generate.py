@@ -31,9 +31,9 @@ from common.files import CheckpointError
 from data import DataError
 from env import EnvError
 from infinito.sampling import SamplingConfig
-from stages.adapt import adapt_with_agent, load_agent
+from stages.generation.adapt import adapt_with_agent, load_agent
 from stages.cli import OneLineParser, UserError, diverged, pick_device, run_cli
-from stages.sampling import Output, load_base_model, run_sample
+from stages.generation.sampling import Output, load_base_model, run_sample
 
 DEFAULT_CKPT = "ckpt/base.pt"
 MAX_NEW_TOKENS = 1_000_000

@@ -27,12 +27,12 @@ from common.files import CheckpointError, FolderInUse
 from data import DataError
 from env.errors import EnvError
 from infinito.presets import PRESETS
-from stages.presets import RL_PRESETS
+from stages.rl.presets import RL_PRESETS
 from stages.base import CONFIG_CLASSES, run_base
 from stages.cli import OneLineParser, StageFlags, UserError, pick_device, run_cli
-from stages.report import run_report
-from stages.rl import run_rl
-from stages.presets import CHOICE_PPO_FLAGS, PPO_FLAGS
+from stages.report.stage import run_report
+from stages.rl.stage import run_rl
+from stages.rl.presets import CHOICE_PPO_FLAGS, PPO_FLAGS
 from ppo import PPOConfig
 
 

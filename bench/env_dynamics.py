@@ -38,7 +38,7 @@ from common.stats import summarize  # noqa: E402
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
                  action_independent_share, rescore, run_policy)
 from bench.dynamics import mode_effects, state_at_phi  # noqa: E402
-from stages.presets import preset_env  # noqa: E402
+from stages.rl.presets import preset_env  # noqa: E402
 
 START, END = "<!-- env_dynamics:start -->", "<!-- env_dynamics:end -->"
 ADAPTIVE = "adaptive (PHI while Φ is outside the band, else TEXT)"

@@ -3,7 +3,7 @@
 Each run folder's evaluations.json holds every checkpoint's returns on the same seeded episodes;
 its report.json the control policies' means (the over-fitting rule's unit). For each rule below
 the script replays which episodes the rule would have played, rebuilds the report from them
-(stages/overfit.py: the same statuses and recommendation), and prints the episodes spent beside
+(stages/report/overfit.py: the same statuses and recommendation), and prints the episodes spent beside
 today's and whether the recommended checkpoint is today's, or one whose mean lies inside the
 95 % CI of today's recommendation:
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
 from common.racing import behind  # noqa: E402
 from ppo import EvalResult  # noqa: E402
-from stages.overfit import Report  # noqa: E402
+from stages.report.overfit import Report  # noqa: E402
 
 SCREEN = 10
 

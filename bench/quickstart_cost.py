@@ -9,7 +9,7 @@ what the run wrote:
 - checkpoint evaluations: evaluations.json, every evaluation's episode lengths;
 - control policies: every evaluation the base's control cache holds (a fresh folder: all were
   played by this run), evaluation and held-out seeds, at the steps they paid (played side by
-  side, a step several policies took together is paid once: stages.scoring.paid);
+  side, a step several policies took together is paid once: stages.report.scoring.paid);
 - the recommended checkpoint on the held-out seeds: report.json's held-out agent.
 
     python bench/quickstart_cost.py                  # the demo preset, about 25-45 minutes on 2 cores
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
-from stages.scoring import paid  # noqa: E402
+from stages.report.scoring import paid  # noqa: E402
 
 
 def run_stage(*args: str) -> float:

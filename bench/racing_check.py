@@ -28,9 +28,9 @@ from common.cores import idle_cores  # noqa: E402
 from common.policies import control_policies  # noqa: E402
 from common.racing import race, race_rounds  # noqa: E402
 from env import TextSchedulingEnv, load_base, rule_family  # noqa: E402
-from stages.controls import TUNED, ControlCache, Player, later_families  # noqa: E402
+from stages.report.controls import TUNED, ControlCache, Player, later_families  # noqa: E402
 from stages.identity import identify  # noqa: E402
-from stages.presets import RL_PRESETS, preset_env  # noqa: E402
+from stages.rl.presets import RL_PRESETS, preset_env  # noqa: E402
 
 
 def grid(cache: ControlCache, members: dict, n: int, seed: int, envs, env_cfg) -> dict:

@@ -32,7 +32,7 @@ from bench.rl_study import CORPORA, require, stage  # noqa: E402
 from env import TextSchedulingEnv, load_base  # noqa: E402
 from infinito.presets import snapshot_name  # noqa: E402
 from infinito.training import NonFiniteLoss  # noqa: E402
-from stages.presets import preset_env  # noqa: E402
+from stages.rl.presets import preset_env  # noqa: E402
 
 
 def probe(task: tuple) -> dict:

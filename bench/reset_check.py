@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from env import TextSchedulingEnv, reset_ratios  # noqa: E402
 from infinito.presets import PRESETS, snapshot_name  # noqa: E402
 from stages.base import BasePlan, run_base_plan  # noqa: E402
-from stages.presets import RL_PRESETS, base_preset, preset_env  # noqa: E402
+from stages.rl.presets import RL_PRESETS, base_preset, preset_env  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 LIMIT = 1.2  # the test suite's bound

@@ -54,7 +54,7 @@ from common.stats import bootstrap_interval, improvement_indicator, summarize  #
 from stages.outputs import step_checkpoint, step_checkpoints  # noqa: E402
 from infinito.presets import PRESETS as BASE_PRESETS  # noqa: E402
 from infinito.presets import SNAPSHOT_DEMO, snapshot_name  # noqa: E402
-from stages.presets import RL_PRESETS, base_preset  # noqa: E402
+from stages.rl.presets import RL_PRESETS, base_preset  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

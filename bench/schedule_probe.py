@@ -35,7 +35,7 @@ from common.messages import first_line  # noqa: E402
 from common.stats import summarize  # noqa: E402
 from env import (EnvConfig, FinalReward, PolicyRuns, ProgressReward, SchedulePolicy, StepSizeSchedule,  # noqa: E402
                  TextSchedulingEnv, rescore, run_policy, step_size_modes)
-from stages.presets import preset_env  # noqa: E402
+from stages.rl.presets import preset_env  # noqa: E402
 
 WEIGHTS = {"TEXT": (1.0, 0.0), "MIXED": (0.5, 0.5)}
 _ENV = None  # one environment per worker process

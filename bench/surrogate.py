@@ -81,9 +81,9 @@ def branch_name(base: str, k: int, mode: str) -> str:
 
 # ---------------------------------------------------------------------------- record
 def demo_lr_env(base: str):
-    """The real demo-lr environment, as the RL stage builds it (stages/presets.py, preset_env)."""
+    """The real demo-lr environment, as the RL stage builds it (stages/rl/presets.py, preset_env)."""
     from env import TextSchedulingEnv
-    from stages.presets import preset_env
+    from stages.rl.presets import preset_env
     return TextSchedulingEnv(base, preset_env("demo-lr", Path(base)))
 
 
@@ -616,7 +616,7 @@ def cmd_fit(args) -> int:
     return 0
 
 # ---------------------------------------------------------------------------- levers
-# What each lever changes in the demo preset's PPO (stages/presets.py DEMO["ppo"]: n_steps 32,
+# What each lever changes in the demo preset's PPO (stages/rl/presets.py DEMO["ppo"]: n_steps 32,
 # minibatch 64, 10 epochs, gamma 1, the rest PPOConfig's defaults; 8 environments).
 LEVERS = {
     "plain, 8 envs (the preset)": dict(num_envs=8),
@@ -631,14 +631,14 @@ LEVERS = {
 }
 CHECKPOINTS = (2048, 5120, 10240, 15360, 20480, 40960)  # decisions, multiples of every lever's rollout
 EVAL_SEED = 1_000_000_000  # the surrogate's evaluation episodes: apart from every training stream's seeds
-TEACHER_SEED, TEACHER_EPISODES = 30_000, 32  # as the RL stage's --teacher (stages/teacher.py)
+TEACHER_SEED, TEACHER_EPISODES = 30_000, 32  # as the RL stage's --teacher (stages/rl/teacher.py)
 
 
 def decay_teacher():
     """The real tuned decay control (env.SchedulePolicy): it reads Φ and time_left, which the
     surrogate's observation holds at the same places."""
     from env import SchedulePolicy, StepSizeSchedule
-    from stages.presets import preset_env
+    from stages.rl.presets import preset_env
     return SchedulePolicy(preset_env("demo-lr", None), 0.0, None,
                           StepSizeSchedule("step", 1.0, 0.5, 6))
 
@@ -661,7 +661,7 @@ def train_lever(params, lever: dict, seed: int, n_eval: int, checkpoints=CHECKPO
     from bench.surrogate_model import SurrogateEnv
     from ppo import PPO, FunctionCallback
     from ppo.cloning import clone
-    from stages.presets import DEMO
+    from stages.rl.presets import DEMO
     cfg = DEMO["ppo"].replace(total_timesteps=max(checkpoints), seed=seed, torch_threads=1, progress_bar=False,
                               group_size=lever.get("group_size", 1),
                               group_baseline=lever.get("group_baseline", "loo+gae"))

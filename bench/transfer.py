@@ -37,10 +37,10 @@ from env import EnvError, load_base  # noqa: E402
 from infinito.checkpoint import CheckpointError  # noqa: E402
 from ppo import TrainedPolicy  # noqa: E402
 from stages.cli import UserError  # noqa: E402
-from stages.controls import BANDIT, control_policy  # noqa: E402
+from stages.report.controls import BANDIT, control_policy  # noqa: E402
 from stages.identity import check_base  # noqa: E402
-from stages.record import RunRecord  # noqa: E402
-from stages.scoring import evaluation_envs, score_together  # noqa: E402
+from stages.rl.record import RunRecord  # noqa: E402
+from stages.report.scoring import evaluation_envs, score_together  # noqa: E402
 
 BEST_CONSTANT = "best constant"
 

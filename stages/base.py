@@ -4,7 +4,7 @@ Writes into the output folder: base.pt (the latest checkpoint, rewritten at ever
 evaluation and at the end), base-step<N>.pt (the snapshot the RL stage starts
 from), tokenizer.model, base_config.json, base_log.jsonl and base_summary.json,
 the token cache (cache/) and TensorBoard scalars (runs/base/; tags lm/train/*, lm/val/*,
-lm/time/tokens_per_sec: stages/dashboards.BASE_TAGS).
+lm/time/tokens_per_sec: stages/report/dashboards.py, BASE_TAGS).
 """
 from __future__ import annotations
 
@@ -334,7 +334,7 @@ def train_loop(run: BaseRun, stop_at: int, logger: Logger, quiet: bool) -> bool:
 
 
 def _record_train(logger: Logger, stats: dict, lr: float, tokens_per_sec: float) -> None:
-    # lm/ prefix: PPO writes train/* under the same log root (stages/dashboards.BASE_TAGS)
+    # lm/ prefix: PPO writes train/* under the same log root (stages/report/dashboards.py, BASE_TAGS)
     for k, v in stats.items():
         logger.record(f"lm/train/{k}", v)
     logger.record("lm/train/lr", lr)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from common import distributed
 from common.files import FolderLock
-from .dashboards import BASE_VIEW, RL_VIEW
-from .presets import RL_PRESETS
+from .report.dashboards import BASE_VIEW, RL_VIEW
+from .rl.presets import RL_PRESETS
 
 from .cli import UserError
 

@@ -11,8 +11,8 @@ from common.policies import Exp3S
 from common.stats import bootstrap_interval, improvement_indicator, iqm
 from env import EnvConfig, rule_family
 from ppo import EvalResult
-from stages.overfit import Report, paired_verdict
-from stages.scoring import SUMMARY_KEYS
+from stages.report.overfit import Report, paired_verdict
+from stages.report.scoring import SUMMARY_KEYS
 
 
 def test_exp3s_follows_the_update_rule_on_a_hand_computed_case():
@@ -77,7 +77,7 @@ def test_the_rule_family_covers_every_other_mode_and_margin():
 
 
 def fake_score(means: dict):
-    """stages.controls.score_together stand-in: the mean depends on (policy, seed); counts what it plays."""
+    """stages.report.controls.score_together stand-in: the mean depends on (policy, seed); counts what it plays."""
     played = []
 
     def score_together(envs, policies, env_cfg, n, seed, on_episode=None):
@@ -92,7 +92,7 @@ def fake_score(means: dict):
 
 
 def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
-    from stages import controls
+    from stages.report import controls
     a, b = "rule: TEXT in [3, 6], else MIXED", "rule: TEXT in [3.5, 5.5], else PHI"
     # a is the best member on the evaluation seeds, b would be on the held-out ones
     score, played = fake_score({(a, 100): 5.0, (b, 100): 1.0, (a, 900): 1.0, (b, 900): 9.0})
@@ -109,7 +109,7 @@ def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
 
 
 def test_the_held_out_seeds_play_the_constants_chosen_on_the_evaluation_seeds(monkeypatch, tmp_path):
-    from stages import controls
+    from stages.report import controls
     # on the evaluation seeds PHI is the worst constant and MIXED the best; on the held-out ones TEXT would be
     score, played = fake_score({("always PHI", 100): -5.0, ("always MIXED", 100): 4.0, ("always PHI", 900): -5.0,
                                 ("always MIXED", 900): 2.0, ("always TEXT", 900): 9.0})
@@ -124,7 +124,7 @@ def test_the_held_out_seeds_play_the_constants_chosen_on_the_evaluation_seeds(mo
 
 
 def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatch, tmp_path):
-    from stages import controls
+    from stages.report import controls
     score, played = fake_score({})
     monkeypatch.setattr(controls, "score_together", score)
     run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
@@ -143,7 +143,7 @@ def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatc
 
 
 def test_constants_ride_along_the_later_families_rounds_and_keep_their_whole_sample(monkeypatch, tmp_path):
-    from stages import controls
+    from stages.report import controls
     score, played = fake_score({("always TEXT", 100): 3.0, ("always TEXT", 105): 5.0})
     monkeypatch.setattr(controls, "score_together", score)
     run = {"eval_episodes": 10, "eval_seed": 100, "heldout_seed": 900}  # two rounds of 5
@@ -178,7 +178,7 @@ WRONG_SHAPES = {
 
 @pytest.mark.parametrize("shape", sorted(WRONG_SHAPES))
 def test_a_control_cache_entry_of_another_shape_is_played_again(monkeypatch, tmp_path, shape):
-    from stages import controls
+    from stages.report import controls
     a, b = "rule: TEXT in [3, 6], else MIXED", "rule: TEXT in [3.5, 5.5], else PHI"
     score, played = fake_score({(a, 100): 5.0, (b, 100): 1.0, (a, 900): 2.0, ("always PHI", 100): 3.0})
     monkeypatch.setattr(controls, "score_together", score)
@@ -259,7 +259,7 @@ def test_stored_controls_count_only_when_tuned_over_the_current_families(monkeyp
     import copy
 
     from env import step_size_modes
-    from stages import controls
+    from stages.report import controls
     score, _ = fake_score({})
     monkeypatch.setattr(controls, "score_together", score)
     cfg = EnvConfig(max_steps=8, modes=step_size_modes({"TEXT": (1, 0), "MIXED": (0.5, 0.5)}, (0.5, 1.0)))

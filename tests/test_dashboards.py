@@ -3,7 +3,7 @@ TensorBoard matches it (tensorboard/plugins/custom_scalar): a Multiline chart jo
 regexes as (r1)|(r2) and the server keeps the tags `re.match` accepts; a Margin chart's
 value/lower/upper are escaped by the front end and looked up by exact name. Then the colours:
 every run's colour in a real tiny run, by the rule and palettes read from the installed
-TensorBoard's front end (stages/dashboards.py's docstring)."""
+TensorBoard's front end (stages/report/dashboards.py's docstring)."""
 from __future__ import annotations
 
 import json
@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from common.logger import Logger
-from stages.dashboards import (ACTION_FRAC, ACTION_MIX, BASE_TAGS, BASE_VIEW, COMPARISON, EVAL_CATEGORY, RL_TAGS,
+from stages.report.dashboards import (ACTION_FRAC, ACTION_MIX, BASE_TAGS, BASE_VIEW, COMPARISON, EVAL_CATEGORY, RL_TAGS,
                                RL_VIEW, SIDE_RUNS, VS_CONTROLS, SideRuns, control_slug, side_run_plan,
                                record_eval_scalars, record_rollout_scalars, rl_layout, rl_tags)
 
 MODES = ("TEXT", "PHI", "MIXED")
 CONTROLS = ("random", "always TEXT", "always PHI", "always MIXED", "tuned rule", "bandit")
 
-# Every scalar the RL run writes (PPO's trainer, env.RolloutMonitor, stages/rl.py), written out by hand.
+# Every scalar the RL run writes (PPO's trainer, env.RolloutMonitor, stages/rl/stage.py), written out by hand.
 RL_WRITES = [
     "train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/loss", "train/approx_kl",
     "train/clip_fraction", "train/explained_variance", "train/learning_rate", "train/clip_range",
@@ -226,7 +226,7 @@ def tensorboard_palettes() -> dict:
     import tensorboard
     with zipfile.ZipFile(Path(tensorboard.__file__).parent / "webfiles.zip") as z:
         js = z.read("index.js").decode()
-    changed = "TensorBoard's colouring changed: read it again (stages/dashboards.py's docstring)"
+    changed = "TensorBoard's colouring changed: read it again (stages/report/dashboards.py's docstring)"
     # Custom Scalars and Scalars: a colour scale over the runs store (/data/runs), its default palette
     # a named one, and setDomain giving run n the colour palette[n % length].
     default = re.search(r"(\w+)=\w+\.(\w+);var \w+=class\{constructor\(\w+=\1\)\{this\.palette=\w+", js)

@@ -14,7 +14,7 @@ from env import (PLATEAU_PATIENCES, EnvConfig, EnvError, FinalReward, PlateauPol
                  rescore, rule_family, run_policy, step_size_modes, switch_family)
 from common.episodes import play, run_episodes
 from common.policies import ConstantPolicy
-from stages.presets import RL_PRESETS, STEP_SIZES, VARIANTS
+from stages.rl.presets import RL_PRESETS, STEP_SIZES, VARIANTS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -167,7 +167,7 @@ def test_families_over_step_sizes():
     plain = EnvConfig()
     assert plateau_family(plain, rule_family(plain)["rule: TEXT in [3, 6], else MIXED"]) == {}
     # one step size, even one other than 1: nothing to lower to, so neither step-size family is reported
-    from stages.controls import adaptive_names
+    from stages.report.controls import adaptive_names
     halved = EnvConfig(modes=step_size_modes({"TEXT": (1.0, 0.0), "MIXED": (0.5, 0.5)}, (0.5,)))
     assert halved.has_step_sizes and adaptive_names(halved) == ("tuned rule", "tuned time switch", "bandit")
     assert "tuned plateau decay" in adaptive_names(cfg)
@@ -269,7 +269,7 @@ def test_the_tiny_preset_trains_on_each_variant(variant_run):
         assert set(on_eval["members"]) == set(plateau_family(env, rule))
         assert on_eval["rule"] == max(on_eval["members"], key=on_eval["members"].get)
         assert list(record["heldout_adaptive"]["tuned plateau decay"]["extra"]["members"]) == [on_eval["rule"]]
-    from stages.chart import control_colours  # the chart: every control, the new family too, in its own colour
+    from stages.report.chart import control_colours  # the chart: every control, the new family too, in its own colour
     colours = control_colours(report)
     assert set(expected) <= set(colours) and len(set(colours.values())) == len(colours)
     # bench/rl_study.py's tables compare the agent with every family's control
@@ -318,7 +318,7 @@ def test_step_size_modes_keep_every_chart_apart_and_the_agent_its_colour(variant
     """Six step-size modes and five adaptive controls would be twelve runs beside the agent's: the side runs
     are the two mode families and the best adaptive controls, and every chart's runs differ in colour."""
     from test_dashboards import chart_runs, colour_problems, tensorboard_palettes
-    from stages.dashboards import ACTION_MIX
+    from stages.report.dashboards import ACTION_MIX
     name, out = variant_run
     for palette in tensorboard_palettes().values():
         assert colour_problems(out / "runs", palette) == []

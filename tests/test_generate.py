@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 import generate as cli
-import stages.adapt as adapt
-import stages.sampling as sampling
+import stages.generation.adapt as adapt
+import stages.generation.sampling as sampling
 from conftest import file_digest
 from infinito.config import InfinitoConfig
 from infinito.generation import default_keep, generate

@@ -56,8 +56,8 @@ def test_ppo_is_a_generic_library_and_each_module_sits_where_its_folder_says():
     ppo_text = " ".join(p.read_text() for p in sorted((ROOT / "ppo").glob("*.py")))
     for word in ("Infinito", "Report(", "report_svg", "tokenizer", "perplexity", "Φ"):
         assert word not in ppo_text, word
-    for moved, now in (("ppo/report.py", "stages/overfit.py"), ("ppo/chart.py", "stages/chart.py"),
-                       ("env/presets.py", "stages/presets.py"), ("env/dynamics.py", "bench/dynamics.py")):
+    for moved, now in (("ppo/report.py", "stages/report/overfit.py"), ("ppo/chart.py", "stages/report/chart.py"),
+                       ("env/presets.py", "stages/rl/presets.py"), ("env/dynamics.py", "bench/dynamics.py")):
         assert not (ROOT / moved).exists() and (ROOT / now).is_file(), moved
 
 
@@ -73,7 +73,7 @@ def test_no_setting_name_means_two_things():
     from infinito.config import InfinitoConfig
     from infinito.presets import BaseTrainConfig
     from ppo import PPOConfig
-    from stages.presets import RUN_KEYS
+    from stages.rl.presets import RUN_KEYS
     owners = defaultdict(set)
     for cls in (EnvConfig, RewardConfig, ProgressReward, FinalReward, InfinitoConfig, BaseTrainConfig, PPOConfig):
         for f in fields(cls):

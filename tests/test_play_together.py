@@ -57,7 +57,7 @@ def test_one_policy_pays_its_length_and_never_saves_the_state(tiny_env):
 
 
 def test_score_together_matches_score_and_says_what_it_paid(tiny_env):
-    from stages.scoring import join_evaluations, paid, score, score_together
+    from stages.report.scoring import join_evaluations, paid, score, score_together
     env, cfg = tiny_env
     chosen = {k: v for k, v in policies(cfg).items() if k in ("always TEXT", "always MIXED", "random")}
     together = {k: r.to_dict() for k, r in score_together(env, chosen, cfg, 3, 40).items()}

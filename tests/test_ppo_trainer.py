@@ -13,7 +13,7 @@ import torch
 from common.spaces import Box, Discrete
 from ppo import (PPO, CheckpointCallback, CheckpointError, EvalCallback, EvalResult, FunctionCallback,
                  JsonHistoryCallback, PPOConfig, StopOnNoImprovement, StopOnRewardThreshold)
-from stages.overfit import StopOnOverfit, Thresholds  # the application's report, used on a cart-pole agent
+from stages.report.overfit import StopOnOverfit, Thresholds  # the application's report, used on a cart-pole agent
 from ppo.buffer import RolloutBuffer
 from ppo.cartpole import CartPoleEnv, CartPoleVecEnv
 

@@ -88,7 +88,7 @@ def test_the_race_picks_the_full_grids_member_on_recorded_families():
 def test_joined_evaluations_of_consecutive_seeds_equal_one_evaluation(base_dir, one_torch_thread):
     from common.policies import control_policies
     from env import EnvConfig, TextSchedulingEnv, load_base
-    from stages.scoring import join_evaluations, score
+    from stages.report.scoring import join_evaluations, score
     cfg = EnvConfig(max_steps=3, inner_steps=1, inner_batch_size=2, seq_len=32, measurement_batch_size=2)
     env = TextSchedulingEnv(load_base(base_dir / "base.pt", cfg), cfg)
     policy = control_policies(len(cfg.modes), cfg.mode_names)["random"]

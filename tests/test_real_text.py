@@ -25,7 +25,7 @@ def test_a_tiny_study_on_a_wikitext2_base_measures_on_the_test_split(tmp_path, o
     from data import Tokenizer, encode_cached
     from env import load_base
     from infinito.checkpoint import BASE_KIND, load_checkpoint, tensor_to_bytes
-    from stages.presets import RL_PRESETS, preset_env
+    from stages.rl.presets import RL_PRESETS, preset_env
     assert rl_study.main(["--seeds", "1", "--preset", "tiny", "--corpus", "wt2", "--out", str(tmp_path)]) == 0
     study = json.loads((tmp_path / "study.json").read_text())
     assert study["corpus"] == "wt2" and "tiny preset on wt2" in (tmp_path / "study.md").read_text()

@@ -1,4 +1,4 @@
-"""The over-fitting report (stages/overfit.py) from made-up evaluation histories."""
+"""The over-fitting report (stages/report/overfit.py) from made-up evaluation histories."""
 import json
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common.stats import t975
-from stages.overfit import (CHART_ALT, Column, Report, Thresholds, embed_chart, flag, normalised_score, recommend,
+from stages.report.overfit import (CHART_ALT, Column, Report, Thresholds, embed_chart, flag, normalised_score, recommend,
                             significantly_lower, write_report)
 
 

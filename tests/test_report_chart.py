@@ -1,12 +1,12 @@
-"""The report's chart (stages/chart.py) from made-up evaluation histories, and write_report's report.svg."""
+"""The report's chart (stages/report/chart.py) from made-up evaluation histories, and write_report's report.svg."""
 import math
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from common.stats import t975
-from stages.chart import BOTTOM, CONTROL_COLOURS, STATUS_COLOURS, TOP, VERDICT_COLOURS, report_svg
-from stages.overfit import CHART_ALT, Report, write_report
+from stages.report.chart import BOTTOM, CONTROL_COLOURS, STATUS_COLOURS, TOP, VERDICT_COLOURS, report_svg
+from stages.report.overfit import CHART_ALT, Report, write_report
 
 NS = "{http://www.w3.org/2000/svg}"
 

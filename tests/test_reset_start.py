@@ -12,7 +12,7 @@ import pytest
 import train
 from env import EnvConfig, TextSchedulingEnv, reset_ratios
 from infinito.presets import PRESETS, snapshot_name
-from stages.presets import RL_PRESETS, base_preset
+from stages.rl.presets import RL_PRESETS, base_preset
 
 SEEDS = range(20_000, 20_060)  # the presets' held-out seeds
 LIMIT = 1.2                    # a reset may not measure above 1.2 x the snapshot's own perplexity

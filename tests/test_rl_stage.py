@@ -84,7 +84,7 @@ def test_tensorboard_tags_and_custom_scalars(tiny_rl):
     assert acc.Scalars("eval/ci_lower")[0].value == pytest.approx(first["ci95_low"], rel=1e-5)
     assert acc.Scalars("eval/ci_upper")[0].value == pytest.approx(first["ci95_high"], rel=1e-5)
     assert "run/resumed_from" not in tags  # a fresh run
-    # runs of their own beside the agent's (TensorBoard colours by run; stages/dashboards.py): each mode's,
+    # runs of their own beside the agent's (TensorBoard colours by run; stages/report/dashboards.py): each mode's,
     # with its constant control (always <mode>), and each adaptive control's
     controls = {c["name"]: c["mean_reward"] for c in json.loads((tiny_rl / "report.json").read_text())["controls"]}
     side = EventAccumulator(str(tiny_rl / "runs" / "rl" / "modes" / "phi")).Reload()
@@ -238,18 +238,18 @@ def test_report_stage_honours_new_heldout_seeds(tiny_rl, tmp_path, capsys):
 
 def test_report_stage_reuses_stored_evaluations_and_continues_after_an_interruption(tiny_rl, tmp_path, capsys,
                                                                                    monkeypatch):
-    import stages.report
+    import stages.report.stage
     out = tmp_path / "ckpt"
     shutil.copytree(tiny_rl, out, ignore=shutil.ignore_patterns("runs"))
     played = []
-    real_score = stages.report.score
+    real_score = stages.report.stage.score
 
     def counting_score(envs, policy, env_cfg, n, seed, step=None, checkpoint=None, name=None):
         played.append((step, n))
         if len(played) == 2 and n == 4:
             raise KeyboardInterrupt  # Ctrl-C while the second checkpoint plays
         return real_score(envs, policy, env_cfg, n, seed, step, checkpoint, name)
-    monkeypatch.setattr(stages.report, "score", counting_score)
+    monkeypatch.setattr(stages.report.stage, "score", counting_score)
     # the training's settings: both checkpoints' evaluations are stored in them, none is played
     assert train.main(["--stage", "report", "--quiet", "--ckpt-dir", str(out)]) == 0
     assert played == [] and "(0 played, 2 reused)" in capsys.readouterr().out
@@ -340,7 +340,7 @@ def test_another_reward_is_built_from_its_own_defaults(tmp_path):
     preset's) takes X's defaults and only the reward.* flags given; the same name merges."""
     from env import EnvConfig
     from env.reward import FinalReward, ProgressReward
-    from stages.presets import env_config, parse_env_overrides
+    from stages.rl.presets import env_config, parse_env_overrides
     stored = {"max_steps": 6, "reward": ProgressReward(w_out=3.0).to_dict()}
 
     def merged(*flags):
@@ -399,7 +399,7 @@ def test_sigterm_saves_a_resumable_checkpoint(base_dir, tmp_path):
 
 def test_early_stop_on_over_fitting_keeps_the_best(base_dir, tmp_path, monkeypatch):
     """Evaluations that get worse (made so by shifting the agent's returns) stop the run at the first flag."""
-    import stages.scoring as scoring
+    import stages.report.scoring as scoring
     from ppo import TrainedPolicy
     real = scoring.run_policies
     calls = {"agent": 0}
@@ -428,7 +428,7 @@ def test_each_setting_is_built_once_and_reaches_its_use_as_that_object(base_dir,
     checkpoint), and the agent and every environment use those very objects."""
     from collections import Counter
 
-    import stages.rl
+    import stages.rl.stage
     from env import EnvConfig, ProgressReward
     counts, seen = Counter(), {}
     for cls in (EnvConfig, ProgressReward):
@@ -436,12 +436,12 @@ def test_each_setting_is_built_once_and_reaches_its_use_as_that_object(base_dir,
             counts[_name] += 1
             _orig(self)
         monkeypatch.setattr(cls, "__post_init__", counted)
-    real_build = stages.rl.build_agent
+    real_build = stages.rl.stage.build_agent
 
     def build(p, train_env, extra):
         seen.update(plan=p, agent=real_build(p, train_env, extra), envs=train_env.envs, made=dict(counts))
         return seen["agent"]
-    monkeypatch.setattr(stages.rl, "build_agent", build)
+    monkeypatch.setattr(stages.rl.stage, "build_agent", build)
     for argv in (("--preset", "tiny", "--base", base_dir / "base.pt", "--out", tmp_path / "new", "--timesteps", 32),
                  ("--resume", shutil.copytree(tiny_rl, tmp_path / "old") / "32.pt", "--timesteps", 32)):
         counts.clear()
@@ -456,9 +456,9 @@ def test_a_resumed_run_reads_its_checkpoint_once(tiny_rl, tmp_path, monkeypatch)
     """The plan reads the checkpoint (to check it against the flags) and the agent is built from
     that very dict: a full checkpoint holds every environment's model, read once is enough."""
     import common.files
-    import stages.rl
+    import stages.rl.stage
     resume = shutil.copytree(tiny_rl, tmp_path / "old") / "32.pt"
-    reads, real_load, real_build = [], torch.load, stages.rl.build_agent
+    reads, real_load, real_build = [], torch.load, stages.rl.stage.build_agent
 
     def counting_load(f, *args, **kwargs):
         reads.append(Path(f).resolve() if isinstance(f, (str, os.PathLike)) else f)
@@ -471,7 +471,7 @@ def test_a_resumed_run_reads_its_checkpoint_once(tiny_rl, tmp_path, monkeypatch)
         return agent
     seen = {}
     monkeypatch.setattr(common.files.torch, "load", counting_load)
-    monkeypatch.setattr(stages.rl, "build_agent", build)
+    monkeypatch.setattr(stages.rl.stage, "build_agent", build)
     assert rl("--resume", resume, "--timesteps", 32) == 0
     assert seen == {"before": 1, "after": 1, "left": None}
 

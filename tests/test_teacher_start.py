@@ -1,4 +1,4 @@
-"""Teacher start in the RL stage (stages/teacher.py): --teacher clones a named control before PPO."""
+"""Teacher start in the RL stage (stages/rl/teacher.py): --teacher clones a named control before PPO."""
 import json
 import shutil
 

@@ -55,7 +55,7 @@ def test_tensorboard_tags(tiny_run):
     assert expected <= tags
     assert not {t for t in tags if not t.startswith("lm/")}  # nothing that PPO's train/*, time/* could collide with
     assert [e.step for e in acc.Scalars("lm/val/ppl")] == [30]
-    from stages.dashboards import BASE_TAGS
+    from stages.report.dashboards import BASE_TAGS
     assert tags <= set(BASE_TAGS)  # the documented list is complete
 
 

@@ -1,6 +1,6 @@
 """The RL stage: a PPO agent learns to schedule INFINITO's training (`python train.py --stage rl`).
 
-Reads top to bottom: resolve the plan (stages/rl_config.py), build the
+Reads top to bottom: resolve the plan (stages/rl/plan.py), build the
 environments, score the control policies on the evaluation and held-out seeds,
 build or resume the agent, train it with callbacks (evaluate and checkpoint
 every few thousand steps, rewrite the report, log what the environment did,
@@ -27,17 +27,17 @@ from env import EnvConfig, RolloutMonitor, TextSchedulingEnv, VectorEnv, load_ba
 from infinito.training import NonFiniteLoss
 from ppo import PPO, Callback, CheckpointCallback, EvalCallback, JsonHistoryCallback, StopWhenLevel, TrainedPolicy
 
-from .cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
-from .identity import identify
-from .overfit import StopOnOverfit
+from ..cli import EXIT_INTERRUPTED, StopFlag, UserError, diverged, joined
+from ..identity import identify
+from ..report.overfit import StopOnOverfit
 from .record import RunRecord, teacher_line
-from .outputs import (STEP_NAME, claimed, fresh_run_check, log_folder, next_steps, replacing, step_checkpoint,
+from ..outputs import (STEP_NAME, claimed, fresh_run_check, log_folder, next_steps, replacing, step_checkpoint,
                       step_checkpoints, tensorboard_root)
-from .dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout, side_run_plan
-from .rl_config import RLPlan, plan
+from ..report.dashboards import SideRuns, record_eval_scalars, record_rollout_scalars, rl_layout, side_run_plan
+from .plan import RLPlan, plan
 from .teacher import TEACHER_TAGS, start_from_teacher
-from .controls import all_controls
-from .scoring import (RESUMED, evaluation_envs, headline, keep_best, recommend_and_score_heldout, report_notes,
+from ..report.controls import all_controls
+from ..report.scoring import (RESUMED, evaluation_envs, headline, keep_best, recommend_and_score_heldout, report_notes,
                       score, write_rl_report)
 
 

@@ -81,7 +81,7 @@ def _list_of(check):
     return lambda v: isinstance(v, list) and all(check(x) for x in v)
 
 
-# Every field of an evaluation (EvalResult.to_dict() of stages.scoring.score) that its readers use
+# Every field of an evaluation (EvalResult.to_dict() of stages.report.scoring.score) that its readers use
 # — the tuning (mean_reward), the report's rows and statuses, the paired verdict (seed,
 # episode_returns), the dashboards — and the type they use it as (the report shows a missing
 # statistic of `extra` as "—", so those may be absent, but not of another type).

@@ -4,7 +4,7 @@ Every checkpoint's greedy policy and every control policy are scored on the same
 seeded episodes (as many as --episodes): a checkpoint's evaluation already played
 on those seeds — in training, or by an earlier (or interrupted) run of this stage,
 kept in report-cache.json — is reused, the rest is played; the controls come from
-the base's control cache (stages/controls.py). The recommended checkpoint
+the base's control cache (stages/report/controls.py). The recommended checkpoint
 is scored on the held-out seeds (the run's, or --heldout-seed: the headline on
 seeds no run has seen). With the training's settings the report is report.md
 (and best.pt follows it); with others it is written beside it, e.g.
@@ -27,11 +27,11 @@ from common.files import FolderLock, write_json
 from env import EnvConfig, load_base
 from ppo import TrainedPolicy
 
-from .cli import EXIT_INTERRUPTED, UserError, diverged, joined, resolve_threads
-from .identity import check_base
-from .outputs import next_steps, output_folder, step_checkpoints
-from .rl_config import check_seed_ranges, make_thresholds
-from .record import RunRecord
+from ..cli import EXIT_INTERRUPTED, UserError, diverged, joined, resolve_threads
+from ..identity import check_base
+from ..outputs import next_steps, output_folder, step_checkpoints
+from ..rl.plan import check_seed_ranges, make_thresholds
+from ..rl.record import RunRecord
 from .controls import all_controls
 from .overfit import Thresholds
 from .scoring import (RESUMED, evaluation_envs, headline, keep_best, recommend_and_score_heldout, report_notes, score,

@@ -1,6 +1,6 @@
 """What an RL run is: a preset, the command line's flags, or a resumed checkpoint, resolved into one plan.
 
-A new run takes its environment, PPO and run settings from `stages/presets.py`
+A new run takes its environment, PPO and run settings from `stages/rl/presets.py`
 (`--preset`, default demo) with flags on top. A resumed run takes them from
 the checkpoint (its `extra` holds the run and environment settings), with flags
 on top, and checks that the base checkpoint is the one the agent was trained on.
@@ -17,11 +17,11 @@ from .presets import RL_PRESETS, merge_reward, resolve
 from ppo.checkpoint import RESUME_KEYS, is_light
 from ppo import PPOConfig, load_agent_checkpoint
 
-from .cli import SEED_ON_RESUME, UserError, resolve_threads
-from .identity import check_base
+from ..cli import SEED_ON_RESUME, UserError, resolve_threads
+from ..identity import check_base
 from .record import RunRecord
-from .outputs import output_folder
-from .overfit import Thresholds
+from ..outputs import output_folder
+from ..report.overfit import Thresholds
 from .teacher import TEACHER_EPISODES, TEACHER_SEED, check_teacher
 
 RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many evaluation periods
@@ -50,7 +50,7 @@ class RLPlan:
     device: str = "auto"
     quiet: bool = False
     threads: int = 1
-    teacher: dict | None = None                      # --teacher: the control to clone first (stages/teacher.py)
+    teacher: dict | None = None                      # --teacher: the control to clone first (stages/rl/teacher.py)
 
 
 def check_rollout(cfg: PPOConfig, num_envs: int, left: int) -> None:

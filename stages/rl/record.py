@@ -6,12 +6,12 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from env import EnvConfig
 
-from .cli import UserError
+from ..cli import UserError
 
 
 @dataclass
 class RunRecord:
-    run: dict                     # the stage's run settings (stages/presets.py RUN_KEYS, preset, base_file)
+    run: dict                     # the stage's run settings (stages/rl/presets.py RUN_KEYS, preset, base_file)
     env: dict                     # the environment config, EnvConfig.to_dict()
     base: str                     # the base checkpoint's path when the run was trained
     base_content: str             # that model's content digest (stages/identity.py)
@@ -20,7 +20,7 @@ class RunRecord:
     heldout_controls: dict = field(default_factory=dict)  # the same on the held-out seeds
     heldout_adaptive: dict = field(default_factory=dict)
     resumes: list = field(default_factory=list)           # the steps the run was resumed from, oldest first
-    teacher: dict = field(default_factory=dict)           # the control its policy was cloned from (stages/teacher.py)
+    teacher: dict = field(default_factory=dict)           # the control its policy was cloned from (stages/rl/teacher.py)
 
     def to_extra(self) -> dict:
         return asdict(self)

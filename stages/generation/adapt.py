@@ -19,9 +19,9 @@ from env import TextSchedulingEnv
 from infinito.model import Infinito
 from ppo import TrainedPolicy
 
-from .cli import UserError
-from .identity import check_base
-from .record import RunRecord
+from ..cli import UserError
+from ..identity import check_base
+from ..rl.record import RunRecord
 
 
 @dataclass

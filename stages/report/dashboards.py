@@ -68,7 +68,7 @@ BASE_TAGS = {
     "lm/time/tokens_per_sec": "training throughput since the last logged step",
 }
 
-# The RL stage's own run (PPO's trainer, env.RolloutMonitor, stages/rl.py); `<mode>` expands
+# The RL stage's own run (PPO's trainer, env.RolloutMonitor, stages/rl/stage.py); `<mode>` expands
 # with rl_tags().
 RL_TAGS = {
     "train/policy_gradient_loss": "PPO's clipped surrogate loss (mean over the update's minibatches)",

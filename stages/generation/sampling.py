@@ -19,7 +19,7 @@ from infinito.generation import Generation, generate
 from infinito.model import Infinito
 from infinito.sampling import SamplingConfig
 
-from .cli import UserError
+from ..cli import UserError
 
 
 def load_base_model(path: str | Path, device: torch.device) -> tuple[Infinito, Tokenizer]:

@@ -16,8 +16,8 @@ from common.stats import t975
 from ppo.checkpoint import write_light
 from ppo import EvalResult, TrainedPolicy
 
-from .outputs import step_checkpoint
-from .record import teacher_line
+from ..outputs import step_checkpoint
+from ..rl.record import teacher_line
 from .overfit import FIXED, Column, Report, Thresholds, write_report
 
 

@@ -459,7 +459,7 @@ def render_markdown(report: dict, action_names: Sequence[str] = (), columns: Seq
 
 
 def write_report(directory: str | Path, report: dict, markdown: str, stem: str = "report") -> tuple[Path, Path]:
-    """``<directory>/<stem>.md``, ``<stem>.json`` and the chart ``<stem>.svg`` (stages/chart.py), each
+    """``<directory>/<stem>.md``, ``<stem>.json`` and the chart ``<stem>.svg`` (stages/report/chart.py), each
     written atomically; the Markdown gets the chart's image line under its title if it lacks one (only
     this function knows the chart's file name). Returns the .md and .json paths; the .svg is beside them."""
     directory = Path(directory)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from ppo.cloning import clone
 
-from .cli import UserError
-from .controls import control_names, control_policy
+from ..cli import UserError
+from ..report.controls import control_names, control_policy
 
 TEACHER_SEED = 30_000  # the teacher's episodes: apart from the presets' evaluation (10,000) and held-out (20,000) seeds
 TEACHER_EPISODES = 32

@@ -20,7 +20,7 @@ from env import EnvConfig, step_size_modes
 from ppo import PPOConfig
 from ppo.groups import GROUP_BASELINES
 
-from .cli import UserError
+from ..cli import UserError
 
 
 def _snapshot(preset: str) -> str:
