@@ -3,7 +3,7 @@
     python bench/group_baseline.py            # ~2 minutes on 2 cores, one torch thread
     python bench/group_baseline.py --quick    # fewer rollouts and seeds (~40 s)
 
-On tests/shared_noise.py's environment, 8 environments, three versions of it (ENVS): every
+On ppo/shared_noise.py's environment, 8 environments, three versions of it (ENVS): every
 reward carries the episode's offset (std 10, set by its seed) and step noise (std 1, also from
 the seed), action 1 adds 0.5, in episodes of 4 or of 16 steps; and one tuned to the spread
 measured on demo-lr (an episode's return has std ~8 over seeds, the paired difference of two
@@ -17,7 +17,7 @@ actions), 4 steps. Four settings (PPOConfig):
   LOO+GAE                group_size 4, group_baseline "loo+gae": GAE's advantage minus the others' mean
 
 1. Variance of the policy-gradient estimate: the gradient of -mean(A log pi) over the policy's
-   parameters from one rollout of 8 x 16 decisions (tests/shared_noise.rollout_gradients),
+   parameters from one rollout of 8 x 16 decisions (ppo.shared_noise.rollout_gradients),
    repeated on fresh rollouts at a fixed policy; its total variance (the trace of the covariance)
    and the factor by which it is below GAE's. At the initial policy, and after 2,048 steps of
    LOO+GAE training, where the shared-seed settings are compared on the very same rollouts.
@@ -36,14 +36,14 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.machine import cpu_model  # noqa: E402
 from ppo import PPO, FunctionCallback, PPOConfig  # noqa: E402
-from shared_noise import SharedNoiseEnv, rollout_gradients  # noqa: E402
+from ppo.shared_noise import SharedNoiseEnv, rollout_gradients  # noqa: E402
 
 SETTINGS = {"GAE": (1, "none"), "GAE, shared seeds": (4, "none"), "LOO": (4, "loo"), "LOO+GAE": (4, "loo+gae")}
 NUM_ENVS = 8

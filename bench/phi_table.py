@@ -74,5 +74,8 @@ def main() -> None:
     (out / "phi_table.json").write_text(json.dumps(rows, indent=2))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user's error (a missing corpus, a full disk) is one line, as in train.py
+    from common.files import CheckpointError
+    from data import DataError
+    from stages.cli import run_cli
+    sys.exit(run_cli(main, (DataError, CheckpointError)))

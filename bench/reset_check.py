@@ -60,5 +60,8 @@ def main(argv=None) -> int:
     return 0 if ratios.max() <= LIMIT else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # a user's error (a missing corpus, a full disk) is one line, as in train.py
+    from common.files import CheckpointError
+    from data import DataError
+    from stages.cli import run_cli
+    sys.exit(run_cli(main, (DataError, CheckpointError)))

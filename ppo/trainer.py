@@ -183,7 +183,7 @@ class PPO:
         return self
 
     # One iteration's two halves, for measuring them apart (bench/ppo_classic.py, the gradient
-    # variance of tests/shared_noise.py) without learn's callbacks, logging and schedule.
+    # variance of ppo/shared_noise.py) without learn's callbacks, logging and schedule.
     def collect_batch(self) -> dict:
         """Collect one rollout (n_steps x num_envs decisions) with the current policy and return
         the batch an update trains on: tensors [B, ...] under ``obs``, ``actions``, ``masks``,

@@ -12,7 +12,7 @@ from common.vector import VectorEnv
 from ppo import PPO, CheckpointCallback, FunctionCallback, PPOConfig
 from ppo.cartpole import CartPoleEnv
 from ppo.groups import group_advantages, leave_one_out_mean
-from shared_noise import SharedNoiseEnv, rollout_gradients
+from ppo.shared_noise import SharedNoiseEnv, rollout_gradients
 
 
 class SeedProbe:

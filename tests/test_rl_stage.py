@@ -484,3 +484,21 @@ def test_logdir_is_the_stage_s_tensorboard_folder(base_dir, tmp_path, capsys):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*")) and (tmp_path / "tb" / "policies").is_dir()
     assert not (tmp_path / "o" / "runs").exists()
     assert f"tensorboard --logdir {tmp_path / 'tb'}" in capsys.readouterr().out
+
+
+def test_a_preset_lists_only_what_it_changes_and_resolves_to_the_settings_the_studies_used():
+    """One default per setting: the library class keeps it, a preset states only its changes (a
+    preset restating a default would be a second copy that could drift). The values every
+    published study ran with are pinned: a change of default must not move them."""
+    from dataclasses import fields
+    from env import EnvConfig
+    from stages.rl.presets import RL_PRESETS, preset_env
+    defaults = {f.name: getattr(EnvConfig(), f.name) for f in fields(EnvConfig)}
+    for name, preset in RL_PRESETS.items():
+        restated = {k for k, v in preset["env"].items() if k != "modes" and defaults[k] == v}
+        assert not restated, (name, restated)
+    used = {"tiny": (2e-4, "progress"), "paper": (2e-4, "progress"), "demo": (6e-4, "progress"),
+            "demo-final": (6e-4, "final"), "demo-lr": (6e-4, "final")}
+    for name, (inner_lr, reward) in used.items():
+        cfg = preset_env(name, None)
+        assert (cfg.inner_lr, cfg.reward.name) == (inner_lr, reward), name

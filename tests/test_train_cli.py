@@ -257,3 +257,37 @@ def test_packages_are_importable_outside_the_repo(tmp_path):
     """Every package is a real package (has __init__.py), so an installed copy works from any directory."""
     for pkg in ("infinito", "ppo", "data", "env", "common", "stages"):
         assert (ROOT / pkg / "__init__.py").is_file(), pkg
+
+
+def test_every_flag_declares_the_stages_that_read_it():
+    """The refusal above works for every flag only if none is added without its stages."""
+    parser, flags = train.build_parser()
+    declared = {a.dest for a in parser._actions} - {"help"}
+    assert declared == set(flags.read_by)
+    assert flags.read_by["seed"][0] == ("base", "rl") and flags.read_by["threads"][0] == ("base", "rl", "report")
+    assert flags.read_by["learning_rate"][0] == ("rl",) and flags.read_by["lr"][0] == ("base",)
+
+
+def test_seed_means_one_thing_a_resumed_base_takes_none(capsys, base_dir, tmp_path):
+    import shutil
+    shutil.copytree(base_dir, tmp_path / "b")
+    assert train.main(["--stage", "base", "--resume", str(tmp_path / "b" / "base.pt"), "--seed", "7",
+                       "--steps", "40", "--quiet"]) == 2
+    assert "--seed cannot change when resuming" in capsys.readouterr().err
+    assert train.main(["--stage", "rl", "--preset", "tiny", "--out", str(tmp_path / "o"), "--threads", "-1"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
+
+
+def test_threads_zero_is_the_idle_cores_in_every_stage(monkeypatch, base_dir, tmp_path):
+    """0 used to mean the idle cores for the base stage but one thread for the RL and report stages."""
+    import common.cores
+    from stages.rl.plan import plan
+    monkeypatch.setattr(common.cores, "idle_cores", lambda: 3)
+    parser, _ = train.build_parser()
+    args = parser.parse_args(["--stage", "rl", "--preset", "tiny", "--base", str(base_dir / "base.pt"),
+                              "--out", str(tmp_path / "o"), "--threads", "0"])
+    p = plan(args)
+    assert p.threads == 3 and p.ppo_cfg.torch_threads == 3
+    args = parser.parse_args(["--stage", "rl", "--preset", "tiny", "--base", str(base_dir / "base.pt"),
+                              "--out", str(tmp_path / "o")])
+    assert plan(args).threads == 1  # the RL stage's default: PPO's small networks run fastest on one

@@ -54,7 +54,7 @@ VARIANTS = {
 # run evaluated every 1,024, half as many evaluations recommend the same checkpoint (bench/README.md,
 # "Spending decisions").
 DEMO = {
-    "env": dict(max_steps=25, inner_steps=3, inner_batch_size=4, seq_len=64),
+    "env": dict(max_steps=25, inner_steps=3, seq_len=64),
     "ppo": PPOConfig(n_steps=32, minibatch_size=64, n_epochs=10, gamma=1.0),
     "run": dict(timesteps=10_240, save_freq=2048, eval_freq=2048, eval_episodes=30, eval_seed=10_000,
                 heldout_seed=20_000, num_envs=8, workers=2, base_file=_snapshot("demo")),

@@ -1,4 +1,4 @@
-"""A test environment whose return depends far more on the episode's seed than on the actions.
+"""A toy environment whose return depends far more on the episode's seed than on the actions.
 
 Like the text-scheduling environment, where the data stream an episode meets moves its return
 more than one decision does, but in a few microseconds a step. ``SharedNoiseEnv``: episodes of
@@ -12,8 +12,7 @@ so action 1 is better by ``effect`` on average, while c, e_t and u_t are the sam
 episode started from the same seed (and unseen: the observation is the time left). Members of a
 group that take the same actions get the same return; u_t makes those that take different ones
 differ by more than ``effect`` (as a data batch helps one training mode more than another).
-Used by the tests of
-the group baseline (tests/test_ppo_groups.py) and by bench/group_baseline.py, with
+Used by the tests of the group baseline (tests/test_ppo_groups.py) and by bench/group_baseline.py, with
 ``rollout_gradients``: the policy-gradient estimates whose spread the group baseline narrows.
 """
 from __future__ import annotations
