@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rep-penalty", type=float, default=d.rep_penalty,
                    help="repetition penalty, > 0: seen tokens' positive logits / R, negative ones * R; 1 = off "
                         "(default %(default)s)")
-    p.add_argument("--seed", type=int, default=1337, help="sample k uses seed + k (default %(default)s)")
+    p.add_argument("--seed", type=int, default=1337,
+                   help="the seed of everything random the command does: sample k draws with seed + k, and --agent's "
+                        "adaptation episode starts from seed (default %(default)s)")
     p.add_argument("--num-samples", type=int, default=1, help="samples to draw (default %(default)s)")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--json", action="store_true",
