@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .stats import summarize
+from .stats import clearly_below as behind  # a member clearly below the leader on the same episodes
 
 MIN_ROUND = 5  # episodes: fewer give a t-interval too wide (t975(3) = 3.2) to drop anyone
 
@@ -49,14 +49,6 @@ class Race:
     def full_grid(self) -> int:
         """Episodes the full grid would have played: every member on every episode."""
         return len(self.returns) * len(self.returns[self.chosen])
-
-
-def behind(member: Sequence[float], leader: Sequence[float]) -> bool:
-    """Whether `member` is clearly behind `leader` on the same episodes: the paired 95 % interval of
-    member - leader lies below 0."""
-    if len(member) != len(leader) or len(member) < 2:
-        return False
-    return summarize([m - x for m, x in zip(member, leader)])["ci95_high"] < 0
 
 
 def race(members: Sequence[str], play: Callable[[list, int, int], dict], n: int,

@@ -3,7 +3,7 @@ with a stratified bootstrap interval, and the probability of improvement (numpy 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -40,6 +40,14 @@ def summarize(values: Iterable[float]) -> dict:
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
     half = ci95_halfwidth(std, n)
     return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def clearly_below(x: Sequence[float], y: Sequence[float]) -> bool:
+    """Whether `x` is clearly below `y` on the same (seeded) episodes: the paired 95 % interval of
+    x - y lies below 0, a two-sided 5 % paired t-test. Too few pairs, or unequal lengths: False."""
+    if len(x) != len(y) or len(x) < 2:
+        return False
+    return summarize([a - b for a, b in zip(x, y)])["ci95_high"] < 0
 
 
 def iqm(values) -> float:

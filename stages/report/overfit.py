@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.files import write_json, write_text
-from common.stats import summarize, t975
+from common.stats import clearly_below, summarize, t975
 from ppo import Callback, EvalResult
 
 from .chart import report_svg
@@ -74,11 +74,7 @@ def significantly_lower(result: dict, baseline: dict) -> bool:
     paired = (a is not None and b is not None and len(a) == len(b) > 1
               and baseline.get("seed") is not None and baseline.get("seed") == result.get("seed"))
     if paired:
-        d = [x - y for x, y in zip(a, b)]
-        n = len(d)
-        mean = sum(d) / n
-        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-        return mean > 0 if sd == 0 else mean / (sd / math.sqrt(n)) > t975(n - 1)
+        return clearly_below(b, a)
     va = baseline["std_reward"] ** 2 / baseline["n_episodes"]
     vb = result["std_reward"] ** 2 / result["n_episodes"]
     diff = baseline["mean_reward"] - result["mean_reward"]
