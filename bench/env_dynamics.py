@@ -38,6 +38,7 @@ from common.stats import summarize  # noqa: E402
 from env import (BandPolicy, EnvConfig, PolicyRuns, RewardConfig, TextSchedulingEnv,  # noqa: E402
                  action_independent_share, rescore, run_policy)
 from bench.dynamics import mode_effects, state_at_phi  # noqa: E402
+from infinito.training import NonFiniteLoss  # noqa: E402
 from stages.rl.presets import preset_env  # noqa: E402
 
 START, END = "<!-- env_dynamics:start -->", "<!-- env_dynamics:end -->"
@@ -57,9 +58,21 @@ def _init(base: str, cfg_dict: dict) -> None:
 
 
 def _run(task: tuple) -> tuple:
+    """Episodes seed .. seed+n-1 of one policy; one whose training diverged (a non-finite loss, as
+    the RL stage would stop on) is counted and left out of the statistics."""
     name, seed, n = task
-    runs = run_policy(_ENV, policies(_ENV.config)[name], n_episodes=n, seed=seed, name=name)
-    return name, seed, runs.returns, runs.lengths, runs.traces
+    played, diverged = PolicyRuns(name, []), []
+    for s in range(seed, seed + n):
+        try:
+            runs = run_policy(_ENV, policies(_ENV.config)[name], n_episodes=1, seed=s, name=name)
+        except NonFiniteLoss:
+            diverged.append(s)
+            continue
+        played.seeds.append(s)
+        played.returns += runs.returns
+        played.lengths += runs.lengths
+        played.traces += runs.traces
+    return name, played, diverged
 
 
 def _effects(task: tuple) -> tuple:
@@ -70,9 +83,9 @@ def _effects(task: tuple) -> tuple:
         #  weights), so the model keeps what it knows — the way an agent brings Φ into the band
         state = state_at_phi(_ENV, seed=99, level=level, tolerance=0.2, max_inner_steps=600,
                              stop_below=low - 0.3 if below else None, weights=(0.0, 1.0) if below else (0.5, 0.5))
-    except RuntimeError as e:
+        return level, mode_effects(_ENV, state, seeds)
+    except RuntimeError as e:  # not reached, or diverged on the way (NonFiniteLoss is one)
         return level, {"error": str(e)}
-    return level, mode_effects(_ENV, state, seeds)
 
 
 def fmt_ci(ret: dict) -> str:
@@ -107,13 +120,22 @@ def effects_table(effects: dict, cfg: EnvConfig) -> list[str]:
     return out
 
 
+def diverged_lines(diverged: dict) -> list[str]:
+    """The episodes left out of the table because their training diverged, when there are any."""
+    lost = {n: seeds for n, seeds in diverged.items() if seeds}
+    if not lost:
+        return []
+    return ["Left out above, their inner training diverged (a non-finite loss, which stops the RL stage): "
+            + "; ".join(f"{n}: seeds {', '.join(map(str, seeds))}" for n, seeds in lost.items()) + ".", ""]
+
+
 def gather(parts: list, name: str) -> PolicyRuns:
     runs = PolicyRuns(name, [])
-    for seed, returns, lengths, traces in sorted(parts, key=lambda x: x[0]):
-        runs.seeds += list(range(seed, seed + len(returns)))
-        runs.returns += returns
-        runs.lengths += lengths
-        runs.traces += traces
+    for part in sorted(parts, key=lambda p: p.seeds[0] if p.seeds else 0):
+        runs.seeds += part.seeds
+        runs.returns += part.returns
+        runs.lengths += part.lengths
+        runs.traces += part.traces
     return runs
 
 
@@ -140,12 +162,15 @@ def main() -> None:
               "above the band (the snapshot)": None}
     t0 = time.time()
     parts: dict = {n: [] for n in names}
+    diverged: dict = {n: [] for n in names}
     with mp.get_context("fork").Pool(args.workers, _init, (args.base, cfg.to_dict())) as pool:
         effects_async = [pool.apply_async(_effects, ((lv, list(range(args.mode_seeds))),)) for lv in levels.values()]
-        for i, (name, seed, returns, lengths, traces) in enumerate(pool.imap_unordered(_run, tasks), 1):
-            parts[name].append((seed, returns, lengths, traces))
-            print(f"[{time.time() - t0:6.0f}s] {i}/{len(tasks)} {name} seeds {seed}..{seed + len(returns) - 1}: "
-                  f"returns {', '.join(f'{r:+.1f}' for r in returns)}", flush=True)
+        for i, (name, played, lost) in enumerate(pool.imap_unordered(_run, tasks), 1):
+            parts[name].append(played)
+            diverged[name] += lost
+            print(f"[{time.time() - t0:6.0f}s] {i}/{len(tasks)} {name} seeds {', '.join(map(str, played.seeds))}: "
+                  f"returns {', '.join(f'{r:+.1f}' for r in played.returns)}"
+                  + (f"; diverged: seeds {', '.join(map(str, lost))}" if lost else ""), flush=True)
         effects = {label: r.get()[1] for label, r in zip(levels, effects_async)}
     v2 = RewardConfig()
     rows, shares = [], {}
@@ -161,7 +186,7 @@ def main() -> None:
         f"{cfg.inner_steps} inner AdamW steps on {cfg.inner_batch_size} × {cfg.seq_len} tokens, inner lr {cfg.inner_lr:g}); "
         f"{args.episodes} episodes per policy (seeds {args.seed}..{args.seed + args.episodes - 1}); "
         f"{elapsed / 60:.1f} min with {args.workers} worker processes on {cpu_model()}.", "",
-        *policy_table(rows, cfg), "",
+        *policy_table(rows, cfg), "", *diverged_lines(diverged),
         f"Action-independent share of the control policies' returns (the part every control pays or earns "
         f"alike): **{100 * shares['preset']['share']:.0f} %** under `{cfg.reward.name}`, "
         f"**{100 * shares['v2']['share']:.0f} %** under reward v2 on the same episodes.", "",
