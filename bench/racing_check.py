@@ -84,12 +84,12 @@ def main(argv=None) -> int:
     if not base.exists():
         sys.exit(f"error: no base snapshot at {base}")
     env_cfg = preset_env(args.preset, base)
-    n, seed = preset["run"]["eval_episodes"], preset["run"]["eval_seed"]
+    n, seed = preset["run"].eval_episodes, preset["run"].eval_seed
     cache = ControlCache(base, identify(base), env_cfg)
     envs = None
     if args.play:
         assets = load_base(base, env_cfg)
-        envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(preset["run"]["workers"], idle_cores()))]
+        envs = [TextSchedulingEnv(assets, env_cfg) for _ in range(max(preset["run"].workers, idle_cores()))]
     print(f"{args.preset}, {n} evaluation episodes from seed {seed}, races of {len(race_rounds(n, args.rounds))} "
           f"rounds; {cpu_model()}")
     rules = rule_family(env_cfg)

@@ -144,7 +144,7 @@ def ensure_agent(out: Path, preset: str, seed: int, snapshot: Path, train_args: 
         return json.loads(report.read_text())
     done = step_checkpoints(run_dir)
     latest = int(done[-1].stem) if done else None
-    planned = RL_PRESETS[preset]["run"]["timesteps"]
+    planned = RL_PRESETS[preset]["run"].timesteps
     clock = (out, run_dir.name)
     if latest is None:
         stage("--stage", "rl", "--preset", preset, "--base", str(snapshot), "--out", str(run_dir), "--seed", str(seed),

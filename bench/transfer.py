@@ -61,7 +61,7 @@ class Study:
         self.base = check_base(folder / "base" / Path(self.record.base).name, self.record, f"the {name} study",
                                f"its folder ({folder}/base)")
         self.env_cfg = self.record.env_config.replace(cache_dir=str(self.base.parent / "cache"))
-        self.run = self.record.run
+        self.run = self.record.settings
         held = next(iter(self.reports.values()))["heldout"]["source"]
         self.controls = tuned_controls(next(iter(self.reports.values())))  # {family: (detail, returns)}
         self.members = held["adaptive"]  # each family's member, as control_policy reads it
@@ -96,9 +96,9 @@ def play_on(target: Study, sources: list, workers: int) -> dict:
             sys.exit(f"error: the {s.name} study's modes differ from the {target.name} study's; transfer needs one preset")
         policies.update({f"{s.name} agent {seed}": TrainedPolicy.load(str(p)) for seed, p in s.agents.items()})
         policies.update({f"{s.name} {family}": s.control(family, cfg) for family in s.tuned()})
-    envs = evaluation_envs(load_base(target.base, cfg), cfg, workers, 1, run["eval_episodes"])
-    played = {k: v.to_dict() for k, v in score_together(envs, policies, cfg, run["eval_episodes"],
-                                                        run["heldout_seed"]).items()}
+    envs = evaluation_envs(load_base(target.base, cfg), cfg, workers, 1, run.eval_episodes)
+    played = {k: v.to_dict() for k, v in score_together(envs, policies, cfg, run.eval_episodes,
+                                                        run.heldout_seed).items()}
     replay = played.pop(f"check: {target.name} {check_seed}")["episode_returns"]
     if replay != target.reports[check_seed]["heldout"]["source"]["agent"]["episode_returns"]:
         sys.exit(f"error: {target.name}'s {check_seed} agent, replayed, does not reproduce its report's held-out "

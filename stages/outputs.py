@@ -262,7 +262,7 @@ FRESH_SEED = 40_000  # suggested held-out seeds for a second look: far from the 
 def _rl_preset_for(snapshot: str) -> str:
     """" --preset NAME" for the RL preset that starts from this base snapshot (the demo preset, the
     default, needs no flag): after a tiny base the printed command must not run the demo's RL stage."""
-    names = [n for n, p in RL_PRESETS.items() if p["run"]["base_file"] == snapshot]
+    names = [n for n, p in RL_PRESETS.items() if p["run"].base_file == snapshot]
     return "" if not names or "demo" in names else f" --preset {names[0]}"
 
 

@@ -13,6 +13,7 @@ from env import EnvConfig, rule_family
 from ppo import EvalResult
 from stages.report.overfit import Report, paired_verdict
 from stages.report.scoring import SUMMARY_KEYS
+from stages.rl.presets import RL_PRESETS
 
 
 def test_exp3s_follows_the_update_rule_on_a_hand_computed_case():
@@ -97,7 +98,7 @@ def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
     # a is the best member on the evaluation seeds, b would be on the held-out ones
     score, played = fake_score({(a, 100): 5.0, (b, 100): 1.0, (a, 900): 1.0, (b, 900): 9.0})
     monkeypatch.setattr(controls, "score_together", score)
-    run = {"eval_episodes": 4, "eval_seed": 100, "heldout_seed": 900}
+    run = RL_PRESETS["tiny"]["run"].replace(eval_episodes=4, eval_seed=100, heldout_seed=900)
     evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None,
                                                 quiet=True)
     assert evaluation[1]["tuned rule"]["extra"]["rule"] == a and evaluation[1]["tuned rule"]["mean_reward"] == 5.0
@@ -114,7 +115,7 @@ def test_the_held_out_seeds_play_the_constants_chosen_on_the_evaluation_seeds(mo
     score, played = fake_score({("always PHI", 100): -5.0, ("always MIXED", 100): 4.0, ("always PHI", 900): -5.0,
                                 ("always MIXED", 900): 2.0, ("always TEXT", 900): 9.0})
     monkeypatch.setattr(controls, "score_together", score)
-    run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
+    run = RL_PRESETS["tiny"]["run"].replace(eval_episodes=2, eval_seed=100, heldout_seed=900)
     evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None, quiet=True)
     assert len(evaluation[0]) == 4 and list(heldout[0]) == ["always PHI", "always MIXED"]
     assert [name for name, seed in played if seed == 900 and name in evaluation[0]] == ["always PHI", "always MIXED"]
@@ -127,7 +128,7 @@ def test_control_evaluations_are_played_once_per_base_and_environment(monkeypatc
     from stages.report import controls
     score, played = fake_score({})
     monkeypatch.setattr(controls, "score_together", score)
-    run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
+    run = RL_PRESETS["tiny"]["run"].replace(eval_episodes=2, eval_seed=100, heldout_seed=900)
 
     def evaluate(identity="abc", env=EnvConfig()):
         played.clear()
@@ -146,7 +147,7 @@ def test_constants_ride_along_the_later_families_rounds_and_keep_their_whole_sam
     from stages.report import controls
     score, played = fake_score({("always TEXT", 100): 3.0, ("always TEXT", 105): 5.0})
     monkeypatch.setattr(controls, "score_together", score)
-    run = {"eval_episodes": 10, "eval_seed": 100, "heldout_seed": 900}  # two rounds of 5
+    run = RL_PRESETS["tiny"]["run"].replace(eval_episodes=10, eval_seed=100, heldout_seed=900)  # two rounds of 5
     evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None, quiet=True)
     text = evaluation[0]["always TEXT"]
     assert text["n_episodes"] == 10 and text["seed"] == 100 and text["mean_reward"] == pytest.approx(4.0)
@@ -182,7 +183,7 @@ def test_a_control_cache_entry_of_another_shape_is_played_again(monkeypatch, tmp
     a, b = "rule: TEXT in [3, 6], else MIXED", "rule: TEXT in [3.5, 5.5], else PHI"
     score, played = fake_score({(a, 100): 5.0, (b, 100): 1.0, (a, 900): 2.0, ("always PHI", 100): 3.0})
     monkeypatch.setattr(controls, "score_together", score)
-    run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
+    run = RL_PRESETS["tiny"]["run"].replace(eval_episodes=2, eval_seed=100, heldout_seed=900)
     cfg = EnvConfig()
     clean = controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True)
     files = sorted((tmp_path / "cache" / "controls").glob("*.json"))
@@ -263,7 +264,7 @@ def test_stored_controls_count_only_when_tuned_over_the_current_families(monkeyp
     score, _ = fake_score({})
     monkeypatch.setattr(controls, "score_together", score)
     cfg = EnvConfig(max_steps=8, modes=step_size_modes({"TEXT": (1, 0), "MIXED": (0.5, 0.5)}, (0.5, 1.0)))
-    run = {"eval_episodes": 2, "eval_seed": 100, "heldout_seed": 900}
+    run = RL_PRESETS["tiny"]["run"].replace(eval_episodes=2, eval_seed=100, heldout_seed=900)
     evaluation, _ = controls.all_controls(None, cfg, run, tmp_path / "base.pt", "x", None, quiet=True)
     adaptive = evaluation[1]
     assert list(adaptive) == ["tuned rule", "tuned time switch", "tuned step-size decay", "tuned plateau decay", "bandit"]

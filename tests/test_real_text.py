@@ -32,7 +32,7 @@ def test_a_tiny_study_on_a_wikitext2_base_measures_on_the_test_split(tmp_path, o
     assert json.loads((tmp_path / "seed-1" / "report.json").read_text())["heldout"]["n_episodes"] == 2
     # the environment's fixed measurement batch is WikiText-2's test split, never its valid split (the
     # base's and the episodes' training text)
-    snapshot = tmp_path / "base" / RL_PRESETS["tiny"]["run"]["base_file"]
+    snapshot = tmp_path / "base" / RL_PRESETS["tiny"]["run"].base_file
     env_cfg = preset_env("tiny", snapshot)
     x = load_base(snapshot, env_cfg).heldout[0].numpy().astype(np.int64)
     tok = Tokenizer.from_bytes(tensor_to_bytes(load_checkpoint(snapshot, kind=BASE_KIND)["tokenizer"]))

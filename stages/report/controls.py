@@ -31,6 +31,7 @@ from common.policies import control_policies
 from common.racing import race_families
 from env import EnvConfig, bandit, decay_family, plateau_family, rule_family, step_sizes, switch_family
 
+from ..rl.presets import RunSettings
 from .scoring import SUMMARY_KEYS, join_evaluations, paid, score_together
 
 TUNED, SWITCH, DECAY, PLATEAU, BANDIT = ("tuned rule", "tuned time switch", "tuned step-size decay",
@@ -104,21 +105,21 @@ def is_evaluation(d, seed: int, n: int, n_actions: int) -> bool:
             and len(d["action_counts"]) == n_actions)
 
 
-def all_controls(envs, env_cfg: EnvConfig, run: dict, base_path: Path, base_content: str, stored,
+def all_controls(envs, env_cfg: EnvConfig, run: RunSettings, base_path: Path, base_content: str, stored,
                  quiet: bool) -> tuple[tuple, tuple]:
     """The controls (constant, adaptive) on the evaluation and the held-out seeds: from `stored` (a
     resumed checkpoint's RunRecord, or None) when it played every family on this environment with
     these seeds and episodes, else from the base's control cache, else played. Every family is
     tuned on the evaluation seeds only."""
-    episodes = run["eval_episodes"]
+    episodes = run.eval_episodes
     played = stored.stored_controls(env_cfg, run) if stored is not None else None
     if played is not None and tuned_over_current_families(played[0][1], env_cfg):
         return played
     cache = ControlCache(base_path, base_content, env_cfg)
-    evaluation = score_controls(envs, env_cfg, episodes, run["eval_seed"], cache, quiet)
+    evaluation = score_controls(envs, env_cfg, episodes, run.eval_seed, cache, quiet)
     tuned = {family: result["extra"]["rule"] for family, result in evaluation[1].items() if family != BANDIT}
     tuned[ENDS] = scale_ends(evaluation[0])
-    heldout = score_controls(envs, env_cfg, episodes, run["heldout_seed"], cache, quiet, tuned=tuned)
+    heldout = score_controls(envs, env_cfg, episodes, run.heldout_seed, cache, quiet, tuned=tuned)
     return evaluation, heldout
 
 

@@ -18,6 +18,7 @@ from ppo import EvalResult, TrainedPolicy
 
 from ..outputs import step_checkpoint
 from ..rl.record import teacher_line
+from ..rl.presets import RunSettings
 from .overfit import FIXED, Column, Report, Thresholds, write_report
 
 
@@ -85,11 +86,11 @@ def evaluation_envs(assets, env_cfg: EnvConfig, workers: int | None, floor: int,
     return [TextSchedulingEnv(assets, env_cfg) for _ in range(max(1, min(n, episodes)))]
 
 
-def score_heldout(envs, env_cfg: EnvConfig, run: dict, checkpoint: Path, heldout: tuple[dict, dict]) -> dict:
+def score_heldout(envs, env_cfg: EnvConfig, run: RunSettings, checkpoint: Path, heldout: tuple[dict, dict]) -> dict:
     """The checkpoint's greedy policy on the held-out seeds, beside the controls' results there
     (`heldout`: constant and adaptive controls)."""
     policy = TrainedPolicy.load(str(checkpoint))
-    agent = score(envs, policy, env_cfg, run["eval_episodes"], run["heldout_seed"], policy.global_step,
+    agent = score(envs, policy, env_cfg, run.eval_episodes, run.heldout_seed, policy.global_step,
                   str(checkpoint)).to_dict()
     return {"step": policy.global_step, "agent": agent, "controls": heldout[0], "adaptive": heldout[1]}
 
@@ -166,7 +167,7 @@ def write_rl_report(out_dir: Path, evaluations: list, controls: tuple[dict, dict
 RESUMED = "resumed-from checkpoint"  # the baseline of a resumed run, in the report's words
 
 
-def recommend_and_score_heldout(envs, env_cfg: EnvConfig, run: dict, evaluations: list, controls: dict,
+def recommend_and_score_heldout(envs, env_cfg: EnvConfig, run: RunSettings, evaluations: list, controls: dict,
                                 baseline_step: int | None, thresholds: Thresholds, heldout: tuple[dict, dict]) -> dict:
     """The report's recommended checkpoint (`controls`: the constant ones, which set the
     over-fitting rule's unit), re-scored on the held-out seeds beside `heldout`'s controls."""

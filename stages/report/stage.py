@@ -32,6 +32,7 @@ from ..identity import check_base
 from ..outputs import next_steps, output_folder, step_checkpoints
 from ..rl.plan import check_seed_ranges, make_thresholds
 from ..rl.record import RunRecord
+from ..rl.presets import RunSettings
 from .controls import all_controls
 from .overfit import Thresholds
 from .scoring import (RESUMED, evaluation_envs, headline, keep_best, recommend_and_score_heldout, report_notes, score,
@@ -60,7 +61,7 @@ class ReportPlan:
     files: list                   # the <step>.pt checkpoints, in step order
     agents: list                  # their policies (TrainedPolicy)
     record: RunRecord             # what the newest checkpoint records about the run
-    run: dict                     # the training's run settings, with this report's episodes and seeds
+    run: RunSettings              # the training's run settings, with this report's episodes and seeds
     env_cfg: EnvConfig
     base_path: Path
     baseline: tuple               # (step or None for the highest mean, why it is the baseline)
@@ -74,15 +75,16 @@ class ReportPlan:
 def plan_report(args: argparse.Namespace) -> ReportPlan:
     ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir else output_folder(args.out, None)
     files, agents, record = load_run(ckpt_dir)
-    episodes = args.episodes if args.episodes is not None else record.run["eval_episodes"]
+    trained = record.settings
+    episodes = args.episodes if args.episodes is not None else trained.eval_episodes
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     given = {k: v for k, v in (("eval_seed", args.eval_seed), ("heldout_seed", args.heldout_seed)) if v is not None}
-    run = {**record.run, "eval_episodes": episodes, **given}
+    run = trained.replace(eval_episodes=episodes, **given)
     check_seed_ranges(run)
     base_path = check_base(args.base or record.base, record, "these agents", "--base")
     return ReportPlan(ckpt_dir, files, agents, record, run, record.env_config, base_path,
-                      _baseline(args.baseline, agents, record, ckpt_dir), _report_stem(args.baseline, run, record.run),
+                      _baseline(args.baseline, agents, record, ckpt_dir), _report_stem(args.baseline, run, trained),
                       make_thresholds(args), args.workers, args.quiet, args.device)
 
 
@@ -152,20 +154,20 @@ class ScoreCache:
         write_json(self.path, self.data)
 
 
-def _report_stem(baseline: str | None, run: dict, trained: dict) -> str:
+def _report_stem(baseline: str | None, run: RunSettings, trained: RunSettings) -> str:
     """The training's report is report.*; a report with other settings is written beside it, named
     by what differs (report-30ep, report-heldout40000, ...)."""
-    parts = [f"{run['eval_episodes']}ep" * (run["eval_episodes"] != trained["eval_episodes"]),
-             f"eval{run['eval_seed']}" * (run["eval_seed"] != trained["eval_seed"]),
-             f"heldout{run['heldout_seed']}" * (run["heldout_seed"] != trained["heldout_seed"]),
+    parts = [f"{run.eval_episodes}ep" * (run.eval_episodes != trained.eval_episodes),
+             f"eval{run.eval_seed}" * (run.eval_seed != trained.eval_seed),
+             f"heldout{run.heldout_seed}" * (run.heldout_seed != trained.heldout_seed),
              f"vs{Path(baseline).stem}" if baseline else ""]
     return "-".join(["report"] + [p for p in parts if p])
 
 
 def _rescore(p: ReportPlan) -> int:
-    run, env_cfg, episodes, seed = p.run, p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"]
+    run, env_cfg, episodes, seed = p.run, p.env_cfg, p.run.eval_episodes, p.run.eval_seed
     assets = load_base(p.base_path, env_cfg)
-    envs = evaluation_envs(assets, env_cfg, p.workers, run["workers"], episodes)
+    envs = evaluation_envs(assets, env_cfg, p.workers, run.workers, episodes)
     cache, t0 = ScoreCache(p.ckpt_dir, p.agents), time.time()
     evaluations, played = _score_checkpoints(p, envs, cache)
     controls, heldout_controls = all_controls(envs, env_cfg, run, p.base_path, p.record.base_content, p.record,
@@ -191,7 +193,7 @@ def _score_checkpoints(p: ReportPlan, envs: list, cache: ScoreCache):
     """Every checkpoint's evaluation on the plan's episodes: reused when stored, else played
     (with a time estimate after the first) -> (evaluations, how many were played)."""
     from tqdm import tqdm
-    env_cfg, files, agents, seed, episodes = p.env_cfg, p.files, p.agents, p.run["eval_seed"], p.run["eval_episodes"]
+    env_cfg, files, agents, seed, episodes = p.env_cfg, p.files, p.agents, p.run.eval_seed, p.run.eval_episodes
     todo = [i for i, a in enumerate(agents) if cache.evaluation(a, seed, episodes) is None]
     print(f"{len(agents) - len(todo)} of {len(agents)} checkpoints have an evaluation on these {episodes} seeds "
           f"stored; playing {len(todo)} x {episodes} episodes (then the controls, where not stored)")

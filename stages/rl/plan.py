@@ -13,7 +13,7 @@ from pathlib import Path
 
 from env import EnvConfig
 from env.reward import reward_from_dict
-from .presets import RL_PRESETS, merge_reward, resolve
+from .presets import RL_PRESETS, RunSettings, merge_reward, resolve
 from ppo.checkpoint import RESUME_KEYS, is_light
 from ppo import PPOConfig, load_agent_checkpoint
 
@@ -29,7 +29,7 @@ RESUME_PERIODS = 5  # a run resumed at its planned end continues for this many e
 
 @dataclass
 class RLPlan:
-    run: dict                    # RUN_KEYS plus preset and base_file: the stage's own settings
+    run: RunSettings             # the stage's own settings
     env_cfg: EnvConfig
     base_path: Path
     out_dir: Path
@@ -68,10 +68,10 @@ def check_groups(cfg: PPOConfig, num_envs: int) -> None:
                         "environment must belong to a group of that size")
 
 
-def check_seed_ranges(run: dict) -> None:
+def check_seed_ranges(run: RunSettings) -> None:
     """Episode k of an evaluation starts from seed + k: the selection's seeds and the held-out
     seeds must be distinct sets (else "held-out" would be a claim, not a fact) and stay in 63 bits."""
-    n, ev, ho = run["eval_episodes"], run["eval_seed"], run["heldout_seed"]
+    n, ev, ho = run.eval_episodes, run.eval_seed, run.heldout_seed
     for flag, seed in (("--eval-seed", ev), ("--heldout-seed", ho)):
         if not 0 <= seed <= 2**63 - 1 - n:
             raise UserError(f"{flag} must be in [0, 2**63 - {n}) for {n} episodes, got {seed}")
@@ -84,7 +84,7 @@ def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
     preset = args.preset or "demo"
     if preset not in RL_PRESETS:
         raise UserError(f"unknown preset '{preset}' (choose from {', '.join(RL_PRESETS)})")
-    base_file = RL_PRESETS[preset]["run"]["base_file"]
+    base_file = RL_PRESETS[preset]["run"].base_file
     base_path = Path(args.base) if args.base else out_dir / base_file
     s = resolve(RL_PRESETS[preset], args, base_path, run={"preset": preset},
                 ppo={"seed": args.seed if args.seed is not None else 0, "torch_threads": threads})
@@ -93,8 +93,8 @@ def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
         hint = "" if args.base else f" (preset {preset} starts from the base stage's snapshot {base_file})"
         raise UserError(f"base checkpoint {base_path} does not exist{hint}; train one with "
                         f"`python train.py --stage base --out {base_path.parent}` or pass --base")
-    check_rollout(s.ppo, s.run["num_envs"], s.run["timesteps"])
-    check_groups(s.ppo, s.run["num_envs"])
+    check_rollout(s.ppo, s.run.num_envs, s.run.timesteps)
+    check_groups(s.ppo, s.run.num_envs)
     return RLPlan(s.run, s.env, base_path, out_dir, ppo_cfg=s.ppo)
 
 
@@ -125,21 +125,21 @@ def plan_resume(args: argparse.Namespace, out_dir: Path) -> RLPlan:
     record = RunRecord.read(head["extra"], args.resume)
     start, trained = int(head["global_step"]), PPOConfig.from_dict(head["config"])
     total, note = resumed_total(start, trained.total_timesteps, args.timesteps,
-                                args.eval_freq or record.run["eval_freq"])
+                                args.eval_freq or record.settings.eval_freq)
     base_path = check_base(args.base or record.base, record, args.resume, "--base")
-    s = resolve({"env": record.env, "ppo": trained, "run": record.run}, args, base_path, run={"timesteps": total})
+    s = resolve({"env": record.env, "ppo": trained, "run": record.settings}, args, base_path, run={"timesteps": total})
     run, env_cfg, ppo_cfg = s.run, s.env, s.ppo  # built once here, handed to PPO.from_checkpoint as they are
     check_seed_ranges(run)
     check_reward_kept(record, env_cfg, args, base_path)
     if len(env_cfg.modes) != head["n_actions"]:
         raise UserError(f"{args.resume} was trained with {head['n_actions']} actions, the environment now has "
                         f"{len(env_cfg.modes)}; resume with the original modes or start a new run")
-    check_rollout(ppo_cfg, run["num_envs"], run["timesteps"] - start)
+    check_rollout(ppo_cfg, run.num_envs, run.timesteps - start)
     trained_with = trained.group_size
     if ppo_cfg.group_size != trained_with:
         raise UserError(f"--group-size cannot change when resuming (the run seeds its environments in groups of "
                         f"{trained_with}); start a new run with --out NEW for groups of {ppo_cfg.group_size}")
-    check_groups(ppo_cfg, run["num_envs"])
+    check_groups(ppo_cfg, run.num_envs)
     if note:  # only now: a refused resume says nothing but its error
         print(note)
     resumes = [s for s in record.resumes if s < start] + [start]

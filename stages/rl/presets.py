@@ -3,13 +3,11 @@ a preset (or a resumed checkpoint's settings) and the command line become typed 
 
 Each preset has three parts: `env` (the EnvConfig fields it changes from the library's defaults;
 `reward` a dict of the reward's fields), `ppo` (a PPOConfig; the run fills in its length, seed and
-threads) and `run` (the stage's own settings: timesteps, checkpoint and evaluation frequency,
-episodes per evaluation, the evaluation seeds (selection) and the held-out seeds (the report's
-headline), environments, worker threads, and the base stage's file the environment starts from, in
-the output folder). Command-line flags override any of them; nothing below `resolve` merges dicts.
+threads) and `run` (a RunSettings: the stage's own settings). Command-line flags override any of them; nothing below `resolve` merges dicts.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,6 +19,38 @@ from ppo import PPOConfig
 from ppo.groups import GROUP_BASELINES
 
 from ..cli import UserError
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The RL stage's own settings: length, checkpoint and evaluation frequency, episodes per
+    evaluation, the evaluation seeds (selection) and the held-out seeds (the report's headline),
+    environments and worker threads, and the base stage's file the environment starts from."""
+    timesteps: int
+    save_freq: int
+    eval_freq: int
+    eval_episodes: int
+    eval_seed: int
+    heldout_seed: int
+    num_envs: int
+    workers: int
+    base_file: str
+    preset: str | None = None  # the preset the run was made from (the report's advice names it)
+
+    def replace(self, **changes) -> "RunSettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSettings":
+        """From `to_dict()` (a checkpoint's RunRecord.run)."""
+        return cls(**{k: v for k, v in d.items() if k in RUN_FIELDS})
+
+
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunSettings)}
+RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings) if f.name not in ("base_file", "preset"))  # flags set these
 
 
 def _snapshot(preset: str) -> str:
@@ -56,8 +86,8 @@ VARIANTS = {
 DEMO = {
     "env": dict(max_steps=25, inner_steps=3, seq_len=64),
     "ppo": PPOConfig(n_steps=32, minibatch_size=64, n_epochs=10, gamma=1.0),
-    "run": dict(timesteps=10_240, save_freq=2048, eval_freq=2048, eval_episodes=30, eval_seed=10_000,
-                heldout_seed=20_000, num_envs=8, workers=2, base_file=_snapshot("demo")),
+    "run": RunSettings(timesteps=10_240, save_freq=2048, eval_freq=2048, eval_episodes=30, eval_seed=10_000,
+                       heldout_seed=20_000, num_envs=8, workers=2, base_file=_snapshot("demo")),
 }
 
 RL_PRESETS: dict[str, dict] = {
@@ -66,8 +96,8 @@ RL_PRESETS: dict[str, dict] = {
         "env": dict(max_steps=6, inner_steps=1, inner_batch_size=2, seq_len=32, measurement_batch_size=2,
                     inner_lr=2e-4),
         "ppo": PPOConfig(n_steps=8, minibatch_size=16, n_epochs=2),
-        "run": dict(timesteps=64, save_freq=32, eval_freq=32, eval_episodes=2, eval_seed=10_000,
-                    heldout_seed=20_000, num_envs=2, workers=2, base_file=_snapshot("tiny")),
+        "run": RunSettings(timesteps=64, save_freq=32, eval_freq=32, eval_episodes=2, eval_seed=10_000,
+                           heldout_seed=20_000, num_envs=2, workers=2, base_file=_snapshot("tiny")),
     },
     "demo": DEMO,
     # the demo study on each variant: the demo preset with the variant's modes and reward
@@ -78,19 +108,18 @@ RL_PRESETS: dict[str, dict] = {
     "paper": {
         "env": dict(inner_lr=2e-4),
         "ppo": PPOConfig(),
-        "run": dict(timesteps=40_000, save_freq=2000, eval_freq=2000, eval_episodes=5, eval_seed=10_000,
-                    heldout_seed=20_000, num_envs=1, workers=1, base_file=_snapshot("paper")),
+        "run": RunSettings(timesteps=40_000, save_freq=2000, eval_freq=2000, eval_episodes=5, eval_seed=10_000,
+                           heldout_seed=20_000, num_envs=1, workers=1, base_file=_snapshot("paper")),
     },
 }
 
 
 def base_preset(rl_preset: str) -> str:
     """The base-stage preset whose snapshot the RL preset starts from ("demo-lr" -> "demo")."""
-    file = RL_PRESETS[rl_preset]["run"]["base_file"]
+    file = RL_PRESETS[rl_preset]["run"].base_file
     return next(name for name in BASE_PRESETS if _snapshot(name) == file)
 
 
-RUN_KEYS = ("timesteps", "save_freq", "eval_freq", "eval_episodes", "eval_seed", "heldout_seed", "num_envs", "workers")
 
 
 # PPOConfig fields the RL stage takes as flags, named as the fields are (--learning-rate, --minibatch-size:
@@ -109,22 +138,22 @@ class Settings:
     """An RL run's settings, resolved: what the environment, PPO and the stage itself read."""
     env: EnvConfig
     ppo: PPOConfig
-    run: dict  # RUN_KEYS, plus the preset's name and base_file
+    run: RunSettings
 
 
 def resolve(start: dict, flags, base_path: Path, run: dict | None = None, ppo: dict | None = None) -> Settings:
-    """`start` ({"env": dict, "ppo": PPOConfig, "run": dict}: a preset, or a resumed checkpoint's)
+    """`start` ({"env": dict, "ppo": PPOConfig, "run": RunSettings}: a preset, or a resumed checkpoint's)
     with the command line's `flags` on top (run keys, PPOConfig fields, --env KEY=VALUE, --device),
     then what the stage sets itself (`run`, `ppo`: e.g. a resumed run's length, the seed). The PPO
     config's planned end is the run's timesteps."""
-    run_d = {**start["run"], **run_flags(flags), **(run or {})}
+    settings = start["run"].replace(**{**run_flags(flags), **(run or {})})
     env = env_config(start["env"], parse_env_overrides(flags.env), flags.device, base_path)
     try:
-        ppo_cfg = start["ppo"].replace(**ppo_flags(flags), total_timesteps=run_d["timesteps"],
+        ppo_cfg = start["ppo"].replace(**ppo_flags(flags), total_timesteps=settings.timesteps,
                                        progress_bar=not flags.quiet, **(ppo or {}))
     except ValueError as e:
         raise UserError(str(e)) from None
-    return Settings(env, ppo_cfg, run_d)
+    return Settings(env, ppo_cfg, settings)
 
 
 def run_flags(flags) -> dict:

@@ -7,11 +7,12 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from env import EnvConfig
 
 from ..cli import UserError
+from .presets import RunSettings
 
 
 @dataclass
 class RunRecord:
-    run: dict                     # the stage's run settings (stages/rl/presets.py RUN_KEYS, preset, base_file)
+    run: dict                     # the stage's run settings, RunSettings.to_dict() (`settings` reads it)
     env: dict                     # the environment config, EnvConfig.to_dict()
     base: str                     # the base checkpoint's path when the run was trained
     base_content: str             # that model's content digest (stages/identity.py)
@@ -36,6 +37,10 @@ class RunRecord:
         return cls(**{f.name: extra[f.name] for f in fields(cls) if f.name in extra})
 
     @property
+    def settings(self) -> RunSettings:
+        return RunSettings.from_dict(self.run)
+
+    @property
     def env_config(self) -> EnvConfig:
         return EnvConfig.from_dict(self.env)
 
@@ -43,11 +48,11 @@ class RunRecord:
         """Trained on the same base model and environment (the checkpoints of one run folder)."""
         return self.base_content == other.base_content and self.env == other.env
 
-    def stored_controls(self, env_cfg: EnvConfig, run: dict) -> tuple | None:
+    def stored_controls(self, env_cfg: EnvConfig, run: RunSettings) -> tuple | None:
         """The controls this run played, if on this environment with these seeds and episodes:
         ((constant, adaptive) on the evaluation seeds, (constant, adaptive) on the held-out ones)."""
         same = self.adaptive and self.env == env_cfg.to_dict() and all(
-            self.run.get(k) == run[k] for k in ("eval_episodes", "eval_seed", "heldout_seed"))
+            self.run.get(k) == getattr(run, k) for k in ("eval_episodes", "eval_seed", "heldout_seed"))
         return ((self.controls, self.adaptive), (self.heldout_controls, self.heldout_adaptive)) if same else None
 
 

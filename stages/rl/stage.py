@@ -52,7 +52,7 @@ class RLStageCallback(Callback):
         self.monitor = RolloutMonitor(p.env_cfg)
         self.side = SideRuns(None, None)  # opened with the run's log folder when training starts
         self.baseline_step = p.start_step if p.resume else None
-        self.notes = report_notes(str(p.base_path), p.env_cfg, p.run["eval_episodes"], p.run["eval_seed"],
+        self.notes = report_notes(str(p.base_path), p.env_cfg, p.run.eval_episodes, p.run.eval_seed,
                                   self.baseline_step, p.superseded)
 
     def on_training_start(self, trainer) -> None:
@@ -108,7 +108,7 @@ def build_agent(p: RLPlan, train_env: VectorEnv, extra: dict) -> PPO:
     p.checkpoint = None  # a full one holds every environment's model and optimiser: not kept for the whole run
     agent.extra.update(extra)
     p.superseded = archive_later_run(p.out_dir, p.start_step)  # only now: every check has passed
-    print(f"resumed from {p.resume} at step {agent.global_step:,}; training to {p.run['timesteps']:,}")
+    print(f"resumed from {p.resume} at step {agent.global_step:,}; training to {p.run.timesteps:,}")
     return agent
 
 
@@ -116,12 +116,12 @@ def make_callbacks(p: RLPlan, eval_envs: list, controls: tuple[dict, dict], stop
     run, out = p.run, p.out_dir
 
     def evaluate(trainer):
-        return score(eval_envs, TrainedPolicy.from_agent(trainer), p.env_cfg, run["eval_episodes"], run["eval_seed"],
+        return score(eval_envs, TrainedPolicy.from_agent(trainer), p.env_cfg, run.eval_episodes, run.eval_seed,
                      checkpoint=str(step_checkpoint(out, trainer.global_step)))
 
-    eval_cb = EvalCallback(eval_envs, run["eval_freq"], evaluate=evaluate)
+    eval_cb = EvalCallback(eval_envs, run.eval_freq, evaluate=evaluate)
     mode, steps = p.checkpoints
-    ckpt_cb = CheckpointCallback(run["save_freq"], str(out / STEP_NAME), on_evaluation=True, env_state=mode,
+    ckpt_cb = CheckpointCallback(run.save_freq, str(out / STEP_NAME), on_evaluation=True, env_state=mode,
                                  keep_full=steps)
     resumed_here = step_checkpoint(out, p.start_step)
     if p.resume and Path(p.resume).resolve() == resumed_here.resolve():
@@ -141,8 +141,8 @@ def run_rl(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(p.threads, 1))
     with joined(p.device) as d, claimed(p.out_dir, "rl"), diverged(
             f"inside the environment (its inner_lr is {p.env_cfg.inner_lr:g})", lower_inner_lr(p.env_cfg)):
-        if p.run["num_envs"] % d.world:
-            raise UserError(f"{p.run['num_envs']} environments cannot be shared evenly by {d.world} processes; "
+        if p.run.num_envs % d.world:
+            raise UserError(f"{p.run.num_envs} environments cannot be shared evenly by {d.world} processes; "
                             f"pass --num-envs as a multiple of --nproc_per_node")
         if d.active and p.ppo_cfg.group_size > 1:  # DistributedVectorEnv does not seed groups
             raise UserError("--group-size is not supported under torchrun yet; run on one process")
@@ -154,13 +154,13 @@ def run_rl(args: argparse.Namespace) -> int:
 def _run_rl(p: RLPlan, earlier: list[Path]) -> int:
     assets = load_base(p.base_path, p.env_cfg)
     run = p.run
-    train_env = training_envs(assets, p.env_cfg, run["num_envs"], run["workers"], p.ppo_cfg.group_size)
-    eval_envs = evaluation_envs(assets, p.env_cfg, None, run["workers"], run["eval_episodes"])
+    train_env = training_envs(assets, p.env_cfg, run.num_envs, run.workers, p.ppo_cfg.group_size)
+    eval_envs = evaluation_envs(assets, p.env_cfg, None, run.workers, run.eval_episodes)
     content = p.record.base_content if p.record else identify(p.base_path)  # a resumed run keeps its identity
     started = time.time()
     controls, heldout = all_controls(eval_envs, p.env_cfg, run, p.base_path, content, p.record, p.quiet)
     timing = (started, time.time() - started)
-    record = RunRecord(run, p.env_cfg.to_dict(), str(p.base_path), content, *controls, *heldout, p.resumes,
+    record = RunRecord(run.to_dict(), p.env_cfg.to_dict(), str(p.base_path), content, *controls, *heldout, p.resumes,
                        teacher=p.record.teacher if p.record else {})  # a resumed run keeps what it started from
     with replacing(earlier, "rl"):  # --overwrite: only now, every check has passed
         return _train_rl(p, train_env, eval_envs, record, timing)
@@ -178,7 +178,7 @@ def _train_rl(p: RLPlan, train_env, eval_envs: list, record: RunRecord, timing: 
         agent.extra["teacher"] = record.teacher
         print(teacher_line(record.teacher))
     cfg = agent.config
-    print(f"PPO: {run['num_envs']} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
+    print(f"PPO: {run.num_envs} environments x {cfg.n_steps} steps per rollout, minibatch {cfg.minibatch_size}, "
           f"{cfg.n_epochs} epochs, lr {cfg.learning_rate:g}{' annealed to 0' if cfg.anneal_lr else ''}, "
           f"entropy {cfg.ent_coef:g}, gamma {cfg.gamma:g}, GAE lambda {cfg.gae_lambda:g}"
           f"{groups_note(cfg)}; "

@@ -14,13 +14,14 @@ from ppo.cloning import clone
 
 from ..cli import UserError
 from ..report.controls import control_names, control_policy
+from .presets import RunSettings
 
 TEACHER_SEED = 30_000  # the teacher's episodes: apart from the presets' evaluation (10,000) and held-out (20,000) seeds
 TEACHER_EPISODES = 32
 TEACHER_TAGS = ("teacher_mean_return", "agreement", "other_prob")  # logged as teacher/<key> at step 0
 
 
-def check_teacher(name: str, episodes: int, seed: int, env_cfg, run: dict) -> dict:
+def check_teacher(name: str, episodes: int, seed: int, env_cfg, run: RunSettings) -> dict:
     """The --teacher flags, checked before any work -> the plan's teacher spec."""
     known = control_names(env_cfg)
     if name not in known:
@@ -28,8 +29,8 @@ def check_teacher(name: str, episodes: int, seed: int, env_cfg, run: dict) -> di
                         + ", ".join(repr(n) for n in known))
     if episodes < 1:
         raise UserError(f"--teacher-episodes must be >= 1, got {episodes}")
-    n = run["eval_episodes"]
-    for flag, other in (("--eval-seed", run["eval_seed"]), ("--heldout-seed", run["heldout_seed"])):
+    n = run.eval_episodes
+    for flag, other in (("--eval-seed", run.eval_seed), ("--heldout-seed", run.heldout_seed)):
         if seed < other + n and other < seed + episodes:
             raise UserError(f"--teacher-seed {seed} ({episodes} episodes) overlaps the {flag} episodes "
                             f"{other}..{other + n - 1}: the teacher learns on training seeds only")
