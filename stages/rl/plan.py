@@ -86,7 +86,7 @@ def plan_new(args: argparse.Namespace, out_dir: Path, threads: int) -> RLPlan:
         raise UserError(f"unknown preset '{preset}' (choose from {', '.join(RL_PRESETS)})")
     base_file = RL_PRESETS[preset]["run"].base_file
     base_path = Path(args.base) if args.base else out_dir / base_file
-    s = resolve(RL_PRESETS[preset], args, base_path, run={"preset": preset},
+    s = resolve(RL_PRESETS[preset], args, base_path, run={"preset": preset, "base_file": base_path.name},
                 ppo={"seed": args.seed if args.seed is not None else 0, "torch_threads": threads})
     check_seed_ranges(s.run)
     if not base_path.is_file():
