@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where transfer.json/.md go (default: the first study's parent)")
     p.add_argument("--workers", type=int, default=2, help="environments played in parallel (default 2)")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # as the RL stage scores: the same thread count gives the same numbers
     pairs = [s.split("=", 1) for s in args.studies]
     if len(pairs) < 2 or any(len(x) != 2 or not x[0] for x in pairs):
         p.error("give two or more studies as NAME=FOLDER")
