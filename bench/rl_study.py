@@ -30,7 +30,7 @@ interval. The agent "beats every tuned control" when it does so (paired CI above
 two thirds of the seeds and its IQM is above the best control's. Writes `<out>/study.json` and `<out>/study.md`.
 
 The published `study.md` tables: docs/studies.md (the `study`, `variant_study`,
-`variant_study_final` and `teacher_study` blocks).
+`variant_study_final`, `teacher_study` and `wt2_study` blocks).
 """
 from __future__ import annotations
 
