@@ -52,3 +52,15 @@ def test_the_study_trains_n_agents_plays_the_controls_once_and_resumes_without_r
     import torch
     assert torch.load(out / "seed-3" / "64.pt", weights_only=True)["config"]["learning_rate"] == 1e-4
     assert "tiny preset (--learning-rate 1e-4)" in (out / "study.md").read_text()
+
+
+def test_a_corpus_env_setting_joins_the_users_env_flags():
+    """argparse keeps only the last --env: a second one would silently drop the corpus's setting."""
+    sys.path.insert(0, str(ROOT))
+    from bench.rl_study import Corpus
+    c = Corpus(demo_env=("inner_lr=3e-4",))
+    assert c.rl_flags("demo", []) == ["--env", "inner_lr=3e-4"]
+    assert c.rl_flags("demo", ["--gamma", "1", "--env", "max_steps=5"]) == [
+        "--gamma", "1", "--env", "inner_lr=3e-4", "max_steps=5"]
+    assert c.rl_flags("tiny", ["--gamma", "1"]) == ["--gamma", "1"]  # measured at demo scale only
+    assert Corpus().rl_flags("demo", ["--gamma", "1"]) == ["--gamma", "1"]
