@@ -101,15 +101,17 @@ class StepSizeSchedule:
 
 class SchedulePolicy:
     """Threshold rule for the loss weights (TEXT only while more than `text_until_left` decisions are
-    left, when given; always, when `outside` is None) x a step-size schedule; each decision takes the mode with those weights whose
-    step size is nearest (in ratio) to the schedule's."""
+    left, or once `text_from_left` or fewer are, when given; always, when `outside` is None) x a
+    step-size schedule; each decision takes the mode with those weights whose step size is nearest
+    (in ratio) to the schedule's. A negative margin puts the thresholds outside the reward's band."""
 
     def __init__(self, env_cfg, margin: float = 0.0, outside: str | None = "MIXED",
                  lr: StepSizeSchedule = StepSizeSchedule(), text_until_left: int | None = None,
-                 name: str | None = None):
+                 name: str | None = None, text_from_left: int | None = None):
         self.low, self.high = env_cfg.reward.band
         self.band = BandPolicy(self.low, self.high, margin)
         self.margin, self.outside, self.lr, self.text_until_left = margin, outside, lr, text_until_left
+        self.text_from_left = text_from_left
         self.total = env_cfg.max_steps
         self.text = base_name(env_cfg.mode_names[text_mode(env_cfg)])
         self.choices: dict[str, list] = {}  # loss weights' name -> [(lr scale, action)]
@@ -120,15 +122,16 @@ class SchedulePolicy:
         self.name = name or describe(self)
 
     def __call__(self, obs, info=None) -> int:
-        timed = self.text_until_left is not None or self.lr.kind != "constant"
+        timed = self.text_until_left is not None or self.text_from_left is not None or self.lr.kind != "constant"
         left = round(float(obs[TIME_LEFT_OBS]) * self.total) if timed else self.total
         return self.pick(self.weights(obs, left), self.lr.scale(self.total - left, self.total))
 
     def weights(self, obs, left: int) -> str:
-        """This decision's loss weights: TEXT inside the band, before the switch or always (`outside`
-        None), else `outside`."""
+        """This decision's loss weights: TEXT inside the band, before the switch, after the late switch
+        or always (`outside` None), else `outside`."""
         inside = self.band.contains(float(obs[PHI_OBS]))
-        text_only = self.text_until_left is not None and left > self.text_until_left
+        text_only = ((self.text_until_left is not None and left > self.text_until_left)
+                     or (self.text_from_left is not None and left <= self.text_from_left))
         return self.text if inside or text_only or self.outside is None else self.outside
 
     def pick(self, weights: str, want: float) -> int:
@@ -140,6 +143,8 @@ def describe(p: SchedulePolicy) -> str:
     rule = "TEXT only" if p.outside is None else f"TEXT in [{p.low + p.margin:g}, {p.high - p.margin:g}], else {p.outside}"
     if p.text_until_left is not None:
         rule = f"TEXT until {p.text_until_left} left, then {rule}"
+    if p.text_from_left is not None:
+        rule = f"{rule}; TEXT only for the last {p.text_from_left}"
     one_scale = all(len(c) == 1 and c[0][0] == 1.0 for c in p.choices.values())
     return f"rule: {rule}" + ("" if one_scale and p.lr == StepSizeSchedule() else f", {p.lr.label}")
 
@@ -162,12 +167,12 @@ def _family(members) -> dict:
     return {p.name: p for p in members}
 
 
-def rule_family(env_cfg) -> dict:
+def rule_family(env_cfg, margins: tuple = RULE_MARGINS) -> dict:
     """margin (RULE_MARGINS) x every other mode's loss weights x every step size, held constant."""
     text = base_name(env_cfg.mode_names[text_mode(env_cfg)])
     others = list(dict.fromkeys(base_name(n) for n in env_cfg.mode_names if base_name(n) != text))
     return _family(SchedulePolicy(env_cfg, margin, outside, StepSizeSchedule("constant", s))
-                   for outside in others for margin in RULE_MARGINS for s in step_sizes(env_cfg))
+                   for outside in others for margin in margins for s in step_sizes(env_cfg))
 
 
 def switch_family(env_cfg, rule: SchedulePolicy) -> dict:

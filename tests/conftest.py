@@ -1,6 +1,7 @@
-"""Fixtures shared by the test modules: a tiny base checkpoint and a tiny RL run over it (seconds each)."""
+"""Fixtures shared by the test modules: a tiny base checkpoint, a tiny RL run over it, tiny studies (seconds each)."""
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,3 +47,21 @@ def rl_dir(base_dir, tmp_path_factory):
 def file_digest(path) -> str:
     """The file's SHA-256 (first 16 hex digits): whether a file's bytes changed."""
     return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """study(name, *flags): `bench/rl_study.py --seeds 1 --preset tiny` in its own folder, run once per name
+    (read-only: copy to modify)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import rl_study
+    made = {}
+
+    def study(name: str, *flags: str) -> Path:
+        if name not in made:
+            out = tmp_path_factory.mktemp(name)
+            assert rl_study.main(["--seeds", "1", "--preset", "tiny", "--out", str(out), *flags]) == 0
+            made[name] = out
+        return made[name]
+    return study

@@ -138,6 +138,12 @@ def test_schedule_policy_reads_phi_and_the_clock():
     switch = SchedulePolicy(cfg, text_until_left=3, lr=StepSizeSchedule("constant", 1.0))
     assert switch(obs(8.0, time_left=0.4), {}) == 1   # 4 decisions left: TEXT whatever Φ is
     assert switch(obs(8.0, time_left=0.3), {}) == 3   # 3 left: the rule corrects Φ
+    late = SchedulePolicy(cfg, text_from_left=3, lr=StepSizeSchedule("constant", 1.0))  # the rule, then TEXT
+    assert late(obs(8.0, time_left=0.4), {}) == 3 and late(obs(8.0, time_left=0.3), {}) == 1
+    assert late.name == "rule: TEXT in [3, 6], else MIXED; TEXT only for the last 3, lr ×1"
+    wide = SchedulePolicy(cfg, margin=-0.5, lr=StepSizeSchedule("constant", 1.0))  # thresholds past the band
+    assert wide(obs(6.4), {}) == 1 and wide(obs(6.6), {}) == 3 and wide(obs(2.6), {}) == 1
+    assert wide.name == "rule: TEXT in [2.5, 6.5], else MIXED, lr ×1"
     with pytest.raises(ValueError, match="no mode named PHI"):
         SchedulePolicy(cfg, outside="PHI")
 

@@ -4,25 +4,12 @@ whatever is carried across must score exactly as it did at home; WikiText-2 agai
 corpus (skipped without ../shared) is a real change of text."""
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WT2 = ROOT.parent / "shared" / "data" / "wikitext-2"
-
-
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    sys.path.insert(0, str(ROOT))
-    from bench import rl_study
-
-    def study(name: str, *flags: str) -> Path:
-        out = tmp_path_factory.mktemp(name)
-        assert rl_study.main(["--seeds", "1", "--preset", "tiny", "--out", str(out), *flags]) == 0
-        return out
-    return study
 
 
 def test_carried_to_the_same_environment_everything_scores_as_at_home(tiny_study, tmp_path, one_torch_thread):

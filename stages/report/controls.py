@@ -203,15 +203,15 @@ def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCa
         constants = {name: policy for name, policy in constants.items() if name in tuned[ENDS]}
         members = {TUNED: {tuned[TUNED]: rules[tuned[TUNED]]}}
         members.update({f: {tuned[f]: m[tuned[f]]} for f, m in later_families(env_cfg, rules[tuned[TUNED]]).items()})
-        return _race_and_play(envs, env_cfg, members, constants, n, seed, cache, quiet, "held-out controls")
-    first = _race_and_play(envs, env_cfg, {TUNED: rules}, {}, n, seed, cache, quiet, TUNED)[1]
+        return race_and_play(envs, env_cfg, members, constants, n, seed, cache, quiet, "held-out controls")
+    first = race_and_play(envs, env_cfg, {TUNED: rules}, {}, n, seed, cache, quiet, TUNED)[1]
     later = later_families(env_cfg, rules[first[TUNED]["extra"]["rule"]])
-    played, adaptive = _race_and_play(envs, env_cfg, later, constants, n, seed, cache, quiet,
+    played, adaptive = race_and_play(envs, env_cfg, later, constants, n, seed, cache, quiet,
                                       "later families and constants")
     return played, {**first, **adaptive}
 
 
-def _race_and_play(envs, env_cfg: EnvConfig, families: dict, constants: dict, n: int, seed: int,
+def race_and_play(envs, env_cfg: EnvConfig, families: dict, constants: dict, n: int, seed: int,
                    cache: ControlCache, quiet: bool, what: str) -> tuple[dict, dict]:
     """Race `families` ({family: {member: policy}}) with the constants and the bandit riding along
     (a family of one member is simply played) -> ({constant: evaluation}, {family or BANDIT:
