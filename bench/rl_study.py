@@ -178,6 +178,10 @@ def tuned_controls(report: dict) -> dict:
     src = report["heldout"]["source"]
     constants = [c for c in report["controls"] if c["name"].startswith("always ")]
     best = max(constants, key=lambda c: c["mean_reward"])["name"]
+    if best not in src["controls"]:  # a report from before the held-out seeds played it where random led
+        folder = report["title"].removeprefix("RL report: ")
+        sys.exit(f"error: {folder}'s report did not play {best} on the held-out seeds; score it again with "
+                 f"`python train.py --stage report --ckpt-dir {folder}`, then run this again")
     out = {"best constant": (best, src["controls"][best]["episode_returns"])}
     for family, c in src["adaptive"].items():
         out[family] = (c["extra"].get("detail"), c["episode_returns"])

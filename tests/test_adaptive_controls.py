@@ -2,6 +2,7 @@
 study's statistics (IQM with a bootstrap interval, probability of improvement)."""
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -107,6 +108,28 @@ def test_the_rule_is_tuned_on_the_evaluation_seeds_only(monkeypatch, tmp_path):
     switch = evaluation[1]["tuned time switch"]["extra"]["rule"]
     assert switch.endswith(f"then {a.removeprefix('rule: ')}")  # the time switch is built on the tuned rule
     assert [name for name, seed in played if seed == 900 and "until" in name] == [switch]
+
+
+def test_the_held_out_seeds_play_the_best_constant_even_where_random_outranks_it(monkeypatch, tmp_path):
+    """The studies compare the agent with the best constant policy on the held-out seeds; where random
+    beats every constant on the evaluation seeds (Tiny Shakespeare did), that constant is played too,
+    and stored controls from a run that did not play it are played again."""
+    from stages.report import controls
+    means = {("random", 100): 3.0, ("always TEXT", 100): 2.0, ("always PHI", 100): -5.0, ("always MIXED", 100): 1.0}
+    score, played = fake_score(means)
+    monkeypatch.setattr(controls, "score_together", score)
+    run = RL_PRESETS["tiny"]["run"].replace(eval_episodes=4, eval_seed=100, heldout_seed=900)
+    evaluation, heldout = controls.all_controls(None, EnvConfig(), run, tmp_path / "base.pt", "x", None, quiet=True)
+    assert set(heldout[0]) == {"always PHI", "random", "always TEXT"}  # worst, best, best constant
+    assert "always MIXED" not in {name for name, seed in played if seed == 900}
+
+    older = (evaluation, ({k: v for k, v in heldout[0].items() if k != "always TEXT"}, heldout[1]))
+    stored = SimpleNamespace(stored_controls=lambda env_cfg, run: older)  # a run that played only the two ends
+    again = controls.all_controls(None, EnvConfig(), run, tmp_path / "base2.pt", "y", stored, quiet=True)[1]
+    assert "always TEXT" in again[0]
+    means[("always TEXT", 100)] = 4.0  # a constant is the best: two played, as before
+    assert controls.heldout_fixed(controls.all_controls(None, EnvConfig(), run, tmp_path / "b3.pt", "z", None,
+                                                        quiet=True)[0][0]) == ("always PHI", "always TEXT")
 
 
 def test_the_held_out_seeds_play_the_constants_chosen_on_the_evaluation_seeds(monkeypatch, tmp_path):

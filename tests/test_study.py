@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,3 +66,19 @@ def test_a_corpus_env_setting_joins_the_users_env_flags():
         "--gamma", "1", "--env", "inner_lr=3e-4", "max_steps=5"]
     assert c.rl_flags("tiny", ["--gamma", "1"]) == ["--gamma", "1"]  # measured at demo scale only
     assert Corpus().rl_flags("demo", ["--gamma", "1"]) == ["--gamma", "1"]
+
+
+def test_the_best_constant_is_the_best_always_policy_and_an_older_report_without_it_is_refused():
+    """Random can outrank every constant on the evaluation seeds; the table's "best constant" is still
+    the best `always` policy, and a report whose held-out seeds did not play it is refused in one line."""
+    sys.path.insert(0, str(ROOT))
+    from bench.rl_study import tuned_controls
+    means = {"random": 3.0, "always TEXT": 2.0, "always PHI": -5.0}
+    played = {"random": [3.0, 3.0], "always TEXT": [1.0, 2.0], "always PHI": [-5.0, -4.0]}
+    report = {"title": "RL report: runs/seed-1", "controls": [{"name": n, "mean_reward": m} for n, m in means.items()],
+              "heldout": {"source": {"controls": {n: {"episode_returns": r} for n, r in played.items()},
+                                     "adaptive": {}}}}
+    assert tuned_controls(report) == {"best constant": ("always TEXT", [1.0, 2.0])}
+    del report["heldout"]["source"]["controls"]["always TEXT"]
+    with pytest.raises(SystemExit, match="runs/seed-1's report did not play always TEXT .*--ckpt-dir runs/seed-1"):
+        tuned_controls(report)

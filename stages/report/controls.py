@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from common.files import write_json
-from common.policies import control_policies
+from common.policies import RandomPolicy, control_policies
 from common.racing import race_families
 from env import EnvConfig, bandit, decay_family, plateau_family, rule_family, step_sizes, switch_family
 
@@ -36,7 +36,7 @@ from .scoring import SUMMARY_KEYS, join_evaluations, paid, score_together
 
 TUNED, SWITCH, DECAY, PLATEAU, BANDIT = ("tuned rule", "tuned time switch", "tuned step-size decay",
                                         "tuned plateau decay", "bandit")
-ENDS = "scale ends"  # in `tuned`: the constant controls the held-out seeds play (`scale_ends`)
+ENDS = "held-out fixed"  # in `tuned`: the fixed controls the held-out seeds play (`heldout_fixed`)
 CACHE_FORMAT = 1  # bump when what an evaluation holds changes, so old entries miss
 
 
@@ -113,21 +113,25 @@ def all_controls(envs, env_cfg: EnvConfig, run: RunSettings, base_path: Path, ba
     tuned on the evaluation seeds only."""
     episodes = run.eval_episodes
     played = stored.stored_controls(env_cfg, run) if stored is not None else None
-    if played is not None and tuned_over_current_families(played[0][1], env_cfg):
+    if (played is not None and tuned_over_current_families(played[0][1], env_cfg)
+            and set(played[1][0]) == set(heldout_fixed(played[0][0]))):
         return played
     cache = ControlCache(base_path, base_content, env_cfg)
     evaluation = score_controls(envs, env_cfg, episodes, run.eval_seed, cache, quiet)
     tuned = {family: result["extra"]["rule"] for family, result in evaluation[1].items() if family != BANDIT}
-    tuned[ENDS] = scale_ends(evaluation[0])
+    tuned[ENDS] = heldout_fixed(evaluation[0])
     heldout = score_controls(envs, env_cfg, episodes, run.heldout_seed, cache, quiet, tuned=tuned)
     return evaluation, heldout
 
 
-def scale_ends(constants: dict) -> tuple:
-    """The worst and the best constant control by mean: the ends of the report's normalised scale
-    (0 and 1) and, the best, the fixed control the held-out verdict is against."""
+def heldout_fixed(constants: dict) -> tuple:
+    """The fixed controls the held-out seeds play, chosen by their means on the evaluation seeds:
+    the worst and the best (the ends of the report's normalised scale; the best is the fixed control
+    the held-out verdict is against) and the best constant policy, which the studies compare with,
+    where random outranks every constant."""
     ranked = sorted(constants, key=lambda name: constants[name]["mean_reward"])
-    return ranked[0], ranked[-1]
+    best_constant = [name for name in ranked if name != RandomPolicy.name][-1]
+    return tuple(dict.fromkeys((ranked[0], ranked[-1], best_constant)))
 
 
 def adaptive_names(env_cfg: EnvConfig) -> tuple:
@@ -195,11 +199,11 @@ def score_controls(envs, env_cfg: EnvConfig, n: int, seed: int, cache: ControlCa
     built on it, raced side by side with the constant controls and the bandit riding along (they
     play every round), so that a member sharing a stretch of decisions with another policy (the
     time switch's TEXT start with "always TEXT") pays it once (common.episodes.play_together). With
-    `tuned` ({family: member name, ENDS: the worst and the best constant}, from the evaluation
+    `tuned` ({family: member name, ENDS: `heldout_fixed`'s names}, from the evaluation
     seeds: the held-out seeds) only those are played, side by side."""
     constants = control_policies(len(env_cfg.modes), env_cfg.mode_names)
     rules = rule_family(env_cfg)
-    if tuned is not None:  # the held-out seeds: the scale's ends and each family's member chosen before
+    if tuned is not None:  # the held-out seeds: `heldout_fixed`'s controls and each family's member chosen before
         constants = {name: policy for name, policy in constants.items() if name in tuned[ENDS]}
         members = {TUNED: {tuned[TUNED]: rules[tuned[TUNED]]}}
         members.update({f: {tuned[f]: m[tuned[f]]} for f, m in later_families(env_cfg, rules[tuned[TUNED]]).items()})
