@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     for family, members in later_families(env_cfg, rules[results[TUNED]["chosen"]]).items():
         results[family] = check_family(family, grid(cache, members, n, seed, envs, env_cfg), n, args.rounds)
     fixed = len(control_policies(len(env_cfg.modes), env_cfg.mode_names)) + 1  # constants and the bandit
-    heldout = 2 + 1 + len(results)  # the worst and the best constant, the bandit, each family's member
+    heldout = 2 + 1 + len(results)  # the worst and the best constant (3 where random is the best), the bandit, each member
     full = (fixed + sum(r["grid"] for r in results.values()) // n + heldout) * n
     raced = fixed * n + sum(r["race"] for r in results.values()) + heldout * n
     decisions = env_cfg.max_steps
